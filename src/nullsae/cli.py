@@ -1,0 +1,54 @@
+"""The `nullsae` console command: one subcommand per module in `nullsae.commands`.
+
+Each command module exposes `add_parser(subparsers)` and `run(args) -> int`; modules import their
+heavy dependencies inside `run` so that `nullsae --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nullsae import __version__
+from nullsae.errors import UserError
+
+COMMANDS = ["demo", "run", "audit", "synth", "toy", "activations", "autointerp", "probe", "edit", "report"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nullsae",
+        description="Train and evaluate SAEs on a transformer and on its null models, side by side.",
+    )
+    parser.add_argument("--version", action="version", version=f"nullsae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"nullsae.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"nullsae.commands.{name}":
+                raise
+            continue  # command not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"nullsae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nullsae {args.command}: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metric definitions, one module per family; each definition lives in exactly one place."""

@@ -1,0 +1,143 @@
+"""The synthetic ground-truth benchmark (SPEC §8): do an SAE and its random baselines recover known features?"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from nullsae.metrics.reconstruction import reconstruction_metrics
+from nullsae.metrics.recovery import max_cosines, mcc
+from nullsae.sae.architectures import SAE
+from nullsae.sae.config import Arch, SAEConfig
+from nullsae.sae.train import TrainConfig, train_saes
+from nullsae.toy.korznikov import KorznikovData, Setting
+
+BASELINE_NAMES = ("frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
+RECOVERY_THRESHOLD = 0.8
+
+# The training length and learning rate at which recovery plateaus (README "Synthetic ground truth").
+PAPER_STEPS = 30_000
+PAPER_LR = 2e-3
+DEFAULT_STEPS = 2_000
+DEFAULT_LR = 2e-3
+
+
+class SynthConfig(BaseModel):
+    """One synthetic-benchmark run: data setting, SAE architecture, training length."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setting: Setting = "variable"
+    arch: Arch = "batchtopk"
+    baselines: bool = False
+    steps: int = Field(DEFAULT_STEPS, gt=0)
+    lr: float = Field(DEFAULT_LR, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    batch_size: int = Field(4096, gt=0)
+    n_latents: int = Field(3200, gt=0)
+    l0: int = Field(20, gt=0)
+    eval_size: int = Field(16384, gt=0)
+    curve_points: int = Field(10, gt=0, description="evaluations of recovery along training")
+    seed: int = 0
+
+
+class SynthResult(BaseModel):
+    arch: str
+    baseline: str
+    ev: float
+    l0: float
+    recovered_fraction: float
+    mmcs: float
+    mcc: float
+    decoder_drift: float
+
+
+class CurvePoint(BaseModel):
+    samples: int
+    baseline: str
+    recovered_fraction: float
+    mmcs: float
+    ev: float
+
+
+class SynthReport(BaseModel):
+    setting: str
+    config: SynthConfig
+    results: list[SynthResult]
+    curve: list[CurvePoint]
+    seconds: float
+
+
+def _sae_config(cfg: SynthConfig, baseline: str) -> SAEConfig:
+    sparse = {"k": cfg.l0} if cfg.arch in ("topk", "batchtopk", "matryoshka") else {"k": cfg.l0, "target_l0": float(cfg.l0)}
+    return SAEConfig(arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=2_000_000, **sparse)
+
+
+@torch.no_grad()
+def _evaluate(sae: SAE, data: KorznikovData, x_eval: torch.Tensor, with_mcc: bool = True) -> tuple[float, float, float, float, float]:
+    """EV, L0, recovered fraction, MMCS and (Hungarian, seconds at m = 3,200) MCC on the held-out set."""
+    was_training = sae.training
+    sae.eval()
+    z = sae.encode(x_eval)
+    rec = reconstruction_metrics(x_eval, sae.decode(z), z)
+    sae.train(was_training)
+    best = max_cosines(data.features, sae.W_dec)
+    matched = mcc(data.features, sae.W_dec) if with_mcc else float("nan")
+    return rec.ev, rec.l0, float((best > RECOVERY_THRESHOLD).mean()), float(best.mean()), matched
+
+
+def run_synth(cfg: SynthConfig, progress: bool = True) -> SynthReport:
+    """Train the SAE (and optionally its three random baselines) on one shared stream and score recovery."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    data = KorznikovData(cfg.setting, n_features=3200, batch_size=cfg.batch_size, seed=cfg.seed)
+    x_eval = data.eval_set(cfg.eval_size)
+    baselines = ("none", *BASELINE_NAMES) if cfg.baselines else ("none",)
+    saes = {b: SAE(_sae_config(cfg, b)) for b in baselines}
+    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, cfg.steps), log_every=max(1, cfg.steps // 20))
+    curve: list[CurvePoint] = []
+
+    def record(step: int) -> None:
+        for b, sae in saes.items():
+            ev, _, rec, mm, _ = _evaluate(sae, data, x_eval, with_mcc=False)
+            curve.append(CurvePoint(samples=step * cfg.batch_size, baseline=b, recovered_fraction=rec, mmcs=mm, ev=ev))
+
+    train_saes(saes, data, train_cfg, progress=progress, callback=record, callback_every=max(1, cfg.steps // cfg.curve_points))
+    results = []
+    for b, sae in saes.items():
+        ev, l0, rec, mm, mc = _evaluate(sae, data, x_eval)
+        results.append(SynthResult(arch=cfg.arch, baseline=b, ev=ev, l0=l0, recovered_fraction=rec, mmcs=mm, mcc=mc, decoder_drift=sae.decoder_drift()))
+    return SynthReport(setting=cfg.setting, config=cfg, results=results, curve=curve, seconds=time.perf_counter() - start)
+
+
+def write_outputs(report: SynthReport, out: str) -> None:
+    """synth.json (the whole report) and recovery_curve.png (recovered fraction against samples seen)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nullsae.io_utils import atomic_write_text
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "synth.json", report.model_dump_json(indent=2))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for baseline in dict.fromkeys(p.baseline for p in report.curve):
+        pts = [p for p in report.curve if p.baseline == baseline]
+        ax.plot([p.samples for p in pts], [100 * p.recovered_fraction for p in pts], marker="o", label=baseline)
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("features recovered (%)")
+    ax.set_title(f"{report.config.arch}, {report.setting} p")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = folder / "recovery_curve.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(folder / "recovery_curve.png")

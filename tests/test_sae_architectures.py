@@ -1,0 +1,184 @@
+"""SAE architectures and random baselines (SPEC §6, §7): each behaviour pinned against a direct computation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nullsae.errors import UserError
+from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.config import ARCHS, BASELINES
+
+D, M, K = 32, 128, 6
+
+
+def _data(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = F.normalize(torch.randn(256, D, generator=g), dim=1)
+    active = torch.rand(n, 256, generator=g) < 0.03
+    return (active * torch.rand(n, 256, generator=g)) @ feats + 0.5
+
+
+def _train(sae, x, steps=60, lr=5e-3):
+    sae.initialize(x)
+    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        out = sae(x)
+        opt.zero_grad()
+        out.loss.backward()
+        sae.before_step()
+        opt.step()
+        sae.after_step()
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("baseline", BASELINES)
+def test_every_arch_and_baseline_trains(arch, baseline):
+    x = _data()
+    sae = SAE(SAEConfig(arch=arch, d_in=D, n_latents=M, k=K, baseline=baseline, l1_coef=0.5, l0_coef=1e-3, target_l0=K))
+    enc0, dec0 = sae.W_enc.detach().clone(), sae.W_dec.detach().clone()
+    sae.initialize(x)
+    fvu0 = float(sae(x).terms["fvu"])
+    out = _train(sae, x)
+    assert torch.isfinite(out.loss)
+    assert float(out.terms["fvu"]) < fvu0
+    sae.eval()
+    z = sae.encode(x)
+    assert z.shape == (x.shape[0], M) and (z >= 0).all()
+    if baseline == "frozen-decoder":
+        assert torch.equal(sae.W_dec, sae.W_dec_init)
+        assert sae.decoder_drift() == pytest.approx(1.0)
+    if baseline == "frozen-encoder":
+        assert torch.equal(sae.W_enc, enc0 if sae.cfg.init_kind == "iso" else sae.W_dec_init)
+    if baseline == "soft-frozen-decoder":
+        cos = F.cosine_similarity(sae.W_dec, sae.W_dec_init, dim=1)
+        assert (cos >= sae.cfg.tau - 1e-5).all()
+    if sae.cfg.unit_norm_decoder or baseline == "soft-frozen-decoder":
+        assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(M), atol=1e-5)
+    if baseline != "frozen-decoder":
+        assert not torch.equal(sae.W_dec, dec0)
+
+
+def test_soft_frozen_projection_binds_at_high_tau():
+    x = _data()
+    sae = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, baseline="soft-frozen-decoder", tau=0.99))
+    _train(sae, x, steps=100, lr=3e-2)
+    cos = F.cosine_similarity(sae.W_dec, sae.W_dec_init, dim=1)
+    assert (cos >= 0.99 - 1e-5).all()
+    assert (cos < 0.999).any(), "the projection should hold rows on the cone boundary"
+
+
+def test_trained_and_iso_baselines_share_initialisation():
+    saes = [SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, baseline=b, seed=3)) for b in BASELINES]
+    for s in saes[1:]:
+        if s.cfg.init_kind == "iso":
+            assert torch.equal(s.W_dec, saes[0].W_dec) and torch.equal(s.W_enc, saes[0].W_enc)
+
+
+def test_cov_init_follows_activation_covariance():
+    g = torch.Generator().manual_seed(0)
+    scales = torch.full((D,), 0.3)
+    scales[-1] = 5.0  # one dominant direction
+    x = torch.randn(4096, D, generator=g) * scales
+    iso = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, init="iso"))
+    cov = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, init="cov"))
+    cov.initialize(x)
+    top_dir = torch.zeros(D)
+    top_dir[-1] = 1
+    assert float((cov.W_dec.detach() @ top_dir).pow(2).mean()) > 10 * float((iso.W_dec.detach() @ top_dir).pow(2).mean())
+    assert torch.allclose(cov.W_dec.norm(dim=1), torch.ones(M), atol=1e-5)
+
+
+def test_topk_sparse_path_matches_dense_autograd():
+    x = _data(256)
+    sae = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, auxk=False))
+    sae.initialize(x)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(M, 1) + 0.5)  # non-unit rows exercise the decoder gradient fully
+    out = sae(x)
+    out.loss.backward()
+    fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    ref = SAE(sae.cfg)
+    ref.load_state_dict(sae.state_dict())
+    pre = (x - ref.b_dec) @ ref.W_enc.T + ref.b_enc
+    vals, idx = pre.topk(K, dim=1)
+    z = torch.zeros_like(pre).scatter(1, idx, vals.relu())
+    recon = z @ ref.W_dec + ref.b_dec
+    loss = (x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    loss.backward()
+    assert torch.allclose(out.recon, recon, atol=1e-5)
+    assert torch.allclose(out.loss, loss, atol=1e-6)
+    for n, p in ref.named_parameters():
+        assert torch.allclose(fast[n], p.grad, atol=1e-5, rtol=1e-4), n
+
+
+def test_batchtopk_keeps_k_per_token_on_average_and_thresholds_at_inference():
+    x = _data(512)
+    sae = SAE(SAEConfig(arch="batchtopk", d_in=D, n_latents=M, k=K))
+    _train(sae, x, steps=50)
+    out = sae.train()(x)
+    assert float(out.terms["l0"]) == pytest.approx(K)
+    assert float(sae.threshold) > 0
+    sae.eval()
+    z = sae.encode(x)
+    pre = torch.relu((x - sae.b_dec) @ sae.W_enc.T + sae.b_enc)
+    assert torch.equal(z, pre * (pre > sae.threshold))
+
+
+def test_jumprelu_threshold_gradient_is_the_straight_through_estimator():
+    sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=K, l0_coef=0.0))
+    x = _data(256)
+    sae.initialize(x)
+    theta = sae.log_threshold.exp().detach()
+    eps = float(sae.eps)
+    pre = torch.relu((x - sae.b_dec) @ sae.W_enc.T + sae.b_enc).detach()
+    z = sae.encode(x)
+    g_out = torch.randn_like(z)
+    (z * g_out).sum().backward()
+    window = ((pre - theta).abs() < eps / 2).float()
+    expected_theta_grad = (-(theta / eps) * (g_out * window).sum(0))
+    assert torch.allclose(sae.log_threshold.grad, expected_theta_grad * theta, atol=1e-4, rtol=1e-4)
+
+
+def test_matryoshka_loss_averages_nested_prefixes():
+    x = _data(256)
+    sae = SAE(SAEConfig(arch="matryoshka", d_in=D, n_latents=M, k=K, auxk=False))
+    sae.initialize(x)
+    out = sae(x)
+    z = out.latents
+    ends = sae.group_ends()
+    assert ends == [64, 102, 128]
+    fvus = [((x - (z[:, :e] @ sae.W_dec[:e] + sae.b_dec)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()) for e in ends]
+    assert torch.allclose(out.loss, torch.stack(fvus).mean(), atol=1e-6)
+
+
+def test_auxk_revives_dead_latents():
+    x = _data(512)
+    sae = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K))
+    sae.initialize(x)
+    dead = torch.zeros(M, dtype=torch.bool)
+    dead[:40] = True
+    out = sae(x, dead_mask=dead)
+    assert "auxk" in out.terms
+    out.loss.backward()
+    assert sae.W_enc.grad[:40].abs().sum() > 0
+
+
+def test_relu_loss_is_fvu_plus_weighted_l1():
+    x = _data(128)
+    sae = SAE(SAEConfig(arch="relu", d_in=D, n_latents=M, l1_coef=0.7))
+    sae.initialize(x)
+    out = sae(x)
+    z = out.latents
+    total = (x - x.mean(0)).pow(2).sum(1).mean()
+    expected = (x - out.recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum() + 0.7 * (z * sae.W_dec.norm(dim=1)).sum(1).mean() / total
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_bad_configs_raise_user_errors():
+    with pytest.raises(UserError, match="k = 128 must be smaller"):
+        SAEConfig(arch="topk", d_in=D, n_latents=128, k=128)
+    with pytest.raises(UserError, match="unknown SAE architecture"):
+        from nullsae.sae.config import check_arch
+
+        check_arch("gated")
