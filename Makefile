@@ -29,7 +29,6 @@ demo: $(STAMP)
 	$(VENV)/bin/nullsae demo
 
 bench: $(STAMP)
-	$(PY) -m pip install -q eai-sparsify
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -39,7 +39,7 @@ class SynthConfig(BaseModel):
     batch_size: int = Field(4096, gt=0)
     n_latents: int = Field(3200, gt=0)
     l0: int = Field(20, gt=0)
-    eval_size: int = Field(16384, gt=0)
+    eval_size: int = Field(8192, gt=0)
     curve_points: int = Field(10, gt=0, description="evaluations of recovery along training")
     seed: int = 0
 

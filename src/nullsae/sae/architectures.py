@@ -8,7 +8,8 @@ TopK encoder whose backward touches only the k selected latents; that is where i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,25 +20,29 @@ from nullsae.sae.config import SAEConfig
 
 @dataclass
 class SAEOutput:
-    """What one forward pass returns: reconstruction, latent code, loss and its terms."""
+    """What one forward pass returns: reconstruction, latent code, loss and its terms.
+
+    The code is dense (`dense`, relu/jumprelu) or sparse (`rows`, `cols`, `vals`: the nonzero
+    entries of the (B, m) code, topk/batchtopk/matryoshka); `latents` densifies either.
+    """
 
     recon: Tensor
     loss: Tensor
     terms: dict[str, Tensor]
     fired: Tensor  # (m,) bool: latents that fired on this batch; its length is m
-    dense: Tensor | None = None  # (B, m) latent code, when computed densely
-    acts: Tensor | None = None  # (B, k) values of the sparse code (topk path)
-    indices: Tensor | None = None  # (B, k) latent ids of the sparse code
-    extras: dict[str, Tensor] = field(default_factory=dict)
+    dense: Tensor | None = None
+    rows: Tensor | None = None
+    cols: Tensor | None = None
+    vals: Tensor | None = None
 
     @property
     def latents(self) -> Tensor:
-        """The (B, m) latent code, densified from the sparse code when needed."""
+        """The (B, m) latent code."""
         if self.dense is not None:
             return self.dense
-        assert self.acts is not None and self.indices is not None
-        z = self.acts.new_zeros(self.acts.shape[0], self.fired.shape[0])
-        return z.scatter_(1, self.indices, self.acts)
+        assert self.rows is not None and self.cols is not None and self.vals is not None
+        z = self.vals.new_zeros(self.recon.shape[0], self.fired.shape[0])
+        return z.index_put_((self.rows, self.cols), self.vals)
 
 
 def fvu(x: Tensor, recon: Tensor) -> Tensor:
@@ -46,59 +51,101 @@ def fvu(x: Tensor, recon: Tensor) -> Tensor:
     return (x - recon).pow(2).sum() / total.clamp_min(torch.finfo(x.dtype).tiny)
 
 
-class _TopKEncode(torch.autograd.Function):
-    """ReLU(top-k(W_enc xc + b_enc)) whose backward costs O(B·k·d) instead of a dense O(B·m·d) matmul."""
+def _coo(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, check_invariants=False)
+
+
+Select = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+class _SparseEncode(torch.autograd.Function):
+    """vals = ReLU(pre[rows, cols]) for the entries `select` keeps of pre = W_enc xc + b_enc.
+
+    Hand-written because autograd through a top-k scatters a dense (B, m) gradient and then pays two
+    dense (B, m, d) matmuls; here the backward costs O(nnz · d).
+    """
 
     @staticmethod
-    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, k: int):  # type: ignore[override]
+    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, select: Select):  # type: ignore[override]
         pre = torch.addmm(b_enc, xc, W_enc.t())
-        vals, idx = pre.topk(k, dim=1, sorted=False)
-        vals = vals.relu_()
-        ctx.save_for_backward(xc, W_enc, idx, vals)
-        ctx.m = W_enc.shape[0]
-        ctx.mark_non_differentiable(idx)
-        return vals, idx
+        rows, cols = select(pre)
+        vals = pre[rows, cols].relu_()
+        ctx.save_for_backward(xc, W_enc, rows, cols, vals)
+        ctx.mark_non_differentiable(rows, cols)
+        return vals, rows, cols
 
     @staticmethod
-    def backward(ctx, g_vals: Tensor, _g_idx: Tensor | None):  # type: ignore[override]
-        xc, W_enc, idx, vals = ctx.saved_tensors
+    def backward(ctx, g_vals: Tensor, _g_rows: Tensor | None, _g_cols: Tensor | None):  # type: ignore[override]
+        xc, W_enc, rows, cols, vals = ctx.saved_tensors
         g = g_vals * (vals > 0)
+        (B, d), m = xc.shape, W_enc.shape[0]
         g_xc = g_W = g_b = None
         if ctx.needs_input_grad[0]:
-            g_xc = F.embedding_bag(idx, W_enc, per_sample_weights=g, mode="sum")
+            g_xc = torch.sparse.mm(_coo(rows, cols, g, (B, m)), W_enc)
         if ctx.needs_input_grad[1]:
-            g_W = torch.sparse.mm(_sparse_rows(idx, g, ctx.m), xc)
+            g_W = torch.sparse.mm(_coo(cols, rows, g, (m, B)), xc)
         if ctx.needs_input_grad[2]:
-            g_b = g.new_zeros(ctx.m).index_add_(0, idx.reshape(-1), g.reshape(-1))
+            g_b = g.new_zeros(m).index_add_(0, cols, g)
         return g_xc, g_W, g_b, None
 
 
-def _sparse_rows(idx: Tensor, vals: Tensor, m: int) -> Tensor:
-    """The (m, B) sparse matrix whose column b holds vals[b] at rows idx[b]."""
-    rows = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(idx.shape[1])
-    return torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), vals.reshape(-1), (m, idx.shape[0]), check_invariants=False)
-
-
 class _SparseDecode(torch.autograd.Function):
-    """Σ_j acts_j W_dec[idx_j] per row; backward by sparse products (torch's embedding_bag backward sorts)."""
+    """x̂ = Σ vals · W_dec[cols] per row, forward and backward by sparse products."""
 
     @staticmethod
-    def forward(ctx, acts: Tensor, idx: Tensor, W_dec: Tensor):  # type: ignore[override]
-        ctx.save_for_backward(acts, idx, W_dec)
-        return F.embedding_bag(idx, W_dec, per_sample_weights=acts, mode="sum")
+    def forward(ctx, vals: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor, batch: int):  # type: ignore[override]
+        ctx.save_for_backward(vals, rows, cols, W_dec)
+        return torch.sparse.mm(_coo(rows, cols, vals, (batch, W_dec.shape[0])), W_dec)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        acts, idx, W_dec = ctx.saved_tensors
-        g_acts = g_W = None
+        vals, rows, cols, W_dec = ctx.saved_tensors
+        g_vals = g_W = None
         if ctx.needs_input_grad[0]:
-            g_acts = torch.empty_like(acts)
-            for start in range(0, idx.shape[0], 1024):  # chunks bound the (rows, k, d) gather
-                sl = slice(start, start + 1024)
-                g_acts[sl] = torch.bmm(W_dec[idx[sl]], g[sl].unsqueeze(2)).squeeze(2)
-        if ctx.needs_input_grad[2]:
-            g_W = torch.sparse.mm(_sparse_rows(idx, acts, W_dec.shape[0]), g)
-        return g_acts, None, g_W
+            g_vals = torch.empty_like(vals)
+            for start in range(0, vals.numel(), 32768):  # chunks bound the (nnz, d) gathers
+                sl = slice(start, start + 32768)
+                g_vals[sl] = (W_dec[cols[sl]] * g[rows[sl]]).sum(1)
+        if ctx.needs_input_grad[3]:
+            g_W = torch.sparse.mm(_coo(cols, rows, vals, (W_dec.shape[0], g.shape[0])), g)
+        return g_vals, None, None, g_W, None
+
+
+def row_topk(k: int) -> Select:
+    """Keep the k largest pre-activations of every row (TopK)."""
+
+    def select(pre: Tensor) -> tuple[Tensor, Tensor]:
+        idx = pre.topk(k, dim=1, sorted=False).indices
+        return torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k), idx.reshape(-1)
+
+    return select
+
+
+def batch_topk(n_keep: int) -> Select:
+    """Keep the n_keep largest pre-activations of the whole batch (BatchTopK).
+
+    Exact and cheaper than a top-k over all B·m entries: candidates are each row's top
+    4·n_keep/B; a row whose smallest candidate reaches the batch threshold may hold more winners,
+    so all of its entries join the candidates (adding candidates only raises the threshold, so one
+    pass suffices).
+    """
+
+    def select(pre: Tensor) -> tuple[Tensor, Tensor]:
+        B, m = pre.shape
+        keep = min(n_keep, pre.numel())
+        per_row = min(m, 4 * -(-keep // B))
+        cand_vals, cand_idx = pre.topk(per_row, dim=1, sorted=False)
+        row_ids = torch.arange(B, device=pre.device)
+        threshold = cand_vals.reshape(-1).topk(min(keep, cand_vals.numel()), sorted=False).values.min()
+        full = cand_vals.min(1).values >= threshold if per_row < m else torch.zeros(B, dtype=torch.bool, device=pre.device)
+        part = ~full
+        vals = torch.cat([cand_vals[part].reshape(-1), pre[full].reshape(-1)])
+        rows = torch.cat([row_ids[part].repeat_interleave(per_row), row_ids[full].repeat_interleave(m)])
+        cols = torch.cat([cand_idx[part].reshape(-1), torch.arange(m, device=pre.device).repeat(int(full.sum()))])
+        pos = vals.topk(keep, sorted=False).indices
+        return rows[pos], cols[pos]
+
+    return select
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -202,34 +249,34 @@ class SAE(nn.Module):
     def _pre(self, x: Tensor) -> Tensor:
         return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.t())
 
+    def _selector(self) -> Select | None:
+        """How the sparse architectures pick their active latents (None: dense architectures)."""
+        cfg = self.cfg
+        if cfg.arch == "topk":
+            return row_topk(cfg.k)
+        if cfg.arch in ("batchtopk", "matryoshka"):
+            if self.training or float(self.threshold) < 0:
+                return lambda pre: batch_topk(cfg.k * pre.shape[0])(pre)
+            theta = float(self.threshold)
+            return lambda pre: (pre > theta).nonzero(as_tuple=True)  # inference: the learned threshold
+        return None
+
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(vals, rows, cols): the nonzero entries of the code of a sparse architecture."""
+        select = self._selector()
+        if select is None:
+            raise ValueError(f"{self.cfg.arch} SAEs have a dense code; use encode()")
+        return _SparseEncode.apply(x - self.b_dec, self.W_enc, self.b_enc, select)
+
     def encode(self, x: Tensor) -> Tensor:
         """Dense (B, m) latent code; batchtopk/matryoshka use the inference threshold in eval mode."""
-        arch = self.cfg.arch
-        if arch == "topk":
-            vals, idx = self._pre(x).topk(self.cfg.k, dim=1, sorted=False)
-            return torch.zeros(x.shape[0], self.cfg.n_latents, dtype=x.dtype, device=x.device).scatter_(1, idx, vals.relu())
+        if self._selector() is not None:
+            vals, rows, cols = self.encode_sparse(x)
+            return x.new_zeros(x.shape[0], self.cfg.n_latents).index_put_((rows, cols), vals)
         pre = torch.relu(self._pre(x))
-        if arch == "relu":
-            return pre
-        if arch == "jumprelu":
+        if self.cfg.arch == "jumprelu":
             return _JumpReLU.apply(pre, self.log_threshold.exp(), self.eps)
-        if self.training or float(self.threshold) < 0:
-            return self._batch_topk(pre)
-        return pre * (pre > self.threshold)
-
-    def _batch_topk(self, pre: Tensor) -> Tensor:
-        n_keep = min(self.cfg.k * pre.shape[0], pre.numel())
-        flat = pre.flatten()
-        vals, idx = flat.topk(n_keep, sorted=False)
-        z = torch.zeros_like(flat).scatter_(0, idx, vals).view_as(pre)
-        if self.training:
-            positive = vals[vals > 0]
-            if positive.numel():
-                with torch.no_grad():
-                    new = positive.min()
-                    mom = self.cfg.threshold_momentum
-                    self.threshold.copy_(new if self.threshold < 0 else mom * self.threshold + (1 - mom) * new)
-        return z
+        return pre
 
     def decode(self, z: Tensor) -> Tensor:
         return z @ self.W_dec + self.b_dec
@@ -237,45 +284,51 @@ class SAE(nn.Module):
     # ----- forward with loss ----------------------------------------------------------------
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
         """Encode, decode and compute the loss; `dead_mask` (m,) enables AuxK for topk-family SAEs."""
+        if self._selector() is not None:
+            return self._forward_sparse(x, dead_mask)
         cfg = self.cfg
-        if cfg.arch == "topk":
-            acts, idx = _TopKEncode.apply(x - self.b_dec, self.W_enc, self.b_enc, cfg.k)
-            recon = _SparseDecode.apply(acts, idx, self.W_dec) + self.b_dec
-            fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
-            fired[idx[acts > 0]] = True
-            loss_fvu = fvu(x, recon)
-            terms = {"fvu": loss_fvu.detach(), "l0": (acts > 0).sum(1).float().mean()}
-            loss = loss_fvu + self._auxk(x, recon, dead_mask, terms)
-            return SAEOutput(recon=recon, loss=loss, terms=terms, fired=fired, acts=acts, indices=idx)
-
         z = self.encode(x)
         recon = self.decode(z)
-        loss_fvu = fvu(x, recon)
+        loss = fvu(x, recon)
         active = z > 0
-        terms = {"fvu": loss_fvu.detach(), "l0": active.sum(1).float().mean()}
-        loss = loss_fvu
+        terms = {"fvu": loss.detach(), "l0": active.sum(1).float().mean()}
         if cfg.arch == "relu":
             total = (x - x.mean(0, keepdim=True)).pow(2).sum(1).mean()
             # λ Σ_j |z_j| ‖W_dec,j‖, normalised by the same total variance as the FVU term
             sparsity = (z.abs() * self.W_dec.norm(dim=1)).sum(1).mean() / total
             terms["l1"] = sparsity.detach()
             loss = loss + self.sparsity_coef * sparsity
-        elif cfg.arch == "jumprelu":
+        else:
             pre = torch.relu(self._pre(x))
             l0 = _Step.apply(pre, self.log_threshold.exp(), self.eps).sum(1).mean()
             terms["l0_penalty"] = l0.detach()
             loss = loss + self.sparsity_coef * l0
-        elif cfg.arch == "matryoshka":
+        return SAEOutput(recon=recon, loss=loss, terms=terms, fired=active.any(0), dense=z)
+
+    def _forward_sparse(self, x: Tensor, dead_mask: Tensor | None) -> SAEOutput:
+        cfg, batch = self.cfg, x.shape[0]
+        vals, rows, cols = self.encode_sparse(x)
+        recon = _SparseDecode.apply(vals, rows, cols, self.W_dec, batch) + self.b_dec
+        loss = fvu(x, recon)
+        positive = vals > 0
+        terms = {"fvu": loss.detach(), "l0": positive.sum().float() / batch}
+        if cfg.arch == "matryoshka":
             losses = []
             for end in self.group_ends()[:-1]:
-                partial = z[:, :end] @ self.W_dec[:end] + self.b_dec
+                inside = cols < end
+                partial = _SparseDecode.apply(vals[inside], rows[inside], cols[inside], self.W_dec, batch) + self.b_dec
                 losses.append(fvu(x, partial))
-            losses.append(loss_fvu)
-            loss = torch.stack(losses).mean()
+            loss = torch.stack([*losses, loss]).mean()
             terms["matryoshka_fvu"] = loss.detach()
-        if cfg.arch in ("batchtopk", "matryoshka"):
-            loss = loss + self._auxk(x, recon, dead_mask, terms)
-        return SAEOutput(recon=recon, loss=loss, terms=terms, fired=active.any(0), dense=z)
+        if cfg.arch in ("batchtopk", "matryoshka") and self.training and bool(positive.any()):
+            with torch.no_grad():  # running estimate of the smallest kept activation (Bussmann et al.)
+                new = vals[positive].min()
+                mom = cfg.threshold_momentum
+                self.threshold.copy_(new if self.threshold < 0 else mom * self.threshold + (1 - mom) * new)
+        loss = loss + self._auxk(x, recon, dead_mask, terms)
+        fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
+        fired[cols[positive]] = True
+        return SAEOutput(recon=recon, loss=loss, terms=terms, fired=fired, rows=rows, cols=cols, vals=vals)
 
     def group_ends(self) -> list[int]:
         """Prefix sizes of the matryoshka groups (the last one is m)."""
@@ -292,9 +345,11 @@ class SAE(nn.Module):
             return x.new_zeros(())
         dead = dead_mask.nonzero().squeeze(1)
         pre = torch.addmm(self.b_enc[dead], x - self.b_dec, self.W_enc[dead].t())
-        vals, idx = pre.topk(min(self.cfg.aux_k, dead.numel()), dim=1, sorted=False)
+        k_aux = min(self.cfg.aux_k, dead.numel())
+        vals, idx = pre.topk(k_aux, dim=1, sorted=False)
         err = (x - recon).detach()
-        aux_recon = _SparseDecode.apply(vals.relu(), idx, self.W_dec[dead])
+        rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k_aux)
+        aux_recon = _SparseDecode.apply(vals.relu().reshape(-1), rows, idx.reshape(-1), self.W_dec[dead], x.shape[0])
         aux = fvu(err, aux_recon)
         terms["auxk"] = aux.detach()
         return self.cfg.auxk_coef * torch.nan_to_num(aux, nan=0.0)

@@ -1,0 +1,57 @@
+"""The synthetic ground-truth benchmark (SPEC §8): data generator statistics and the `nullsae synth` command."""
+
+import json
+
+import pytest
+import torch
+
+from nullsae.cli import main
+from nullsae.toy.korznikov import KorznikovData
+
+
+@pytest.mark.parametrize("setting", ["constant", "variable"])
+def test_generator_matches_the_specified_distribution(setting):
+    data = KorznikovData(setting, batch_size=4096, seed=3)
+    assert torch.allclose(data.features.norm(dim=1), torch.ones(3200), atol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    rows, cols = data._bernoulli_support(50_000, g)
+    per_sample = rows.numel() / 50_000
+    assert per_sample == pytest.approx(float(data.p.sum()), rel=0.02)  # ≈ 20 active features
+    assert 19 < per_sample < 21.5
+    freq = torch.bincount(cols, minlength=3200).double() / 50_000
+    p = data.p.double()
+    z = (freq - p) / (p * (1 - p) / 50_000).sqrt()  # per-feature frequencies follow p_i
+    assert z.abs().max() < 5.5 and abs(float(z.mean())) < 0.2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == rows.numel()  # Bernoulli: no repeats
+    x = data.sample(2000, torch.Generator().manual_seed(1))
+    assert x.shape == (2000, 100) and (x.norm(dim=1) > 0).float().mean() > 0.99
+
+
+def test_batches_are_reproducible_from_any_step():
+    data = KorznikovData("variable", batch_size=64, seed=2)
+    straight = [b for _, b in zip(range(5), data.batches(0))]
+    resumed = [b for _, b in zip(range(2), data.batches(3))]
+    assert torch.equal(straight[3], resumed[0]) and torch.equal(straight[4], resumed[1])
+    assert not torch.equal(straight[0], straight[1])
+
+
+def test_synth_command_reports_every_baseline_as_json(capsys, tmp_path):
+    code = main(["synth", "--setting", "constant", "--arch", "topk", "--baselines", "--steps", "10", "--json", "--out", str(tmp_path)])
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    report = json.loads(last)
+    assert report["setting"] == "constant"
+    assert [r["baseline"] for r in report["results"]] == ["none", "frozen-decoder", "soft-frozen-decoder", "frozen-encoder"]
+    for r in report["results"]:
+        assert set(r) == {"arch", "baseline", "ev", "l0", "recovered_fraction", "mmcs", "mcc"}
+        assert r["l0"] == pytest.approx(20.0)
+        assert 0 <= r["recovered_fraction"] <= 1 and -1 < r["ev"] < 1
+    assert (tmp_path / "recovery_curve.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "synth.json").read_text())["config"]["steps"] == 10
+
+
+def test_synth_bad_input_is_one_line(capsys):
+    assert main(["synth", "--arch", "gated", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown SAE architecture 'gated'" in err[0]
+    assert main(["synth", "--arch", "topk", "--steps", "0"]) == 2
