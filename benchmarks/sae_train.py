@@ -1,0 +1,168 @@
+"""TopK SAE training throughput and FVU, nullsae vs sparsify (and SAELens), in one process run.
+
+Config (issue 2): d = 576, m = 9,216, k = 32, batch 4,096, fp32, CPU, Adam, the same data and the
+same initial weights for every library. Prints tokens/s, FVU on a held-out batch after equal tokens,
+the fraction of this machine's dense-matmul FLOP/s the step reaches, and the cost of training K
+SAEs on one stream against K separate runs. Last line: `ratio vs sparsify: X.XX`.
+
+    .venv/bin/python benchmarks/sae_train.py [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.architectures import geometric_median
+from nullsae.sae.train import TrainConfig, train_saes
+from nullsae.toy.korznikov import KorznikovData
+
+D, M, K, B, LR = 576, 9216, 32, 4096, 1e-3
+
+
+def matmul_flops(repeats: int = 5) -> float:
+    a, b = torch.randn(B, D), torch.randn(D, M)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * B * D * M * repeats / (time.perf_counter() - start)
+
+
+def step_flops() -> float:
+    """Arithmetic a TopK step needs: the dense encoder product plus O(B·k·d) sparse work."""
+    return 2 * B * D * M + 10 * B * K * D
+
+
+def fvu(x: torch.Tensor, recon: torch.Tensor) -> float:
+    return float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
+    sae = SAE(init.cfg)
+    sae.load_state_dict(init.state_dict())
+    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=LR)
+
+    def step(x):
+        out = sae(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        sae.before_step()
+        opt.step()
+        sae.after_step()
+
+    step(batches[0])
+    start = time.perf_counter()
+    for x in batches[1:]:
+        step(x)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        sae.eval()
+        return (len(batches) - 1) * B / seconds, fvu(held_out, sae.decode(sae.encode(held_out)))
+
+
+def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    sc = SparseCoder(D, SparseCoderConfig(num_latents=M, k=K))
+    with torch.no_grad():
+        sc.encoder.weight.copy_(init.W_enc)
+        sc.encoder.bias.copy_(init.b_enc)
+        sc.W_dec.copy_(init.W_dec)
+        sc.b_dec.copy_(init.b_dec)
+    opt = torch.optim.Adam(sc.parameters(), lr=LR)
+
+    def step(x):  # sparsify's Trainer step, minus logging and distributed code
+        out = sc(x)
+        opt.zero_grad(set_to_none=True)
+        out.fvu.backward()
+        sc.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        sc.set_decoder_norm_to_unit_norm()
+
+    step(batches[0])
+    start = time.perf_counter()
+    for x in batches[1:]:
+        step(x)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        return (len(batches) - 1) * B / seconds, fvu(held_out, sc(held_out).sae_out)
+
+
+def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
+    from sae_lens.saes.sae import TrainStepInput
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    sl = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=M, k=K, decoder_init_norm=None))
+    with torch.no_grad():
+        sl.W_enc.copy_(init.W_enc.T)
+        sl.b_enc.copy_(init.b_enc)
+        sl.W_dec.copy_(init.W_dec)
+        sl.b_dec.copy_(init.b_dec)
+    opt = torch.optim.Adam(sl.parameters(), lr=LR)
+
+    def step(i, x):
+        out = sl.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=i, is_logging_step=False))
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    step(0, batches[0])
+    start = time.perf_counter()
+    for i, x in enumerate(batches[1:], 1):
+        step(i, x)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        return (len(batches) - 1) * B / seconds, fvu(held_out, sl.decode(sl.encode(held_out)))
+
+
+def shared_stream_cost(steps: int, n_saes: int) -> tuple[float, float, float]:
+    """Seconds for: the stream alone, one SAE on it, n_saes SAEs on it (smaller SAEs, same stream)."""
+    data = KorznikovData("constant", d=D, n_features=4 * D, batch_size=B, seed=5)
+    start = time.perf_counter()
+    for _, _x in zip(range(steps), data.batches(0)):
+        pass
+    t_stream = time.perf_counter() - start
+    times = []
+    for count in (1, n_saes):
+        saes = {f"s{i}": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M // 4, k=K, seed=i)) for i in range(count)}
+        start = time.perf_counter()
+        train_saes(saes, data, TrainConfig(steps=steps, lr=LR, warmup_steps=0), progress=False)
+        times.append(time.perf_counter() - start)
+    return t_stream, times[0], times[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="training steps per library (one more is a warm-up)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data = KorznikovData("constant", d=D, n_features=4 * D, batch_size=B, seed=1)
+    stream = data.batches(0)
+    batches = [next(stream) for _ in range(args.steps + 1)]
+    held_out = data.eval_set(B)
+    init = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, auxk=False))
+    with torch.no_grad():
+        init.b_dec.copy_(geometric_median(batches[0]))
+    print(f"TopK SAE d={D} m={M} k={K} batch={B} fp32 CPU, {torch.get_num_threads()} threads, {args.steps} timed steps, Adam lr={LR}")
+    peak = matmul_flops()
+    print(f"dense matmul ({B}x{D} @ {D}x{M}): {peak / 1e9:.1f} GFLOP/s")
+    results = {"nullsae": run_nullsae(init, batches, held_out), "sparsify": run_sparsify(init, batches, held_out)}
+    try:
+        results["SAELens"] = run_saelens(init, batches, held_out)
+    except Exception as exc:  # noqa: BLE001 - a peer that fails to run is reported, not fatal
+        print(f"SAELens: skipped ({type(exc).__name__}: {exc})")
+    for name, (tps, f) in results.items():
+        frac = step_flops() * tps / B / peak
+        print(f"{name:<9} {tps:>9.0f} tokens/s   FVU after {args.steps * B:,} tokens: {f:.4f}   {frac:.0%} of dense-matmul FLOP/s")
+    t_stream, t_one, t_many = shared_stream_cost(max(5, args.steps // 4), 3)
+    bound = 3 * (t_one - t_stream) + t_stream
+    print(f"one stream: stream alone {t_stream:.1f} s, 1 SAE {t_one:.1f} s, 3 SAEs {t_many:.1f} s (bound 3×(1 SAE − stream) + stream = {bound:.1f} s; ratio {t_many / bound:.2f})")
+    print(f"ratio vs sparsify: {results['nullsae'][0] / results['sparsify'][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
