@@ -1,0 +1,86 @@
+"""Latent statistics of SPEC §4, as pure functions of (token ids, activations) of a latent's top examples.
+
+q_j(t) ∝ Σ activation of latent j on tokens with id t, over its top-activating examples (the windows
+the explainer sees). Entropy H(q_j) in nats, normalised by log(#distinct token ids); "distinct" counts
+the ids that carry activation by default (the support of q; 1 id → 0), or every id present in the
+examples with `distinct="all"`. A latent is single-token when one id holds ≥ 90 % of its mass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+SINGLE_TOKEN_MASS = 0.9
+
+
+class TokenEntropy(BaseModel):
+    """Token-distribution entropy of one latent over its top examples."""
+
+    entropy: float  # nats
+    normalized: float  # entropy / log(n_distinct), in [0, 1]; 0 when n_distinct ≤ 1
+    n_distinct: int
+    top_token: int  # id with the most activation mass (-1 when the latent never fires)
+    top_mass: float  # its share of the mass
+
+
+def token_distribution(token_ids: Tensor, acts: Tensor) -> tuple[Tensor, Tensor]:
+    """(ids, q): the token ids with positive activation mass and q(t) ∝ Σ activation on id t (sums to 1)."""
+    ids = token_ids.reshape(-1).long()
+    a = acts.reshape(-1).double().clamp_min(0)
+    if ids.shape != a.shape:
+        raise ValueError(f"token ids {tuple(token_ids.shape)} and activations {tuple(acts.shape)} differ in size")
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    mass = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, a)
+    keep = mass > 0
+    uniq, mass = uniq[keep], mass[keep]
+    total = mass.sum()
+    return uniq, mass / total if total > 0 else mass
+
+
+def token_entropy(token_ids: Tensor, acts: Tensor, distinct: Literal["active", "all"] = "active") -> TokenEntropy:
+    """SPEC §4 token-distribution entropy of one latent (raw and normalised) and its dominant token."""
+    uniq, q = token_distribution(token_ids, acts)
+    if len(q) == 0:
+        return TokenEntropy(entropy=0.0, normalized=0.0, n_distinct=0, top_token=-1, top_mass=0.0)
+    h = float(-(q * q.log()).sum())
+    n = len(q) if distinct == "active" else int(torch.unique(token_ids).numel())
+    top = int(q.argmax())
+    return TokenEntropy(entropy=h, normalized=h / math.log(n) if n > 1 else 0.0, n_distinct=n, top_token=int(uniq[top]), top_mass=float(q[top]))
+
+
+def is_single_token(stats: TokenEntropy, threshold: float = SINGLE_TOKEN_MASS) -> bool:
+    """Whether one token id holds at least `threshold` of the latent's activation mass."""
+    return stats.n_distinct > 0 and stats.top_mass >= threshold
+
+
+def single_token_fraction(stats: list[TokenEntropy], threshold: float = SINGLE_TOKEN_MASS) -> float:
+    """Fraction of latents that are single-token (over latents that fired at all)."""
+    fired = [s for s in stats if s.n_distinct > 0]
+    return sum(is_single_token(s, threshold) for s in fired) / len(fired) if fired else float("nan")
+
+
+class FiringDensity(BaseModel):
+    """Histogram of log10(firing frequency) over an SAE's latents; dead latents are counted apart."""
+
+    edges: list[float]
+    counts: list[int]
+    n_dead: int
+    n_latents: int
+    n_tokens: int
+
+
+def firing_density(fire_counts: Tensor, n_tokens: int, bins: int = 50, lo: float = -8.0, hi: float = 0.0) -> FiringDensity:
+    """Histogram of log10(count / n_tokens) per latent over [lo, hi] (values outside are clipped in)."""
+    counts = fire_counts.detach().double().cpu().numpy()
+    if n_tokens <= 0:
+        raise ValueError("n_tokens must be positive")
+    alive = counts > 0
+    logf = np.clip(np.log10(counts[alive] / n_tokens), lo, hi)
+    hist, edges = np.histogram(logf, bins=bins, range=(lo, hi))
+    return FiringDensity(edges=edges.tolist(), counts=hist.tolist(), n_dead=int((~alive).sum()), n_latents=len(counts), n_tokens=n_tokens)

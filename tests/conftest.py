@@ -1,0 +1,47 @@
+"""Shared fixtures: the bundled SmolLM2 (loaded once per session) and tiny real models of three families."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+FAMILIES = ("gpt_neox", "llama", "gpt2")
+
+
+def tiny_model(family: str, seed: int = 0):
+    """A real HF causal LM of `family` from a small config (no download), its weights perturbed per tensor
+    so that every tensor has its own non-trivial mean and std, as a trained checkpoint does."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from nullsae.models import LoadedModel
+
+    torch.manual_seed(seed)
+    if family == "gpt_neox":  # Pythia: separate embed_in / embed_out
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=96, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0))
+    elif family == "llama":  # SmolLM2: tied embed_tokens / lm_head
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2))
+    elif family == "gpt2":  # GPT-2: tied wte / lm_head, learned positions
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_embd=32, n_layer=3, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0))
+    else:
+        raise ValueError(family)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            scale = 0.5 + torch.rand((), generator=gen)
+            shift = 0.1 * torch.randn((), generator=gen)
+            p.mul_(scale).add_(shift + 0.05 * torch.randn(p.shape, generator=gen))
+    return LoadedModel.from_model(model, None, name=f"tiny-{family}")
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny(request):
+    """A tiny real model of each family in turn."""
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The bundled SmolLM2-135M, loaded once per test session (through its safetensors cache)."""
+    from nullsae.models import load_model
+
+    return load_model("smollm2")
