@@ -1,0 +1,178 @@
+"""Auto-interpretability results: AUROC per latent and pooled per SAE with bootstrap intervals over
+latents, balanced accuracy, ROC curves as data, and the per-latent Parquet store.
+
+The store writes one small Parquet file per latent (temp file + rename) as soon as it is scored, so
+a killed run loses nothing finished and a rerun skips the latents already there; `finalize` gathers
+them into `latents.parquet`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+from scipy.stats import rankdata
+
+from nullsae.autointerp.scorers import ScoreResult
+from nullsae.stats import BootstrapCI, bootstrap
+
+THRESHOLDED = {"detection", "fuzzing", "tokens"}  # scorers whose scores are probabilities or 0/1
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half), NaN items dropped; NaN without both classes."""
+    ok = ~np.isnan(scores)
+    s, y = scores[ok], labels[ok].astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
+    """Mean of the true-positive and true-negative rates of `score > threshold`."""
+    ok = ~np.isnan(scores)
+    s, y = scores[ok], labels[ok].astype(bool)
+    if y.all() or not y.any():
+        return math.nan
+    pred = s > threshold
+    return float(((pred & y).sum() / y.sum() + (~pred & ~y).sum() / (~y).sum()) / 2)
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """ROC curve points (fpr, tpr, threshold), thinned to at most `max_points`."""
+    from sklearn.metrics import roc_curve as _roc
+
+    ok = ~np.isnan(scores)
+    if len(set(labels[ok].tolist())) < 2:
+        return {"fpr": [], "tpr": [], "threshold": []}
+    fpr, tpr, thr = _roc(labels[ok], scores[ok])
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).round().astype(int))
+    thr = np.where(np.isinf(thr), np.nan, thr)
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": thr[keep].tolist()}
+
+
+class ScorerSummary(BaseModel):
+    """One SAE × explainer × scorer: the AUROC distribution, pooled AUROC and balanced accuracy."""
+
+    sae: str
+    explainer: str
+    scorer: str
+    prompt_version: str
+    n_latents: int
+    n_latents_scored: int  # latents with both activating and non-activating scored windows (a defined AUROC)
+    n_items: int
+    n_failed_items: int
+    failures: dict[str, int]
+    auroc_per_latent: list[float]  # NaN where a latent had no scorable items of one class
+    auroc_mean: BootstrapCI
+    auroc_median: float
+    auroc_pooled: BootstrapCI
+    balanced_accuracy: BootstrapCI | None  # None for scorers without a natural threshold (embedding)
+    roc: dict[str, list[float]]
+
+
+def summarize(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[ScorerSummary]:
+    """Per (sae, explainer, scorer) group of per-latent rows: intervals resample latents."""
+    return [_summary(str(sae), str(explainer), str(scorer), g, n_boot, seed) for (sae, explainer, scorer), g in df.groupby(["sae", "explainer", "scorer"], sort=True)]
+
+
+def _summary(sae: str, explainer: str, scorer: str, g: pd.DataFrame, n_boot: int, seed: int) -> ScorerSummary:
+    scores = [np.asarray(s, dtype=float) for s in g["scores"]]
+    labels = [np.asarray(y, dtype=int) for y in g["labels"]]
+    per = np.array([auroc(s, y) for s, y in zip(scores, labels)])
+    valid = per[~np.isnan(per)]
+    nan_ci = BootstrapCI(estimate=math.nan, low=math.nan, high=math.nan)
+    mean_ci = bootstrap(lambda i: float(valid[i].mean()), valid.size, n_boot=n_boot, seed=seed) if valid.size else nan_ci
+
+    def pooled(stat, i):
+        return stat(np.concatenate([scores[j] for j in i]), np.concatenate([labels[j] for j in i]))
+
+    pooled_ci = bootstrap(lambda i: pooled(auroc, i), len(scores), n_boot=n_boot, seed=seed)
+    bacc = bootstrap(lambda i: pooled(balanced_accuracy, i), len(scores), n_boot=n_boot, seed=seed) if scorer in THRESHOLDED else None
+    all_s, all_y = np.concatenate(scores), np.concatenate(labels)
+    failures: dict[str, int] = {}
+    for f in g["failures"]:
+        for k, v in json.loads(f).items():
+            failures[k] = failures.get(k, 0) + v
+    return ScorerSummary(
+        sae=sae, explainer=explainer, scorer=scorer, prompt_version=str(g["prompt_version"].iloc[0]),
+        n_latents=len(g), n_latents_scored=int(valid.size), n_items=int(all_s.size), n_failed_items=int(np.isnan(all_s).sum()), failures=failures,
+        auroc_per_latent=per.tolist(), auroc_mean=mean_ci, auroc_median=float(np.median(valid)) if valid.size else math.nan,
+        auroc_pooled=pooled_ci, balanced_accuracy=bacc, roc=roc_curve(all_s, all_y),
+    )
+
+
+def result_row(r: ScoreResult, **fields: Any) -> dict[str, Any]:
+    """One Parquet row: the latent's scores under one scorer plus the run's identifying fields."""
+    s, y = np.asarray(r.scores, dtype=float), np.asarray(r.labels, dtype=int)
+    return {
+        **fields,
+        "latent": r.latent,
+        "scorer": r.scorer,
+        "n_pos": int(y.sum()),
+        "n_neg": int((1 - y).sum()),
+        "n_failed": r.n_failed,
+        "failures": json.dumps(r.failures, sort_keys=True),
+        "auroc": auroc(s, y),
+        "balanced_accuracy": balanced_accuracy(s, y) if r.scorer in THRESHOLDED else math.nan,
+        "scores": r.scores,
+        "labels": r.labels,
+        "quantiles": r.quantiles,
+    }
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class ResultStore:
+    """Per-latent Parquet parts under `folder/parts/`, gathered into `folder/latents.parquet`."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.parts = self.folder / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+
+    def done(self) -> set[int]:
+        """Latents with a finished part (resume skips them)."""
+        return {int(p.stem.split("_")[1]) for p in self.parts.glob("latent_*.parquet")}
+
+    def write_latent(self, latent: int, rows: list[dict[str, Any]]) -> None:
+        _atomic_parquet(pd.DataFrame(rows), self.parts / f"latent_{latent:07d}.parquet")
+
+    def load(self) -> pd.DataFrame:
+        files = sorted(self.parts.glob("latent_*.parquet"))
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+    def finalize(self) -> Path:
+        """Write every part into one `latents.parquet` (atomically) and return its path."""
+        path = self.folder / "latents.parquet"
+        _atomic_parquet(self.load(), path)
+        return path
+
+
+def example_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Long form of per-latent rows: one row per (sae, explainer, scorer, latent, test example) with
+    label, score and quantile bin (the report's `scores` table)."""
+    cols = ["sae", "explainer", "scorer", "latent", "labels", "scores", "quantiles"]
+    if df.empty:
+        return pd.DataFrame(columns=["sae", "explainer", "scorer", "latent", "label", "score", "quantile"])
+    long = df[cols].explode(["labels", "scores", "quantiles"], ignore_index=True)
+    long = long.rename(columns={"labels": "label", "scores": "score", "quantiles": "quantile"})
+    return long.astype({"label": int, "score": float, "quantile": int})
