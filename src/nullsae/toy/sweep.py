@@ -1,0 +1,277 @@
+"""The toy SAE and its L1-coefficient sweep (Heap et al. App. C.2; SPEC §8), trained as one batched model.
+
+Every (dataset, seed, coefficient) run is one slice of stacked weights (R, m, d): one forward pass,
+one loss (the sum of the runs' independent losses) and one elementwise Adam step train them all.
+Runs with the same seed share their initial weights and data order, like separate runs seeded alike.
+
+Toy SAE: z = ReLU(W_enc x̃ + b_enc) on the per-sample standardised input x̃, x̂ = (W_dec z)·σ + μ
+(back in input space), decoder rows unit-norm before every step, orthogonal decoder init;
+loss = MSE(x̂, x) + c · mean|z| (mean over samples and latents, as in Heap et al.'s code).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor
+from tqdm import tqdm
+
+from nullsae.errors import UserError
+from nullsae.metrics import recovery, sparsity
+from nullsae.metrics.stacked import explained_variance
+from nullsae.toy.data import ToyData, split
+
+METRICS = ("ev", "l0", "l1", "l1_sqrt_l2", "hoyer", "mmcs", "mcc")
+
+
+def default_coefs() -> list[float]:
+    """c ∈ logspace(−3, 2, 21)."""
+    return [float(c) for c in np.logspace(-3, 2, 21)]
+
+
+class SweepConfig(BaseModel):
+    """Hyperparameters of one sweep (defaults: Heap et al. App. C.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latents: list[int] = Field(default_factory=lambda: [1024], description="dictionary sizes m")
+    coefs: list[float] = Field(default_factory=default_coefs, description="L1 coefficients c")
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(256, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    eval_fraction: float = Field(0.1, gt=0, lt=1)
+    max_stack: int | None = Field(None, gt=0, description="most runs per batched model; None = as many as fit in memory_gb")
+    memory_gb: float = Field(4.0, gt=0, description="memory budget of one batched model when max_stack is None")
+    mcc: bool = Field(True, description="also compute Hungarian-matched MCC where ground truth exists")
+
+    @field_validator("latents")
+    @classmethod
+    def _latents(cls, v: list[int]) -> list[int]:
+        if not v or any(m < 1 for m in v):
+            raise UserError(f"latents must be a non-empty list of integers ≥ 1, got {v}; e.g. --latents 512 1024")
+        return v
+
+    @field_validator("coefs")
+    @classmethod
+    def _coefs(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise UserError("the coefficient list is empty; pass at least one L1 coefficient, e.g. --coefs 0.01 0.1")
+        if any(not math.isfinite(c) or c < 0 for c in v):
+            raise UserError(f"L1 coefficients must be finite and ≥ 0, got {v}")
+        return v
+
+
+class RunResult(BaseModel):
+    """Metrics of one trained toy SAE on its held-out set."""
+
+    data: str
+    seed: int
+    latents: int
+    coef: float
+    ev: float
+    l0: float
+    l1: float
+    l1_sqrt_l2: float
+    hoyer: float
+    mmcs: float | None = None
+    mcc: float | None = None
+
+
+class SweepPoint(BaseModel):
+    """Mean over seeds of one (data, latents, coef) cell; `sem` holds the standard errors (None for one seed)."""
+
+    data: str
+    latents: int
+    coef: float
+    n_seeds: int
+    ev: float
+    l0: float
+    l1: float
+    l1_sqrt_l2: float
+    hoyer: float
+    mmcs: float | None = None
+    mcc: float | None = None
+    sem: dict[str, float | None]
+
+
+def _standardize(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample standardisation: (x − μ)/σ with μ, σ over the sample's coordinates."""
+    mean = x.mean(-1, keepdim=True)
+    std = (x - mean).std(-1, keepdim=True)
+    return (x - mean) / (std + 1e-8), mean, std
+
+
+class StackedToySAE:
+    """R toy SAEs as stacked tensors; slice r is an independent SAE."""
+
+    def __init__(self, seeds: list[int], d: int, m: int):
+        enc, benc, dec = [], [], []
+        bound = 1 / math.sqrt(d)  # nn.Linear default init for the encoder
+        cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        for s in seeds:
+            if s not in cache:
+                gen = torch.Generator().manual_seed(s)
+                w = (torch.rand(m, d, generator=gen) * 2 - 1) * bound
+                b = (torch.rand(m, generator=gen) * 2 - 1) * bound
+                wd = torch.nn.init.orthogonal_(torch.empty(d, m), generator=gen).T.contiguous()
+                cache[s] = (w, b, wd)
+            w, b, wd = cache[s]
+            enc.append(w)
+            benc.append(b)
+            dec.append(wd)
+        self.W_enc = torch.stack(enc).requires_grad_(True)
+        self.b_enc = torch.stack(benc).requires_grad_(True)
+        self.W_dec = torch.stack(dec).requires_grad_(True)
+
+    def parameters(self) -> list[Tensor]:
+        return [self.W_enc, self.b_enc, self.W_dec]
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    def forward(self, x: Tensor, runs: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """x (R, B, d) raw inputs of the runs `runs` → (x̂ (R, B, d) in input space, z (R, B, m))."""
+        xs, mean, std = _standardize(x)
+        z = torch.relu(torch.baddbmm(self.b_enc[runs].unsqueeze(1), xs, self.W_enc[runs].transpose(1, 2)))
+        return torch.bmm(z, self.W_dec[runs]) * std + mean, z
+
+
+def _train_stack(
+    sae: StackedToySAE,
+    x_train: Tensor,
+    src: Tensor,
+    seed_slot: Tensor,
+    seeds: list[int],
+    coefs: Tensor,
+    cfg: SweepConfig,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Adam on the stacked weights; run r reads dataset src[r] in the order of its seed."""
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    n = x_train.shape[1]
+    steps = math.ceil(n / cfg.batch_size)
+    gens = [torch.Generator().manual_seed(1_000_003 + s) for s in seeds]
+    with tqdm(total=cfg.epochs * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
+        for _ in range(cfg.epochs):
+            perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot]  # (R, n)
+            for i in range(steps):
+                idx = perms[:, i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                xb = x_train[src.unsqueeze(1), idx]  # (R, B, d)
+                sae.normalize_decoder()
+                recon, z = sae.forward(xb)
+                mse = (recon - xb).pow(2).mean((1, 2))
+                l1 = z.abs().mean((1, 2))
+                loss = (mse + coefs * l1).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update(1)
+    sae.normalize_decoder()
+
+
+@torch.no_grad()
+def _evaluate(sae: StackedToySAE, x_eval: Tensor, src: Tensor, chunk: int = 16) -> dict[str, Tensor]:
+    """EV and sparsity of every run on its dataset's held-out set, in chunks of runs."""
+    out: dict[str, list[Tensor]] = {k: [] for k in ("ev", "l0", "l1", "l1_sqrt_l2", "hoyer")}
+    for lo in range(0, src.numel(), chunk):
+        sl = slice(lo, lo + chunk)
+        x = x_eval[src[sl]]
+        recon, z = sae.forward(x, sl)
+        out["ev"].append(explained_variance(x, recon))
+        out["l0"].append(sparsity.l0(z))
+        out["l1"].append(sparsity.l1(z))
+        out["l1_sqrt_l2"].append(sparsity.l1_over_sqrt_l2(z))
+        out["hoyer"].append(sparsity.hoyer(z))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _fitting_stack(m: int, d: int, cfg: SweepConfig) -> int:
+    """Runs per batched model within cfg.memory_gb: weights, gradients and Adam moments (4·2md floats)
+    plus about six (batch, m) activations per run."""
+    per_run = 4 * (8 * m * d + 4 * m + 6 * cfg.batch_size * m)
+    return max(1, int(cfg.memory_gb * 2**30 // per_run))
+
+
+def run_sweep(datasets: list[ToyData], cfg: SweepConfig, progress: bool = True) -> list[RunResult]:
+    """Train and evaluate one toy SAE per (dataset, latents, coef), all runs of a size as one stacked model.
+
+    Datasets must share their shape; each is split into train/eval with its own seed.
+    """
+    if not datasets:
+        raise UserError("no datasets to sweep over")
+    shapes = {tuple(ds.x.shape) for ds in datasets}
+    if len(shapes) != 1:
+        raise ValueError(f"datasets of one sweep must share their shape, got {sorted(shapes)}")
+    for ds in datasets:
+        if not torch.isfinite(ds.x).all():
+            raise UserError(f"dataset {ds.name!r} (seed {ds.seed}) holds NaN/inf values; clean the input vectors")
+    parts = [split(ds.x.float(), cfg.eval_fraction, ds.seed) for ds in datasets]
+    x_train = torch.stack([p[0] for p in parts])
+    x_eval = torch.stack([p[1] for p in parts])
+    d = x_train.shape[-1]
+    seeds = sorted({ds.seed for ds in datasets})
+    grid = [(k, c) for k in range(len(datasets)) for c in cfg.coefs]
+    results: list[RunResult] = []
+    for m in cfg.latents:
+        stack = cfg.max_stack or _fitting_stack(m, d, cfg)
+        for lo in range(0, len(grid), stack):
+            cells = grid[lo : lo + stack]
+            src = torch.tensor([k for k, _ in cells])
+            run_seeds = [datasets[k].seed for k, _ in cells]
+            slot = torch.tensor([seeds.index(s) for s in run_seeds])
+            coefs = torch.tensor([c for _, c in cells], dtype=torch.float32)
+            sae = StackedToySAE(run_seeds, d, m)
+            desc = f"toy SAEs m={m} runs {lo + 1}-{lo + len(cells)}/{len(grid)}"
+            _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress)
+            metrics = _evaluate(sae, x_eval, src)
+            for r, (k, c) in enumerate(cells):
+                ds = datasets[k]
+                row = {key: float(val[r]) for key, val in metrics.items()}
+                if ds.features is not None:
+                    dec = sae.W_dec[r].detach()
+                    row["mmcs"] = recovery.mmcs(ds.features, dec)
+                    row["mcc"] = recovery.mcc(ds.features, dec) if cfg.mcc else None
+                results.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, **row))
+    return results
+
+
+def summarize(runs: list[RunResult]) -> list[SweepPoint]:
+    """Mean ± s.e.m. over seeds per (data, latents, coef), in first-seen order."""
+    groups: dict[tuple[str, int, float], list[RunResult]] = {}
+    for r in runs:
+        groups.setdefault((r.data, r.latents, r.coef), []).append(r)
+    points = []
+    for (data, m, c), rs in groups.items():
+        mean: dict[str, float | None] = {}
+        sem: dict[str, float | None] = {}
+        for key in METRICS:
+            vals = [getattr(r, key) for r in rs if getattr(r, key) is not None]
+            if not vals:
+                continue
+            arr = np.asarray(vals, dtype=np.float64)
+            mean[key] = float(arr.mean())
+            sem[key] = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else None
+        points.append(SweepPoint(data=data, latents=m, coef=c, n_seeds=len(rs), sem=sem, **mean))
+    return points
+
+
+def sparsity_at_ev(points: list[SweepPoint], ev: float = 0.9, metric: str = "l1_sqrt_l2") -> list[dict]:
+    """Where each (data, latents) frontier crosses EV = `ev`: `metric` interpolated linearly in EV between the
+    last coefficient still reaching `ev` and the next one (None when no coefficient, or every one, reaches it).
+    Lower means the data is reconstructed as well with sparser codes."""
+    out = []
+    for data, m in dict.fromkeys((p.data, p.latents) for p in points):
+        ps = sorted((p for p in points if p.data == data and p.latents == m), key=lambda p: p.coef)
+        value = None
+        for a, b in zip(ps, ps[1:]):
+            if a.ev >= ev > b.ev:
+                t = (a.ev - ev) / (a.ev - b.ev)
+                value = getattr(a, metric) + t * (getattr(b, metric) - getattr(a, metric))
+                break
+        out.append({"data": data, "latents": m, "ev": ev, metric: value})
+    return out

@@ -1,0 +1,77 @@
+"""The batched toy-SAE sweep: equal to a plain loop over runs, the Goldilocks shape on a reduced
+Sharkey sweep, and mean ± s.e.m. over seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nullsae.errors import UserError
+from nullsae.toy.data import ToyData, sharkey, with_controls
+from nullsae.toy.sweep import RunResult, SweepConfig, SweepPoint, run_sweep, sparsity_at_ev, summarize
+
+
+def test_batched_equals_plain_loop():
+    sets = []
+    for seed in (0, 1):
+        s = sharkey(n_samples=600, d=16, n_features=32, seed=seed)
+        sets += with_controls(s.x, seed, s.features, mlp=False)
+    cfg = SweepConfig(latents=[32], coefs=[0.01, 0.3], epochs=2, batch_size=64)
+    batched = run_sweep(sets, cfg, progress=False)
+    loop = run_sweep(sets, cfg.model_copy(update={"max_stack": 1}), progress=False)
+    assert len(batched) == len(loop) == 8
+    for a, b in zip(batched, loop, strict=True):
+        assert (a.data, a.seed, a.coef) == (b.data, b.seed, b.coef)
+        for key in ("ev", "l0", "l1", "l1_sqrt_l2", "hoyer"):
+            assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-3, abs=1e-3), key
+        assert (a.mmcs is None) == (a.data == "gaussian")
+        if a.mmcs is not None:
+            assert a.mmcs == pytest.approx(b.mmcs, abs=1e-3) and a.mcc == pytest.approx(b.mcc, abs=1e-3)
+
+
+def test_reduced_sweep_has_a_goldilocks_band():
+    """Few coefficients, one seed, a small Sharkey setting: a moderate c recovers the features best."""
+    s = sharkey(n_samples=2000, d=32, n_features=64, seed=0)
+    cfg = SweepConfig(latents=[128], coefs=[0.001, 0.1, 3.0], epochs=10, batch_size=64, lr=3e-3, mcc=False)
+    runs = {r.coef: r for r in run_sweep([ToyData("inputs", 0, s.x, s.features)], cfg, progress=False)}
+    low, mid, high = runs[0.001], runs[0.1], runs[3.0]
+    assert mid.mmcs > low.mmcs + 0.08 and mid.mmcs > high.mmcs + 0.08
+    assert low.ev > 0.9 and high.ev < 0.3  # too little penalty: dense and accurate; too much: dead
+    assert low.l0 > mid.l0 > high.l0
+
+
+def test_summarize_mean_and_sem():
+    def run(seed, ev):
+        return RunResult(data="inputs", seed=seed, latents=8, coef=0.1, ev=ev, l0=1, l1=1, l1_sqrt_l2=1, hoyer=0.5, mmcs=ev / 2)
+
+    (two,) = summarize([run(0, 0.5), run(1, 0.7)])
+    assert two.n_seeds == 2 and two.ev == pytest.approx(0.6)
+    assert two.sem["ev"] == pytest.approx(math.sqrt(0.02) / math.sqrt(2))
+    assert two.mmcs == pytest.approx(0.3) and two.mcc is None and "mcc" not in two.sem
+    (one,) = summarize([run(0, 0.5)])
+    assert one.sem["ev"] is None
+
+
+@pytest.mark.parametrize("kwargs, message", [({"coefs": []}, "empty"), ({"latents": [0]}, "≥ 1"), ({"latents": []}, "non-empty")])
+def test_bad_sweep_settings(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        SweepConfig(**kwargs)
+
+
+def test_nan_dataset_is_refused():
+    x = torch.randn(50, 4)
+    x[3, 1] = float("nan")
+    with pytest.raises(UserError, match="NaN"):
+        run_sweep([ToyData("inputs", 0, x)], SweepConfig(latents=[4], coefs=[0.1], epochs=1), progress=False)
+
+
+def test_sparsity_at_ev_interpolates_the_crossing():
+    def point(coef, ev, s):
+        return SweepPoint(data="inputs", latents=8, coef=coef, n_seeds=1, ev=ev, l0=1, l1=1, l1_sqrt_l2=s, hoyer=0.5, sem={})
+
+    pts = [point(0.001, 0.99, 10.0), point(0.01, 0.95, 6.0), point(0.1, 0.85, 2.0), point(1.0, 0.1, 0.5)]
+    (row,) = sparsity_at_ev(pts, 0.9)
+    assert row["l1_sqrt_l2"] == pytest.approx(4.0)
+    assert sparsity_at_ev(pts, 0.999)[0]["l1_sqrt_l2"] is None
