@@ -1,0 +1,184 @@
+"""Sparse probing (SAEBench-style): can k latents of an SAE predict a binary label of a text?
+
+For each task the texts are run through the model once; every token's residual at the layer is
+encoded by each SAE and pooled over the text (mean, or max), BOS and padding left out. On the train
+half, the k latents with the largest |mean(class 1) − mean(class 0)| are chosen (k = 1, 2, 5, 10, 20)
+and a logistic-regression probe is fit on them; its test accuracy is the score. The same probe on the
+full pooled residual is the ceiling, and on k random projections of it the floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from nullsae.errors import UserError
+from nullsae.models.hooks import capture_residuals, check_layers
+from nullsae.models.load import LoadedModel
+from nullsae.sae.architectures import SAE
+from nullsae.tasks import Task
+
+
+class ProbingConfig(BaseModel):
+    """Sizes of the sparse probes, pooling, and the logistic regression's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20], description="numbers of latents per probe")
+    pooling: Literal["mean", "max"] = Field("mean", description="how token activations become one vector per text")
+    max_tokens: int = Field(128, ge=2, description="tokens per text (BOS included); longer texts are cut")
+    batch_size: int = Field(16, gt=0, description="texts per forward pass")
+    C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression (features standardised)")
+    max_iter: int = Field(1000, gt=0)
+    seed: int = Field(0, description="seed of the random projections (floor)")
+
+
+class TaskProbe(BaseModel):
+    """Test accuracies of one task: SAE probe per k, raw-activation ceiling, random-projection floor per k."""
+
+    task: str
+    n_train: int
+    n_test: int
+    sae: dict[int, float]
+    latents: dict[int, list[int]]  # the latents each k-probe used, by decreasing |mean difference|
+    raw: float
+    random: dict[int, float]
+
+
+class ProbingResult(BaseModel):
+    """Sparse-probing accuracy of one SAE on a set of tasks, and the means over tasks."""
+
+    layer: int
+    pooling: str
+    ks: list[int]
+    tasks: list[TaskProbe]
+    mean_sae: dict[int, float]
+    mean_raw: float
+    mean_random: dict[int, float]
+
+
+def pooled_features(loaded: LoadedModel, layer: int, texts: list[str], encoders: dict[str, Callable[[Tensor], Tensor]], cfg: ProbingConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Pooled residuals (n, d) and pooled codes {name: (n, m)} of `texts`, from one model pass per batch.
+
+    Each text is tokenised without special tokens, cut to max_tokens − 1 and preceded by BOS; pooling
+    covers the text's own tokens only (never BOS or padding)."""
+    check_layers([layer], loaded.n_layers)
+    if loaded.tokenizer is None:
+        raise UserError(f"model {loaded.name} has no tokenizer; probing needs one to read texts")
+    bos = [loaded.bos_id] if loaded.bos_id is not None else []
+    ids = loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids = [bos + list(t)[: cfg.max_tokens - len(bos)] for t in ids]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+    device = next(loaded.model.parameters()).device
+    raw = torch.zeros(len(ids), loaded.d_model)
+    codes: dict[str, Tensor] = {}
+    for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"probing texts (layer {layer})", unit="batch", leave=False, disable=len(order) < 4 * cfg.batch_size):
+        rows = order[start : start + cfg.batch_size]
+        width = max(len(ids[i]) for i in rows)
+        batch = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, i in enumerate(rows):
+            batch[r, : len(ids[i])] = torch.tensor(ids[i])
+            mask[r, : len(ids[i])] = 1
+        h = capture_residuals(loaded.model, batch.to(device), [layer], attention_mask=mask.to(device))[layer].float().cpu()
+        keep = mask.bool()
+        keep[:, : len(bos)] = False
+        if not bool(keep.any(1).all()):
+            raise UserError("a text has no tokens after BOS; drop empty texts from the task")
+        flat = h[keep]  # (tokens, d)
+        owner = keep.nonzero()[:, 0]
+        raw[rows] = _pool(flat, owner, len(rows), cfg.pooling)
+        for name, enc in encoders.items():
+            with torch.no_grad():
+                z = enc(flat).float()
+            if name not in codes:
+                codes[name] = torch.zeros(len(ids), z.shape[1])
+            codes[name][rows] = _pool(z, owner, len(rows), cfg.pooling)
+    return raw, codes
+
+
+def _pool(values: Tensor, owner: Tensor, n: int, how: str) -> Tensor:
+    """Mean or max of the rows of `values` grouped by `owner` in [0, n)."""
+    if how == "mean":
+        total = torch.zeros(n, values.shape[1]).index_add_(0, owner, values)
+        return total / torch.bincount(owner, minlength=n).clamp_min(1)[:, None]
+    out = torch.full((n, values.shape[1]), -torch.inf)
+    return out.scatter_reduce_(0, owner[:, None].expand_as(values), values, reduce="amax")
+
+
+def top_latents(z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """The k columns of z with the largest |mean over class 1 − mean over class 0| (SAEBench)."""
+    diff = np.abs(z[y == 1].mean(0) - z[y == 0].mean(0))
+    return np.argsort(-diff, kind="stable")[:k]
+
+
+def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, cfg: ProbingConfig) -> float:
+    """Test accuracy of a logistic-regression probe on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
+    probe.fit(x_train, y_train)
+    return float(probe.score(x_test, y_test))
+
+
+def probe_task(task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train: np.ndarray, z_test: np.ndarray, cfg: ProbingConfig) -> TaskProbe:
+    """All probes of one task from pooled features of its train and test texts."""
+    y_tr, y_te = np.asarray(task.train_labels), np.asarray(task.test_labels)
+    rng = np.random.default_rng(cfg.seed)
+    sae, latents, rand = {}, {}, {}
+    for k in cfg.ks:
+        if k > z_train.shape[1]:
+            raise UserError(f"k = {k} is larger than the SAE's {z_train.shape[1]} latents; lower --ks")
+        cols = top_latents(z_train, y_tr, k)
+        latents[k] = cols.tolist()
+        sae[k] = probe_accuracy(z_train[:, cols], y_tr, z_test[:, cols], y_te, cfg)
+        proj = rng.standard_normal((raw_train.shape[1], k))
+        rand[k] = probe_accuracy(raw_train @ proj, y_tr, raw_test @ proj, y_te, cfg)
+    raw = probe_accuracy(raw_train, y_tr, raw_test, y_te, cfg)
+    return TaskProbe(task=task.name, n_train=len(y_tr), n_test=len(y_te), sae=sae, latents=latents, raw=raw, random=rand)
+
+
+def run_probing_many(saes: dict[str, SAE], loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> dict[str, ProbingResult]:
+    """Sparse probing of several SAEs of one layer; the model reads every distinct text once."""
+    cfg = cfg or ProbingConfig()
+    if not tasks:
+        raise UserError("no probing tasks; give at least one task")
+    for name, sae in saes.items():
+        if sae.cfg.d_in != loaded.d_model:
+            raise UserError(f"SAE '{name}' reads d = {sae.cfg.d_in} but {loaded.name} has d = {loaded.d_model}; give the SAE of this model")
+    texts = sorted({t for task in tasks for t in task.train_texts + task.test_texts})
+    row = {t: i for i, t in enumerate(texts)}
+    encoders = {name: (lambda x, s=sae.eval(): s.encode(x.to(s.W_dec.device, s.W_dec.dtype)).cpu()) for name, sae in saes.items()}
+    raw, codes = pooled_features(loaded, layer, texts, encoders, cfg)
+    raw_np = raw.numpy()
+    results: dict[str, ProbingResult] = {}
+    for name in saes:
+        z = codes[name].numpy()
+        per_task = []
+        for task in tqdm(tasks, desc=f"probing {name}", unit="task", leave=False, disable=len(tasks) < 4):
+            tr = [row[t] for t in task.train_texts]
+            te = [row[t] for t in task.test_texts]
+            per_task.append(probe_task(task, raw_np[tr], raw_np[te], z[tr], z[te], cfg))
+        results[name] = ProbingResult(
+            layer=layer,
+            pooling=cfg.pooling,
+            ks=list(cfg.ks),
+            tasks=per_task,
+            mean_sae={k: float(np.mean([p.sae[k] for p in per_task])) for k in cfg.ks},
+            mean_raw=float(np.mean([p.raw for p in per_task])),
+            mean_random={k: float(np.mean([p.random[k] for p in per_task])) for k in cfg.ks},
+        )
+    return results
+
+
+def run_probing(sae: SAE, loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> ProbingResult:
+    """Sparse probing of one SAE reading `layer` of `loaded` on `tasks`."""
+    return run_probing_many({"sae": sae}, loaded, layer, tasks, cfg)["sae"]
