@@ -41,12 +41,21 @@ def fvu(x: torch.Tensor, recon: torch.Tensor) -> float:
     return float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
+def timed(step, batches: list[torch.Tensor]) -> float:
+    """Tokens/s of `step` over the batches, the first one being an untimed warm-up."""
+    step(0, batches[0])
+    start = time.perf_counter()
+    for i, x in enumerate(batches[1:], 1):
+        step(i, x)
+    return (len(batches) - 1) * B / (time.perf_counter() - start)
+
+
 def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
     sae = SAE(init.cfg)
     sae.load_state_dict(init.state_dict())
     opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=LR)
 
-    def step(x):
+    def step(_i, x):
         out = sae(x)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -54,14 +63,10 @@ def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
         opt.step()
         sae.after_step()
 
-    step(batches[0])
-    start = time.perf_counter()
-    for x in batches[1:]:
-        step(x)
-    seconds = time.perf_counter() - start
+    tps = timed(step, batches)
     with torch.no_grad():
         sae.eval()
-        return (len(batches) - 1) * B / seconds, fvu(held_out, sae.decode(sae.encode(held_out)))
+        return tps, fvu(held_out, sae.decode(sae.encode(held_out)))
 
 
 def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
@@ -75,7 +80,7 @@ def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor)
         sc.b_dec.copy_(init.b_dec)
     opt = torch.optim.Adam(sc.parameters(), lr=LR)
 
-    def step(x):  # sparsify's Trainer step, minus logging and distributed code
+    def step(_i, x):  # sparsify's Trainer step, minus logging and distributed code
         out = sc(x)
         opt.zero_grad(set_to_none=True)
         out.fvu.backward()
@@ -83,13 +88,9 @@ def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor)
         opt.step()
         sc.set_decoder_norm_to_unit_norm()
 
-    step(batches[0])
-    start = time.perf_counter()
-    for x in batches[1:]:
-        step(x)
-    seconds = time.perf_counter() - start
+    tps = timed(step, batches)
     with torch.no_grad():
-        return (len(batches) - 1) * B / seconds, fvu(held_out, sc(held_out).sae_out)
+        return tps, fvu(held_out, sc(held_out).sae_out)
 
 
 def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
@@ -110,13 +111,9 @@ def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
         out.loss.backward()
         opt.step()
 
-    step(0, batches[0])
-    start = time.perf_counter()
-    for i, x in enumerate(batches[1:], 1):
-        step(i, x)
-    seconds = time.perf_counter() - start
+    tps = timed(step, batches)
     with torch.no_grad():
-        return (len(batches) - 1) * B / seconds, fvu(held_out, sl.decode(sl.encode(held_out)))
+        return tps, fvu(held_out, sl.decode(sl.encode(held_out)))
 
 
 def shared_stream_cost(steps: int, n_saes: int) -> tuple[float, float, float]:
