@@ -55,3 +55,25 @@ def test_synth_bad_input_is_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown SAE architecture 'gated'" in err[0]
     assert main(["synth", "--arch", "topk", "--steps", "0"]) == 2
+
+
+def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    import nullsae.synth as synth
+
+    cfg = synth.SynthConfig(setting="constant", arch="topk", steps=6, curve_points=3, eval_size=512, batch_size=256)
+    straight = synth.run_synth(cfg, progress=False)
+    real, calls = synth._evaluate, []
+
+    def dies_at_second_curve_point(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "_evaluate", dies_at_second_curve_point)
+    with pytest.raises(KeyboardInterrupt):
+        synth.run_synth(cfg, progress=False, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(synth, "_evaluate", real)
+    resumed = synth.run_synth(cfg, progress=False, checkpoint_dir=tmp_path)
+    assert resumed.results == straight.results
+    assert [p.model_dump() for p in resumed.curve] == [p.model_dump() for p in straight.curve]

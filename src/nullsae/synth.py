@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Literal
+from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from nullsae.io_utils import atomic_write_text
 from nullsae.metrics.reconstruction import reconstruction_metrics
 from nullsae.metrics.recovery import max_cosines, mcc
 from nullsae.sae.architectures import SAE
@@ -18,9 +20,9 @@ from nullsae.toy.korznikov import KorznikovData, Setting
 BASELINE_NAMES = ("frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
 RECOVERY_THRESHOLD = 0.8
 
-# The training length and learning rate at which recovery plateaus (README "Synthetic ground truth").
-PAPER_STEPS = 30_000
-PAPER_LR = 2e-3
+# Candidate plateau setting (README "Synthetic ground truth" says how far it has been verified).
+PAPER_STEPS = 40_000
+PAPER_LR = 3e-3
 DEFAULT_STEPS = 2_000
 DEFAULT_LR = 2e-3
 
@@ -36,6 +38,7 @@ class SynthConfig(BaseModel):
     steps: int = Field(DEFAULT_STEPS, gt=0)
     lr: float = Field(DEFAULT_LR, gt=0)
     warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1, description="linear learning-rate decay over this final fraction")
     batch_size: int = Field(4096, gt=0)
     n_latents: int = Field(3200, gt=0)
     l0: int = Field(20, gt=0)
@@ -89,23 +92,39 @@ def _evaluate(sae: SAE, data: KorznikovData, x_eval: torch.Tensor, with_mcc: boo
     return rec.ev, rec.l0, float((best > RECOVERY_THRESHOLD).mean()), float(best.mean()), matched
 
 
-def run_synth(cfg: SynthConfig, progress: bool = True) -> SynthReport:
-    """Train the SAE (and optionally its three random baselines) on one shared stream and score recovery."""
+def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | None = None) -> SynthReport:
+    """Train the SAE (and optionally its three random baselines) on one shared stream and score recovery.
+
+    With `checkpoint_dir`, training and the recovery curve resume where an interrupted run stopped.
+    """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     data = KorznikovData(cfg.setting, n_features=3200, batch_size=cfg.batch_size, seed=cfg.seed)
     x_eval = data.eval_set(cfg.eval_size)
     baselines = ("none", *BASELINE_NAMES) if cfg.baselines else ("none",)
     saes = {b: SAE(_sae_config(cfg, b)) for b in baselines}
-    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, cfg.steps), log_every=max(1, cfg.steps // 20))
+    every = max(1, cfg.steps // cfg.curve_points)  # curve points double as checkpoints, keeping the two in step
+    train_cfg = TrainConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup_steps=min(cfg.warmup_steps, cfg.steps),
+        decay_fraction=cfg.decay_fraction,
+        log_every=max(1, cfg.steps // 20),
+        checkpoint_every=every,
+    )
+    curve_file = checkpoint_dir / "curve.json" if checkpoint_dir is not None else None
     curve: list[CurvePoint] = []
+    if curve_file is not None and curve_file.exists():
+        curve = [CurvePoint.model_validate(p) for p in json.loads(curve_file.read_text())]
 
     def record(step: int) -> None:
         for b, sae in saes.items():
             ev, _, rec, mm, _ = _evaluate(sae, data, x_eval, with_mcc=False)
             curve.append(CurvePoint(samples=step * cfg.batch_size, baseline=b, recovered_fraction=rec, mmcs=mm, ev=ev))
+        if curve_file is not None:
+            atomic_write_text(curve_file, json.dumps([p.model_dump() for p in curve]))
 
-    train_saes(saes, data, train_cfg, progress=progress, callback=record, callback_every=max(1, cfg.steps // cfg.curve_points))
+    train_saes(saes, data, train_cfg, checkpoint_dir=checkpoint_dir, progress=progress, callback=record, callback_every=every)
     results = []
     for b, sae in saes.items():
         ev, l0, rec, mm, mc = _evaluate(sae, data, x_eval)
@@ -115,14 +134,10 @@ def run_synth(cfg: SynthConfig, progress: bool = True) -> SynthReport:
 
 def write_outputs(report: SynthReport, out: str) -> None:
     """synth.json (the whole report) and recovery_curve.png (recovered fraction against samples seen)."""
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from nullsae.io_utils import atomic_write_text
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

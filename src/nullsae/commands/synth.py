@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3)")
     p.add_argument("--paper", action="store_true", help="train to the recovery plateau (see README for its time)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training")
+    p.add_argument("--resume-dir", default=None, help="checkpoint folder: an interrupted run continues from it")
     p.add_argument("--out", default=None, help="folder for synth.json and the recovery-vs-samples curve (PNG)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be at least 1, got {steps}")
     if lr <= 0:
         raise UserError(f"--lr must be positive, got {lr}")
-    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed)
-    report = run_synth(cfg, progress=not (args.quiet or args.json))
+    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points))
+    from pathlib import Path
+
+    resume = Path(args.resume_dir) if args.resume_dir else None
+    report = run_synth(cfg, progress=not (args.quiet or args.json), checkpoint_dir=resume)
     if args.out:
         from nullsae.synth import write_outputs
 
