@@ -36,12 +36,13 @@ def _train(sae, x, steps=60, lr=5e-3):
 def test_every_arch_and_baseline_trains(arch, baseline):
     x = _data()
     sae = SAE(SAEConfig(arch=arch, d_in=D, n_latents=M, k=K, baseline=baseline, l1_coef=0.5, l0_coef=1e-3, target_l0=K))
-    enc0, dec0 = sae.W_enc.detach().clone(), sae.W_dec.detach().clone()
     sae.initialize(x)
+    enc0, dec0 = sae.W_enc.detach().clone(), sae.W_dec.detach().clone()
     fvu0 = float(sae(x).terms["fvu"])
     out = _train(sae, x)
     assert torch.isfinite(out.loss)
-    assert float(out.terms["fvu"]) < fvu0
+    # relu trades reconstruction for its L1 penalty, so only the others must improve on the init
+    assert float(out.terms["fvu"]) < (1.0 if arch == "relu" else fvu0)
     sae.eval()
     z = sae.encode(x)
     assert z.shape == (x.shape[0], M) and (z >= 0).all()
@@ -49,7 +50,7 @@ def test_every_arch_and_baseline_trains(arch, baseline):
         assert torch.equal(sae.W_dec, sae.W_dec_init)
         assert sae.decoder_drift() == pytest.approx(1.0)
     if baseline == "frozen-encoder":
-        assert torch.equal(sae.W_enc, enc0 if sae.cfg.init_kind == "iso" else sae.W_dec_init)
+        assert torch.equal(sae.W_enc, enc0)
     if baseline == "soft-frozen-decoder":
         cos = F.cosine_similarity(sae.W_dec, sae.W_dec_init, dim=1)
         assert (cos >= sae.cfg.tau - 1e-5).all()
@@ -195,3 +196,13 @@ def test_batch_topk_selection_is_exact(skewed):
     rows, cols = batch_topk(64 * 5)(pre)
     expected = pre.flatten().topk(64 * 5).indices
     assert set((rows * 200 + cols).tolist()) == set(expected.tolist())
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
+def test_initial_reconstruction_has_the_data_scale_despite_an_outlier_dimension(baseline):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, D, generator=g)
+    x[:, 3] = 50 * x[:, 3] + 100  # a "massive activation" dimension, as in real LMs
+    sae = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, baseline=baseline))
+    sae.initialize(x)
+    assert float(sae(x).terms["fvu"]) < 1.0  # without the encoder gain, cov-initialised decoders overshoot ~k-fold

@@ -246,7 +246,9 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Data-dependent init from the first batch: b_dec = geometric median; `cov` directions; θ."""
+        """Data-dependent init from the first batch (once): b_dec = geometric median; `cov` directions; θ."""
+        if bool(self.initialized):
+            return
         cfg = self.cfg
         x = x.to(self.W_dec.dtype)
         self.b_dec.copy_(geometric_median(x))
@@ -261,6 +263,13 @@ class SAE(nn.Module):
             self.W_dec.copy_(directions)
             self.W_enc.copy_(directions)
             self.W_dec_init.copy_(directions)
+        # Scale the encoder so the initial reconstruction has the data's scale (least squares):
+        # with correlated (`cov`) directions the k active latents add up and would overshoot ~k-fold.
+        recon = self.encode(x) @ self.W_dec
+        gain = (recon * (x - self.b_dec)).sum() / recon.pow(2).sum().clamp_min(1e-30)
+        if torch.isfinite(gain) and gain > 0:
+            self.W_enc.mul_(gain)
+            self.b_enc.mul_(gain)
         if cfg.arch == "jumprelu":
             scale = (x - self.b_dec).norm(dim=1).pow(2).mean().sqrt()
             self.eps.fill_(cfg.jumprelu_bandwidth * float(scale))
