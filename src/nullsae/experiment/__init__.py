@@ -1,0 +1,155 @@
+"""The experiment runner: plan the grid of a run config, compute its cells on an executor, gather the
+results into tables and write the report. `execute` is what `nullsae run` and `nullsae demo` call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from nullsae.config import RunConfig
+from nullsae.experiment.grid import ModelShape, Plan, plan
+from nullsae.experiment.store import RunStore
+
+__all__ = ["RunResult", "execute", "load_tables", "plan_run", "report_for"]
+
+
+def plan_run(cfg: RunConfig, shape_of: Callable[[str], ModelShape] | None = None) -> Plan:
+    """Validate the config against its models (layers in range, k < m) and expand it into cells."""
+    from nullsae.experiment.runner import model_shape
+
+    return plan(cfg, shape_of or model_shape)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report_path: Path
+    plan: Plan
+    outcomes: list[Any]
+    verdicts: list[Any]
+    findings: list[Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary `--json` prints: where things are, what was computed, verdicts, findings."""
+        from nullsae.report.verdicts import summarize
+
+        return {
+            "run_dir": str(self.run_dir),
+            "report": str(self.report_path),
+            "cells": len(self.plan.cells),
+            "trained": sum(o.trained for o in self.outcomes),
+            "computed_parts": sum(o.computed for o in self.outcomes),
+            "skipped_parts": sum(o.skipped for o in self.outcomes),
+            "seconds": round(self.seconds, 1),
+            "stage_seconds": {o.task: o.stage_seconds for o in self.outcomes},
+            "verdicts": summarize(self.verdicts).to_dict(orient="records"),
+            "findings": [f.model_dump() for f in self.findings],
+        }
+
+    def text_lines(self) -> list[str]:
+        lines = [f"{len(self.plan.cells)} SAE cells: {sum(o.trained for o in self.outcomes)} trained now, "
+                 f"{sum(o.computed for o in self.outcomes)} result parts computed, {sum(o.skipped for o in self.outcomes)} already done "
+                 f"({self.seconds:.0f} s)"]
+        for f in self.findings:
+            word = "holds" if f.holds else ("not checked" if f.holds is None else "DOES NOT HOLD")
+            lines.append(f"  {f.claim}: {word} — {f.evidence}")
+        return lines
+
+
+def _frame(store: RunStore, key: str, part: str, part_hash: str) -> pd.DataFrame:
+    return store.read_part(key, part, part_hash) if store.has_part(key, part, part_hash) else pd.DataFrame()
+
+
+def load_tables(store: RunStore, p: Plan):
+    """Gather every finished result part of the plan's cells into the report's tables (and run-level Parquet)."""
+    import json
+
+    from nullsae.experiment.runner import TRAIN_INFO
+    from nullsae.report.tables import ResultTables
+
+    rows, tokens, units, latents, scores, latent_scores, examples = [], [], [], [], [], [], {}
+    for c in p.cells:
+        row: dict[str, Any] = {"key": c.key, "model": c.model, "variant": c.variant, "layer": c.layer, "arch": c.arch, "baseline": c.baseline,
+                               "n_latents": c.sae_config.n_latents}
+        info = store.sae_dir(c.key) / TRAIN_INFO
+        if not info.exists():
+            continue
+        tr = json.loads(info.read_text(encoding="utf-8"))
+        row.update({"train_steps": tr["steps"], "train_tokens": tr["tokens"], "train_fvu": tr["fvu"], "train_l0": tr["l0"],
+                    "dead_fraction_train": tr["dead_fraction"], "decoder_drift": tr["decoder_drift"]})
+        pk = c.part_keys
+        for part in ("reconstruction", "downstream", "latents", "autointerp"):
+            df = _frame(store, c.key, part, pk[part])
+            if len(df):
+                row.update(df.iloc[0].to_dict())
+        rows.append(row)
+        for name, part, sink in (("reconstruction-tokens", "reconstruction", tokens), ("downstream-units", "downstream", units),
+                                 ("autointerp-scores", "autointerp", scores)):
+            df = _frame(store, c.key, name, pk[part])
+            if len(df):
+                sink.append(df.assign(key=c.key))
+        lat = _frame(store, c.key, "latents-per-latent", pk["latents"])
+        ai = _frame(store, c.key, "autointerp-latents", pk["autointerp"])
+        if len(lat):
+            latents.append(lat.assign(key=c.key))
+        if len(ai):
+            latent_scores.append(ai.assign(key=c.key))
+        if store.has_part(c.key, "latents-examples", pk["latents"], "json"):
+            shown = store.read_json_part(c.key, "latents-examples", pk["latents"])
+            for ex in shown:
+                sel = ai[ai.latent == ex["latent"]] if len(ai) else ai
+                if len(sel):
+                    ex["explanation"] = next((e for e in sel.explanation if isinstance(e, str)), "(no explanation)")
+                    ex["scores"] = {r.scorer: float(r.auroc) for r in sel.itertuples()}
+            examples[c.key] = shown
+    metrics = store.gather("metrics", [pd.DataFrame(rows)])
+    latents_df = store.gather("latents", latents)
+    store.gather("latent_scores", latent_scores)
+    return ResultTables(metrics=metrics, tokens=pd.concat(tokens, ignore_index=True) if tokens else pd.DataFrame(),
+                        chunks=pd.concat(units, ignore_index=True) if units else pd.DataFrame(), latents=latents_df,
+                        scores=pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(), examples=examples,
+                        manifest=store.manifest())
+
+
+def report_for(store: RunStore, p: Plan):
+    """Tables → verdicts, findings, figures and report.html in the run directory."""
+    from nullsae.report import build_report
+
+    cfg = p.config
+    tables = load_tables(store, p)
+    notes = []
+    missing = len(p.cells) - len(tables.metrics)
+    if missing:
+        notes.append(f"{missing} of {len(p.cells)} SAE cells have no results yet; rerun the same command to finish them")
+    r = cfg.report
+    return build_report(tables, store.root, title=f"nullsae report: {cfg.name}", n_boot=r.n_bootstrap, seed=r.seed, level=r.confidence,
+                        examples_per_variant=r.example_latents, notes=notes)
+
+
+def execute(cfg: RunConfig, run_dir: str | Path, executor: str = "local", address: str | None = None, progress: bool = True) -> RunResult:
+    """Plan (all checks before compute), write the manifest, compute missing cells, write the report."""
+    from nullsae.config import dump_yaml
+    from nullsae.experiment.executors import make_executor
+    from nullsae.experiment.runner import Job, run_task
+    from nullsae.experiment.store import write_text
+
+    t0 = time.time()
+    p = plan_run(cfg)
+    ex = make_executor(executor, address)
+    store = RunStore(run_dir)
+    store.write_manifest(cfg.model_dump(mode="json"), seeds={"variant": cfg.variant.seed, "sae": cfg.train.seed, "data": cfg.tokens.seed,
+                                                              "autointerp": cfg.autointerp.seed, "bootstrap": cfg.report.seed},
+                         extra={"shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()}, "executor": ex.name})
+    write_text(store.root / "config.yaml", dump_yaml(cfg))
+    jobs = [Job(task=t, config=cfg, run_dir=str(store.root.resolve()), progress=progress and ex.name == "local") for t in p.tasks]
+    outcomes = ex.map(run_task, jobs, [t.label for t in p.tasks], progress)
+    rep = report_for(store, p)
+    return RunResult(run_dir=store.root, report_path=rep.path, plan=p, outcomes=outcomes, verdicts=rep.verdicts,
+                     findings=rep.findings, seconds=time.time() - t0)

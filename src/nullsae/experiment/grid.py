@@ -1,0 +1,180 @@
+"""The grid of a run: one cell per SAE, keyed by a hash of everything that determines it.
+
+Cells are grouped into tasks, one per (model, variant): one forward pass per data split feeds every
+layer, and one activation stream per layer feeds the trained SAEs and their random baselines
+together (same initialisation, same batches). A cell's result parts are keyed too (reconstruction,
+downstream, latents, auto-interp), so changing e.g. the auto-interp settings recomputes only that
+part. Finished parts are never recomputed: their files are the resume markers (`RunStore`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from nullsae.config import RunConfig
+from nullsae.errors import UserError
+from nullsae.sae.config import SAEConfig
+
+PARTS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp")
+
+
+def digest(obj: Any) -> str:
+    """Stable 16-hex-digit hash of a JSON-able object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the plan needs to know of a model before any compute: depth and width."""
+
+    n_layers: int
+    d_model: int
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One SAE of the grid: the transformer setting it reads and the SAE trained on it."""
+
+    model: str
+    variant: str
+    layer: int
+    arch: str
+    baseline: str  # "none" for the fully trained SAE, else a random baseline of SPEC §7
+    sae_config: SAEConfig
+    key: str
+    part_keys: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        tail = self.arch if self.baseline == "none" else f"{self.arch}/{self.baseline}"
+        return f"{self.model}/{self.variant}/L{self.layer}/{tail}"
+
+    def info(self) -> dict[str, Any]:
+        return {"model": self.model, "variant": self.variant, "layer": self.layer, "arch": self.arch,
+                "baseline": self.baseline, "key": self.key, "sae_config": self.sae_config.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Task:
+    """All cells of one (model, variant): the unit an executor runs."""
+
+    model: str
+    variant: str
+    cells: tuple[Cell, ...]
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({c.layer for c in self.cells})
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.variant}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: RunConfig
+    shapes: dict[str, ModelShape]
+    tasks: tuple[Task, ...]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [c for t in self.tasks for c in t.cells]
+
+
+def variant_settings(cfg: RunConfig, variant: str) -> dict[str, Any]:
+    """The variant settings that change its weights or inputs (only those enter the keys)."""
+    v = cfg.variant
+    if variant in ("rerandomized", "rerandomized-excl-emb"):
+        return {"seed": v.seed, "keep_norms": v.keep_norms}
+    if variant == "step0":
+        return {"seed": v.seed}
+    if variant == "control":
+        return {"sigma": v.control_sigma, "noise": v.control_noise, "seed": v.seed}
+    return {}
+
+
+def data_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
+    t = cfg.tokens
+    n = {"train": t.train, "eval": t.eval, "interp": t.interp}[split]
+    return {"source": t.source, "context": t.context, "skip_bos": t.skip_bos, "seed": t.seed, "split": split, "tokens": n}
+
+
+_ARCH_ONLY = {
+    "l1_coef": {"relu"},
+    "l0_coef": {"jumprelu"},
+    "jumprelu_bandwidth": {"jumprelu"},
+    "target_l0": {"relu", "jumprelu"},
+    "target_l0_rate": {"relu", "jumprelu"},
+    "matryoshka_groups": {"matryoshka"},
+    "threshold_momentum": {"batchtopk", "matryoshka"},
+    "k": {"topk", "batchtopk", "matryoshka"},
+    "auxk": {"topk", "batchtopk", "matryoshka"},
+    "auxk_coef": {"topk", "batchtopk", "matryoshka"},
+}
+
+
+def sae_key_fields(sc: SAEConfig) -> dict[str, Any]:
+    """SAEConfig fields that matter for this architecture and baseline."""
+    out = sc.model_dump(mode="json")
+    for name, archs in _ARCH_ONLY.items():
+        if sc.arch not in archs:
+            out.pop(name, None)
+    if sc.baseline != "soft-frozen-decoder":
+        out.pop("tau", None)
+    out["init"] = sc.init_kind
+    return out
+
+
+def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int) -> SAEConfig:
+    shared = cfg.sae.model_dump(exclude={"archs", "expansion", "n_latents"})
+    m = cfg.sae.n_latents or cfg.sae.expansion * d_model
+    return SAEConfig(arch=arch, d_in=d_model, n_latents=m, baseline=baseline,
+                     tau=cfg.baselines.tau, seed=cfg.train.seed, **shared)
+
+
+def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:
+    """What determines each result part beyond the SAE itself."""
+    if part in ("reconstruction", "downstream"):
+        return {"data": data_settings(cfg, "eval"), "model_batch": cfg.tokens.model_batch}
+    interp = {"data": data_settings(cfg, "interp"), "window": cfg.tokens.interp_window}
+    if part == "latents":
+        return {**interp, "examples": cfg.autointerp.examples.model_dump(mode="json"), "seed": cfg.autointerp.seed,
+                "example_latents": cfg.report.example_latents}
+    if part == "autointerp":
+        return {**interp, **cfg.autointerp.model_dump(mode="json", exclude={"llm_cache", "n_boot"})}
+    raise ValueError(part)
+
+
+def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
+    """Expand a config into tasks and cells; every check against the models happens here, before compute."""
+    shapes: dict[str, ModelShape] = {}
+    for model in cfg.models:
+        shape = shapes[model] = shape_of(model)
+        bad = [layer for layer in cfg.layers if layer >= shape.n_layers]
+        if bad:
+            raise UserError(f"layer {bad[0]} is out of range for {model}, which has layers 0..{shape.n_layers - 1} (the output of each block); pick layers in that range")
+    tasks = []
+    for model in cfg.models:
+        d = shapes[model].d_model
+        for variant in cfg.variants:
+            cells = []
+            for layer in cfg.layers:
+                for arch in cfg.sae.archs:
+                    baselines = ["none"]
+                    if variant in cfg.baselines.variants and layer in cfg.baseline_layers():
+                        baselines += cfg.baselines.kinds
+                    for baseline in baselines:
+                        sc = make_sae_config(cfg, arch, baseline, d)
+                        ident = {"model": model, "variant": variant, "variant_settings": variant_settings(cfg, variant),
+                                 "layer": layer, "data": data_settings(cfg, "train"), "model_batch": cfg.tokens.model_batch,
+                                 "train": cfg.train.model_dump(mode="json", exclude={"checkpoint_every"}), "sae": sae_key_fields(sc)}
+                        key = digest(ident)
+                        parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
+                        cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts))
+            tasks.append(Task(model, variant, tuple(cells)))
+    return Plan(cfg, shapes, tuple(tasks))

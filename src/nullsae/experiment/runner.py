@@ -1,0 +1,435 @@
+"""Compute one task of a plan — every SAE cell of one (model, variant) — stage by stage, resuming.
+
+Stages: `train` (cache the train split at all layers in one pass; one stream per layer feeds the SAE
+and its random baselines), `reconstruction` (eval split; per-token terms kept for the bootstrap),
+`downstream` (CE/KL with the residual patched; per-window sums kept), `latents` (firing density,
+token entropy, example windows) and `autointerp` (explain and score). A result part is written
+atomically when complete and skipped when present. The variant is rebuilt before every stage that
+runs it, so the control variant's fresh noise starts from its seed whatever ran before: a resumed
+run gives the numbers an uninterrupted one gives.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from nullsae.config import RunConfig
+from nullsae.experiment.grid import PARTS, Cell, ModelShape, Task, digest
+from nullsae.experiment.store import RunStore, atomic_dir, write_json
+
+TRAIN_INFO = "train.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What an executor hands to `run_task` (picklable, so Ray can ship it)."""
+
+    task: Task
+    config: RunConfig
+    run_dir: str
+    progress: bool
+
+
+class TaskOutcome(BaseModel):
+    task: str
+    trained: int = 0
+    computed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = {}
+
+
+# ----- models, data and activations (cached per process) ----------------------------------------
+
+_LOADED: dict[str, Any] = {}
+_WINDOWS: dict[tuple, Tensor] = {}
+
+
+def trained_model(name: str):
+    """The trained model of a config entry ("smollm2", a path, or a hub id with an optional @revision)."""
+    from nullsae.models import load_model
+
+    if name not in _LOADED:
+        spec, _, revision = name.partition("@") if not Path(name).exists() else (name, "", "")
+        _LOADED[name] = load_model(spec, revision=revision or None)
+    return _LOADED[name]
+
+
+def model_shape(name: str) -> ModelShape:
+    loaded = trained_model(name)
+    return ModelShape(n_layers=loaded.n_layers, d_model=loaded.d_model)
+
+
+def device_of(cfg: RunConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+_VARIANTS: dict[tuple, Any] = {}
+
+
+def build_variant(cfg: RunConfig, model: str, variant: str):
+    """The variant (and its manifest) on the run's device. Deterministic variants are built once per
+    process; the control variant is rebuilt on every call so that its fresh noise restarts from its seed."""
+    from nullsae.models import make_variant
+
+    v = cfg.variant
+    key = (model, variant, v.seed, v.keep_norms, str(device_of(cfg)))
+    if variant != "control" and key in _VARIANTS:
+        return _VARIANTS[key]
+    loaded = trained_model(model)
+    out, manifest = make_variant(loaded, variant, seed=v.seed, keep_norms=v.keep_norms, noise=v.control_noise, sigma=v.control_sigma)
+    out.model.to(device_of(cfg))
+    if variant != "control":
+        _VARIANTS.clear()  # hold one variant at a time (a model copy each)
+        _VARIANTS[key] = (out, manifest)
+    return out, manifest
+
+
+def split_tokens(cfg: RunConfig, split: str) -> int:
+    return {"train": cfg.tokens.train, "eval": cfg.tokens.eval, "interp": cfg.tokens.interp}[split]
+
+
+def split_windows(cfg: RunConfig, model: str, split: str) -> Tensor:
+    """(n_windows, context) token ids of one disjoint split of the run's text source."""
+    from nullsae.data import token_windows
+
+    t = cfg.tokens
+    n_windows = -(-split_tokens(cfg, split) // t.context)
+    key = (model, split, t.source, t.context, n_windows, t.seed)
+    if key not in _WINDOWS:
+        loaded = trained_model(model)
+        if loaded.tokenizer is None:
+            from nullsae.errors import UserError
+
+            raise UserError(f"model {model} has no tokenizer; give a model folder that holds one")
+        _WINDOWS[key] = token_windows(loaded.tokenizer, loaded.bos_id, t.context, n_windows, source=t.source, split=split, seed=t.seed)
+    return _WINDOWS[key]
+
+
+def _cache_dir(cfg: RunConfig, store: RunStore, task: Task, split: str) -> Path:
+    """The run's activation cache folder of one (model, variant, split)."""
+    from nullsae.activations import DataSlice, cache_dir
+    from nullsae.models import VariantManifest
+
+    v = cfg.variant
+    slug = VariantManifest(variant=task.variant, model=task.model, seed=v.seed, keep_norms=v.keep_norms, noise=v.control_noise, sigma=v.control_sigma).slug
+    n_windows = -(-split_tokens(cfg, split) // cfg.tokens.context)
+    data = DataSlice(source=cfg.tokens.source, split=split, seed=cfg.tokens.seed, window=cfg.tokens.context, n_windows=n_windows)
+    return cache_dir(trained_model(task.model).name, slug, data, root=store.root)  # under <run>/activations/
+
+
+def activations(cfg: RunConfig, store: RunStore, task: Task, split: str, layers: list[int], progress: bool) -> Path:
+    """Fill (or reuse) the run's activation cache of one split at `layers`; returns its folder."""
+    from nullsae.activations import fill_cache
+
+    directory = _cache_dir(cfg, store, task, split)
+    if all((directory / f"layer_{layer}" / "meta.json").is_file() for layer in layers):
+        return directory
+    windows = split_windows(cfg, task.model, split)
+    variant, manifest = build_variant(cfg, task.model, task.variant)
+    manifest.write(directory / "manifest.json")
+    _seed(task, split)
+    fill_cache(variant, windows, layers, directory, batch_size=cfg.tokens.model_batch, progress=progress)
+    return directory
+
+
+def _seed(task: Task, stage: str, extra: str = "") -> None:
+    """Seed the global RNGs from what the stage is, so library code drawing from them is reproducible."""
+    torch.manual_seed(int(digest([task.model, task.variant, stage, extra])[:8], 16))
+
+
+def _kept_rows(cache: Any, skip_bos: bool) -> Tensor:
+    flat = cache.tokens.reshape(-1)
+    if skip_bos and cache.bos_id is not None:
+        return torch.nonzero(flat != cache.bos_id).squeeze(1)
+    return torch.arange(flat.numel())
+
+
+# ----- the stages ----------------------------------------------------------------------------
+
+
+def _train(job: Job, store: RunStore, cells: list[Cell]) -> int:
+    from nullsae.activations import CachedActivations, CachedStream, LiveStream
+    from nullsae.sae import SAE
+    from nullsae.sae.io import save_sae
+    from nullsae.sae.train import TrainConfig, train_saes
+
+    cfg, task = job.config, job.task
+    layers = sorted({c.layer for c in cells})
+    live = cfg.train.stream == "live"
+    directory = None if live else activations(cfg, store, task, "train", layers, job.progress)
+    trained = 0
+    for layer in layers:
+        group = [c for c in cells if c.layer == layer]
+        if live:
+            variant, _ = build_variant(cfg, task.model, task.variant)
+            stream = LiveStream(variant, split_windows(cfg, task.model, "train"), layer, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                                buffer_tokens=cfg.train.buffer_tokens, epochs=1, exclude_bos=cfg.tokens.skip_bos, model_batch=cfg.tokens.model_batch)
+        else:
+            stream = CachedStream(CachedActivations(directory, layer), batch_size=cfg.train.batch_size, seed=cfg.train.seed, epochs=1,
+                                  exclude_bos=cfg.tokens.skip_bos, device=device_of(cfg))
+        tc = TrainConfig(steps=stream.steps_per_epoch, lr=cfg.train.lr, warmup_steps=min(cfg.train.warmup_steps, stream.steps_per_epoch),
+                         decay_fraction=cfg.train.decay_fraction, checkpoint_every=cfg.train.checkpoint_every)
+        saes = {c.key: SAE(c.sae_config).to(device_of(cfg)) for c in group}
+        ckpt = store.checkpoint_dir(digest(sorted(saes)))
+        _seed(task, "train", str(layer))
+        results = train_saes(saes, stream, tc, checkpoint_dir=ckpt, progress=job.progress)
+        for c in group:
+            def fill(tmp: Path, c: Cell = c) -> None:
+                save_sae(saes[c.key].cpu(), tmp)
+                write_json(tmp / TRAIN_INFO, results[c.key].model_dump(mode="json", exclude={"history"}))
+            atomic_dir(store.sae_dir(c.key), fill)
+            trained += 1
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)  # the SAEs are saved; the train split is the bulk of the cache
+    return trained
+
+
+def _load(store: RunStore, cell: Cell, cfg: RunConfig):
+    from nullsae.sae.io import load_sae
+
+    sae = load_sae(store.sae_dir(cell.key))
+    return sae.to(device_of(cfg)).eval()
+
+
+def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
+    from nullsae.activations import CachedActivations
+    from nullsae.metrics.reconstruction import ReconstructionAccumulator
+
+    cfg = job.config
+    directory = activations(cfg, store, job.task, "eval", sorted({c.layer for c in cells}), job.progress)
+    dev = device_of(cfg)
+    for c in tqdm(cells, desc=f"reconstruction {job.task.label}", disable=not job.progress, leave=False):
+        cache = CachedActivations(directory, c.layer)
+        rows = _kept_rows(cache, cfg.tokens.skip_bos)
+        x = cache.rows(rows).to(dev)
+        mean = x.double().mean(0)
+        sae = _load(store, c, cfg)
+        acc = ReconstructionAccumulator(c.sae_config.n_latents, mean=mean)
+        per: dict[str, list[Tensor]] = {"sq_err": [], "sq_dev": [], "cos": [], "l1": []}
+        with torch.no_grad():
+            for xb in x.split(1024):
+                z = sae.encode(xb)
+                recon = sae.decode(z)
+                acc.update(xb, recon, z)
+                xd, rd = xb.double(), recon.double()
+                per["sq_err"].append((xd - rd).pow(2).sum(1).cpu())
+                per["sq_dev"].append((xd - mean).pow(2).sum(1).cpu())
+                per["cos"].append(torch.nn.functional.cosine_similarity(xd, rd, dim=1).cpu())
+                per["l1"].append(z.double().abs().sum(1).cpu())
+        tokens = pd.DataFrame({"token": rows.numpy(), **{k: torch.cat(v).numpy() for k, v in per.items()}})
+        pk = c.part_keys["reconstruction"]
+        store.write_part(c.key, "reconstruction-tokens", pk, tokens)
+        store.write_part(c.key, "reconstruction", pk, pd.DataFrame([acc.result().model_dump()]))
+    return len(cells)
+
+
+def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
+    from nullsae.metrics.downstream import ILL_CONDITIONED_NATS, ce_loss_score, downstream_metrics, kl_score, mean_activation
+
+    cfg, task = job.config, job.task
+    windows = split_windows(cfg, task.model, "eval")
+    for c in tqdm(cells, desc=f"downstream {task.label}", disable=not job.progress, leave=False):
+        sae = _load(store, c, cfg)
+        variant, _ = build_variant(cfg, task.model, task.variant)  # control: fresh, its noise restarts from its seed
+        _seed(task, "downstream", c.key)
+
+        def reconstruct(x: Tensor) -> Tensor:
+            return sae.decode(sae.encode(x))
+
+        mean = mean_activation(variant.model, windows, c.layer, batch_size=cfg.tokens.model_batch)
+        rows = []
+        for w in tqdm(range(windows.shape[0]), desc=f"downstream {c.label}", disable=not job.progress, leave=False):
+            r = downstream_metrics(variant.model, windows[w : w + 1], c.layer, reconstruct, mean=mean, skip_bos=cfg.tokens.skip_bos, batch_size=1)
+            n = r.n_tokens
+            rows.append({"unit": w, "n_tokens": n, "ce_clean": r.ce_clean * n, "ce_sae": r.ce_sae * n, "ce_zero": r.ce_zero * n,
+                         "ce_mean": r.ce_mean * n, "kl_sae": r.kl_sae * n, "kl_zero": r.kl_zero * n, "kl_mean": r.kl_mean * n})
+        units = pd.DataFrame(rows)
+        total = units.sum()
+        m = {k: float(total[k] / total["n_tokens"]) for k in ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean")}
+        gap = m["ce_zero"] - m["ce_clean"]
+        row = {**m, "delta_ce": m["ce_sae"] - m["ce_clean"],
+               "ce_score": ce_loss_score(m["ce_clean"], m["ce_sae"], m["ce_zero"]) if gap != 0 else math.nan,
+               "kl_score": kl_score(m["kl_sae"], m["kl_zero"]) if m["kl_zero"] != 0 else math.nan,
+               "ce_ill_conditioned": bool(gap < ILL_CONDITIONED_NATS), "downstream_tokens": int(total["n_tokens"])}
+        pk = c.part_keys["downstream"]
+        store.write_part(c.key, "downstream-units", pk, units)
+        store.write_part(c.key, "downstream", pk, pd.DataFrame([row]))
+        del variant
+    return len(cells)
+
+
+class _SparseCodes:
+    """An SAE's nonzero activations over the interpretation split, computed once and looked up by window.
+
+    The split's (N, context) windows are viewed as (N·context/w, w) example windows of SPEC §5.
+    """
+
+    def __init__(self, sae: Any, cache: Any, window: int, skip_bos: bool, device: torch.device):
+        from nullsae.autointerp.examples import SparseActs
+
+        flat = cache.tokens.reshape(-1)
+        self.tokens = flat.view(-1, window)
+        win, pos, lat, val = [], [], [], []
+        with torch.no_grad():
+            for start in range(0, flat.numel(), 4096):
+                idx = torch.arange(start, min(start + 4096, flat.numel()))
+                z = sae.encode(cache.rows(idx).to(device)).cpu()
+                if skip_bos and cache.bos_id is not None:
+                    z[flat[idx] == cache.bos_id] = 0
+                r, j = z.nonzero(as_tuple=True)
+                g = idx[r]
+                win.append(g // window)
+                pos.append(g % window)
+                lat.append(j)
+                val.append(z[r, j].float())
+        self.acts = SparseActs(torch.cat(win), torch.cat(pos), torch.cat(lat), torch.cat(val))
+        self.starts = torch.searchsorted(self.acts.window, torch.arange(self.tokens.shape[0] + 1))
+
+    def encode(self, window_ids: Tensor) -> Any:
+        from nullsae.autointerp.examples import SparseActs
+
+        pieces = [torch.arange(int(self.starts[w]), int(self.starts[w + 1])) for w in window_ids.tolist()]
+        sel = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+        a = self.acts
+        return SparseActs(a.window[sel], a.pos[sel], a.latent[sel], a.value[sel])
+
+
+def _example_config(cfg: RunConfig):
+    return cfg.autointerp.examples.model_copy(update={"seed": cfg.autointerp.seed})
+
+
+def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None:
+    """Firing density of every latent; token entropy and example windows of the sampled latents (SPEC §4)."""
+    from nullsae.autointerp.examples import collect_examples, count_firing, select_latents
+    from nullsae.metrics.latents import is_single_token, token_entropy
+
+    cfg = job.config
+    ecfg = _example_config(cfg)
+    counts = count_firing(source)
+    selection = select_latents(counts, ecfg)  # the same latents auto-interp samples (same config and seed)
+    examples = collect_examples(source, selection.latents, ecfg)
+    stats = {lat: token_entropy(torch.stack([e.tokens for e in ex.explain]), torch.stack([e.acts for e in ex.explain]))
+             for lat, ex in examples.items() if ex.explain}
+    df = pd.DataFrame({"latent": np.arange(c.sae_config.n_latents), "density": (counts.tokens.double() / counts.n_tokens).numpy(),
+                       "fire_windows": counts.windows.numpy()})
+    df["entropy"] = df.latent.map({k: s.normalized for k, s in stats.items()}).astype(float)
+    df["entropy_raw"] = df.latent.map({k: s.entropy for k, s in stats.items()}).astype(float)
+    df["single_token"] = df.latent.map({k: float(is_single_token(s)) for k, s in stats.items()}).astype(float)
+    sampled = df.dropna(subset=["entropy"])
+    row = {"entropy": float(sampled.entropy.mean()) if len(sampled) else math.nan,
+           "entropy_raw": float(sampled.entropy_raw.mean()) if len(sampled) else math.nan,
+           "single_token_fraction": float(sampled.single_token.mean()) if len(sampled) else math.nan,
+           "n_latents_sampled": len(selection.latents), "n_latents_eligible": selection.n_eligible,
+           "n_latents_removed": selection.n_removed, "n_dead_interp": selection.n_dead}
+    shown = []
+    for lat in selection.latents[: cfg.report.example_latents]:
+        top = sorted(examples[lat].explain, key=lambda e: -e.max_act)[:4]
+        shown.append({"latent": lat, "entropy": stats[lat].normalized if lat in stats else None,
+                      "windows": [{"tokens": [text.strings[t] if t < len(text.strings) else "" for t in e.tokens.tolist()],
+                                   "acts": [round(float(a), 4) for a in e.acts.tolist()]} for e in top]})
+    pk = c.part_keys["latents"]
+    store.write_part(c.key, "latents-per-latent", pk, df)
+    store.write_json_part(c.key, "latents-examples", pk, shown)
+    store.write_part(c.key, "latents", pk, pd.DataFrame([row]))
+
+
+def _autointerp(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any) -> None:
+    """Explain and score the sampled latents (SPEC §5); pooled AUROC per scorer and every scored example."""
+    from nullsae.autointerp.run import run_autointerp
+
+    acfg = job.config.autointerp
+    if acfg.llm_cache is None:
+        acfg = acfg.model_copy(update={"llm_cache": str(store.root / "llm-cache")})
+    pk = c.part_keys["autointerp"]
+    _seed(job.task, "autointerp", c.key)
+    res = run_autointerp(source, tokenizer, acfg, store.cell_dir(c.key) / f"autointerp-{pk}", c.label)
+    row: dict[str, Any] = {"n_latents_interpreted": len(res.selection.latents), "n_explain_failed": res.n_explain_failed}
+    for s in res.summaries:
+        row[f"auroc_{s.scorer}"] = s.auroc_pooled.estimate
+        row[f"auroc_{s.scorer}_low"] = s.auroc_pooled.low
+        row[f"auroc_{s.scorer}_high"] = s.auroc_pooled.high
+        row[f"auroc_{s.scorer}_mean"] = s.auroc_mean.estimate
+        if s.balanced_accuracy is not None:
+            row[f"bacc_{s.scorer}"] = s.balanced_accuracy.estimate
+    per = pd.read_parquet(res.latents_path)
+    per = per[per.latent.isin(res.selection.latents)]
+    scores = per[["latent", "scorer", "scores", "labels"]].explode(["scores", "labels"]).rename(columns={"scores": "score", "labels": "label"})
+    scores = scores.dropna(subset=["score"]).astype({"score": float, "label": int})
+    store.write_part(c.key, "autointerp-scores", pk, scores.reset_index(drop=True))
+    store.write_part(c.key, "autointerp-latents", pk, per[["latent", "scorer", "auroc", "explanation"]].reset_index(drop=True))
+    store.write_part(c.key, "autointerp", pk, pd.DataFrame([row]))
+
+
+def _interp(job: Job, store: RunStore, latents: list[Cell], autointerp: list[Cell]) -> int:
+    """The interpretation-split parts: one activation pass per task, one sparse encode per SAE for both."""
+    from nullsae.activations import CachedActivations
+    from nullsae.autointerp.examples import ActivationSource
+    from nullsae.autointerp.explainers import TokenText
+
+    cfg, task = job.config, job.task
+    want_lat, want_ai = {c.key for c in latents}, {c.key for c in autointerp}
+    cells = [c for c in job.task.cells if c.key in want_lat | want_ai]
+    directory = activations(cfg, store, task, "interp", sorted({c.layer for c in cells}), job.progress)
+    tokenizer = trained_model(task.model).tokenizer
+    text = TokenText(tokenizer) if latents else None
+    for c in tqdm(cells, desc=f"latents and auto-interp {task.label}", disable=not job.progress, leave=False):
+        sae = _load(store, c, cfg)
+        codes = _SparseCodes(sae, CachedActivations(directory, c.layer), cfg.tokens.interp_window, cfg.tokens.skip_bos, device_of(cfg))
+        source = ActivationSource(codes.tokens, codes.encode, c.sae_config.n_latents, batch_windows=256)
+        if c.key in want_lat:
+            _latents(job, store, c, source, text)
+        if c.key in want_ai:
+            _autointerp(job, store, c, source, tokenizer)
+    return len(latents) + len(autointerp)
+
+
+def run_task(job: Job) -> TaskOutcome:
+    """Compute whatever is missing for the cells of one task; finished parts are skipped."""
+    t0 = time.time()
+    cfg, task = job.config, job.task
+    store = RunStore(job.run_dir)
+    torch.set_grad_enabled(True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    for c in task.cells:
+        if not (store.cell_dir(c.key) / "cell.json").exists():
+            store.write_cell_info(c.key, c.info())
+    outcome = TaskOutcome(task=task.label)
+    need_train = [c for c in task.cells if not store.has_sae(c.key)]
+    if need_train:
+        t = time.time()
+        outcome.trained = _train(job, store, need_train)
+        outcome.stage_seconds["train"] = round(time.time() - t, 1)
+    todo = {p: [c for c in task.cells if not store.has_part(c.key, p, c.part_keys[p])] if p in cfg.metrics else [] for p in PARTS}
+    outcome.skipped = sum(len(task.cells) - len(todo[p]) for p in PARTS if p in cfg.metrics)
+    stages = {
+        "reconstruction": (bool(todo["reconstruction"]), lambda: _reconstruction(job, store, todo["reconstruction"])),
+        "downstream": (bool(todo["downstream"]), lambda: _downstream(job, store, todo["downstream"])),
+        "interp": (bool(todo["latents"] or todo["autointerp"]), lambda: _interp(job, store, todo["latents"], todo["autointerp"])),
+    }
+    for stage, (needed, run_stage) in stages.items():
+        if needed:
+            t = time.time()
+            outcome.computed += run_stage()
+            outcome.stage_seconds[stage] = round(time.time() - t, 1)
+    if all(store.has_part(c.key, p, c.part_keys[p]) for c in task.cells for p in PARTS if p in cfg.metrics):
+        for split in ("eval", "interp"):  # every result is saved: free the disk the caches take
+            shutil.rmtree(_cache_dir(cfg, store, task, split), ignore_errors=True)
+    outcome.seconds = time.time() - t0
+    return outcome

@@ -1,0 +1,34 @@
+"""The side-by-side report: verdicts (SPEC §9), paper-style figures and one self-contained HTML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nullsae.report.tables import ResultTables
+from nullsae.report.verdicts import Finding, Verdict, compute_verdicts, paper_findings
+
+
+@dataclass
+class Report:
+    path: Path
+    verdicts: list[Verdict]
+    findings: list[Finding]
+    figures: dict[str, Path]
+
+
+def build_report(t: ResultTables, out_dir: Path, title: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 examples_per_variant: int = 4, notes: list[str] | None = None) -> Report:
+    """Verdicts, findings and figures from the tables, written as `out_dir/report.html` (+ figures/*.png)."""
+    from nullsae.report.figures import make_figures
+    from nullsae.report.html import write_report
+
+    out_dir = Path(out_dir)
+    verdicts = compute_verdicts(t, n_boot=n_boot, seed=seed, level=level)
+    findings = paper_findings(t)
+    figures = make_figures(t, out_dir / "figures")
+    path = write_report(out_dir / "report.html", t, verdicts, findings, figures, title, notes, examples_per_variant)
+    return Report(path, verdicts, findings, figures)
+
+
+__all__ = ["Report", "ResultTables", "build_report"]

@@ -1,0 +1,120 @@
+"""Run config: YAML round trip, CLI overrides for every field, one-line errors before any compute."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from nullsae.config import (
+    RunConfig,
+    _leaves,
+    add_config_flags,
+    apply_overrides,
+    build_config,
+    dump_yaml,
+    load_yaml,
+    overrides_from_args,
+    parse_config,
+    preset_names,
+)
+from nullsae.errors import UserError
+
+
+def test_presets_parse_and_round_trip():
+    assert {"demo", "paper-pythia-70m"} <= set(preset_names())
+    for name in preset_names():
+        cfg = build_config(name, {})
+        again = parse_config(yaml.safe_load(dump_yaml(cfg)))
+        assert again == cfg
+
+
+def test_demo_preset_is_the_issue_demo():
+    cfg = build_config("demo", {})
+    assert cfg.models == ["smollm2"]
+    assert set(cfg.variants) == {"trained", "rerandomized", "rerandomized-excl-emb", "step0", "control"}
+    assert len(cfg.layers) >= 3 and cfg.sae.archs == ["topk"]
+    assert set(cfg.baselines.kinds) == {"frozen-decoder", "soft-frozen-decoder", "frozen-encoder"}
+    assert len(cfg.baseline_layers()) == 1
+    assert set(cfg.metrics) == {"reconstruction", "downstream", "latents", "autointerp"}
+    assert set(cfg.autointerp.scorers) == {"tokens", "embedding"} and cfg.autointerp.explainer == "tokens"
+
+
+def test_every_field_has_a_flag_and_overrides_it():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    leaves = _leaves(RunConfig)
+    flags = {a.option_strings[0] for a in parser._actions if a.option_strings}
+    for path, _, _ in leaves:
+        assert "--" + path.replace("_", "-") in flags
+    args = parser.parse_args(["--layers", "1,4", "--sae.k", "16", "--tokens.train", "50_000", "--baselines.layers", "4",
+                              "--autointerp.examples.min-examples", "7", "--train.lr", "none", "--tokens.skip-bos", "false",
+                              "--autointerp.scorers", "tokens"])
+    cfg = build_config("demo", overrides_from_args(args))
+    assert cfg.layers == [1, 4] and cfg.sae.k == 16 and cfg.tokens.train == 50_000 and cfg.baselines.layers == [4]
+    assert cfg.autointerp.examples.min_examples == 7 and cfg.train.lr is None and cfg.tokens.skip_bos is False
+    assert cfg.autointerp.scorers == ["tokens"]
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"layerz": [1]}, "unknown config key 'layerz'"),
+        ({"sae": {"kk": 3}}, "unknown config key 'sae.kk'"),
+        ({"autointerp": {"examples": {"top": 3}}}, "unknown config key 'autointerp.examples.top'"),
+        ({"variants": ["trained", "shuffled"]}, "unknown variant 'shuffled'"),
+        ({"sae": {"archs": ["gated"]}}, "unknown SAE architecture 'gated'"),
+        ({"baselines": {"kinds": ["frozen-everything"]}}, "unknown SAE baseline 'frozen-everything'"),
+        ({"metrics": ["vibes"]}, "unknown metric family 'vibes'"),
+        ({"layers": [2], "baselines": {"layers": [5]}}, "baselines.layers [5] are not among layers"),
+        ({"tokens": {"context": 48, "interp_window": 32}}, "must divide context"),
+    ],
+)
+def test_bad_config_is_one_clear_line(data, needle):
+    with pytest.raises(UserError) as err:
+        parse_config(data)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_bad_flag_value_and_unknown_file(tmp_path):
+    with pytest.raises(UserError, match="--sae.k"):
+        apply_overrides({}, {"sae.k": "many"})
+    with pytest.raises(UserError, match="not found"):
+        load_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layers: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_yaml(bad)
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nullsae.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_cli_rejects_bad_config_before_compute(tmp_path, capsys):
+    """Unknown key, variant or architecture, layer out of range: exit 2, one line, no run directory."""
+    from nullsae.cli import main
+    from runner_helpers import tiny_config, tiny_model_dir
+
+    model = tiny_model_dir(tmp_path / "tiny-llama")
+    capsys.readouterr()
+    cases = [
+        ({"variants": ["trained", "nonsense"]}, [], "unknown variant 'nonsense'"),
+        ({"sae": {"archs": ["topk"], "widht": 3}}, [], "unknown config key 'sae.widht'"),
+        ({}, ["--sae.archs", "gated"], "unknown SAE architecture 'gated'"),
+        ({}, ["--layers", "2,3"], "tiny-llama, which has layers 0..2"),
+    ]
+    for i, (over, flags, needle) in enumerate(cases):
+        cfg = tmp_path / f"bad{i}.yaml"
+        cfg.write_text(yaml.safe_dump({**tiny_config(model), **over}))
+        assert main(["run", str(cfg), "--out", str(tmp_path / "run"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.strip().count("\n") == 0, err
+    # the same through the console command: no traceback
+    res = _cli("run", str(cfg), "--out", str(tmp_path / "run"), "--layers", "2,3", cwd=tmp_path)
+    assert res.returncode == 2 and "layer 3 is out of range" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
