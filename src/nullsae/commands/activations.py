@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nullsae.commands import int_list
+
     import torch
 
     from nullsae.activations import DataSlice, cache_dir, fill_cache
@@ -41,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.errors import UserError
     from nullsae.models import VARIANTS, check_layers, load_model, make_variant
 
-    try:
-        layers = [int(x) for x in args.layers.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--layers must be comma-separated integers, got '{args.layers}'") from None
+    layers = int_list(args.layers, "--layers")
     if args.variant not in VARIANTS:
         raise UserError(f"unknown variant '{args.variant}'; choose one of {', '.join(VARIANTS)}")
     if args.tokens < 1:

@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nullsae.commands import int_list
+
     from pathlib import Path
 
     from nullsae.editing import EditingConfig, load_facts, prepare_facts, run_editing
@@ -36,10 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.models import load_model, make_variant
     from nullsae.sae.io import load_sae
 
-    try:
-        grid = [int(n) for n in args.grid.split(",") if n.strip()]
-    except ValueError:
-        raise UserError(f"--grid must be a comma list of integers, got '{args.grid}'") from None
+    grid = int_list(args.grid, "--grid")
     if not grid or min(grid) < 1 or args.min_facts < 2 or args.max_pairs < 1:
         raise UserError("--grid must list positive integers, --min-facts be at least 2 and --max-pairs positive")
     cfg = EditingConfig(facts=args.facts, n_latents_grid=grid, min_facts=args.min_facts, max_pairs=args.max_pairs, seed=args.seed)

@@ -32,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nullsae.commands import int_list
+
     from pathlib import Path
 
     from nullsae.errors import UserError
@@ -41,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.sae.io import load_sae
     from nullsae.tasks import TaskConfig, load_tasks
 
-    try:
-        ks = [int(k) for k in args.ks.split(",") if k.strip()]
-    except ValueError:
-        raise UserError(f"--ks must be a comma list of integers, got '{args.ks}'") from None
+    ks = int_list(args.ks, "--ks")
     if not ks or min(ks) < 1:
         raise UserError(f"--ks must list positive integers, got '{args.ks}'")
     if args.n_train < 1 or args.n_test < 1 or args.max_tokens < 2:

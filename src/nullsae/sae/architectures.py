@@ -90,7 +90,7 @@ class _SparseEncode(torch.autograd.Function):
     def backward(ctx, g_vals: Tensor, _g_rows: Tensor | None, _g_cols: Tensor | None):  # type: ignore[override]
         xc, W_enc, rows, cols, vals = ctx.saved_tensors
         g = g_vals * (vals > 0)
-        (B, d), m = xc.shape, W_enc.shape[0]
+        B, m = xc.shape[0], W_enc.shape[0]
         g_x = g_bdec = g_W = None
         g_b = g.new_zeros(m).index_add_(0, cols, g)
         if ctx.needs_input_grad[0]:
