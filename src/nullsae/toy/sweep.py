@@ -64,36 +64,34 @@ class SweepConfig(BaseModel):
         return v
 
 
-class RunResult(BaseModel):
+class ToyMetrics(BaseModel):
+    """The metrics every toy SAE reports (ground-truth ones only where features are known)."""
+
+    ev: float
+    l0: float
+    l1: float
+    l1_sqrt_l2: float
+    hoyer: float
+    mmcs: float | None = None
+    mcc: float | None = None
+
+
+class RunResult(ToyMetrics):
     """Metrics of one trained toy SAE on its held-out set."""
 
     data: str
     seed: int
     latents: int
     coef: float
-    ev: float
-    l0: float
-    l1: float
-    l1_sqrt_l2: float
-    hoyer: float
-    mmcs: float | None = None
-    mcc: float | None = None
 
 
-class SweepPoint(BaseModel):
+class SweepPoint(ToyMetrics):
     """Mean over seeds of one (data, latents, coef) cell; `sem` holds the standard errors (None for one seed)."""
 
     data: str
     latents: int
     coef: float
     n_seeds: int
-    ev: float
-    l0: float
-    l1: float
-    l1_sqrt_l2: float
-    hoyer: float
-    mmcs: float | None = None
-    mcc: float | None = None
     sem: dict[str, float | None]
 
 
