@@ -16,7 +16,7 @@ import time
 import torch
 
 from nullsae.sae import SAE, SAEConfig
-from nullsae.sae.architectures import geometric_median
+from nullsae.sae.architectures import fvu, geometric_median
 from nullsae.sae.train import TrainConfig, train_saes
 from nullsae.toy.korznikov import KorznikovData
 
@@ -35,10 +35,6 @@ def matmul_flops(repeats: int = 5) -> float:
 def step_flops() -> float:
     """Arithmetic a TopK step needs: the dense encoder product plus O(B·k·d) sparse work."""
     return 2 * B * D * M + 10 * B * K * D
-
-
-def fvu(x: torch.Tensor, recon: torch.Tensor) -> float:
-    return float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
 def timed(step, batches: list[torch.Tensor]) -> float:
@@ -66,7 +62,7 @@ def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
     tps = timed(step, batches)
     with torch.no_grad():
         sae.eval()
-        return tps, fvu(held_out, sae.decode(sae.encode(held_out)))
+        return tps, float(fvu(held_out, sae.decode(sae.encode(held_out))))
 
 
 def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
@@ -90,7 +86,7 @@ def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor)
 
     tps = timed(step, batches)
     with torch.no_grad():
-        return tps, fvu(held_out, sc(held_out).sae_out)
+        return tps, float(fvu(held_out, sc(held_out).sae_out))
 
 
 def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
@@ -113,7 +109,7 @@ def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
 
     tps = timed(step, batches)
     with torch.no_grad():
-        return tps, fvu(held_out, sl.decode(sl.encode(held_out)))
+        return tps, float(fvu(held_out, sl.decode(sl.encode(held_out))))
 
 
 def shared_stream_cost(steps: int, n_saes: int) -> tuple[float, float, float]:
