@@ -17,7 +17,7 @@ import torch
 
 from nullsae.sae import SAE, SAEConfig
 from nullsae.sae.architectures import fvu, geometric_median
-from nullsae.sae.train import TrainConfig, train_saes
+from nullsae.sae.train import TrainConfig, make_optimizer, train_saes
 from nullsae.toy.korznikov import KorznikovData
 
 D, M, K, B, LR = 576, 9216, 32, 4096, 1e-3
@@ -49,7 +49,7 @@ def timed(step, batches: list[torch.Tensor]) -> float:
 def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
     sae = SAE(init.cfg)
     sae.load_state_dict(init.state_dict())
-    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=LR)
+    opt = make_optimizer(sae, LR)  # the trainer's optimiser
 
     def step(_i, x):
         out = sae(x)
