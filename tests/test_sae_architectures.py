@@ -113,6 +113,37 @@ def test_topk_sparse_path_matches_dense_autograd():
         assert torch.allclose(fast[n], p.grad, atol=1e-5, rtol=1e-4), n
 
 
+def test_jumprelu_sparse_path_matches_dense_autograd():
+    """The sparse code (entries above θ − ε/2) gives the dense JumpReLU loss and every gradient."""
+    x = _data(256)
+    sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=K, l0_coef=0.3))
+    sae.initialize(x)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(M, 1) + 0.5)
+        sae.eps.mul_(20)  # a wide window puts many entries on both sides of θ inside it
+    out = sae(x)
+    out.loss.backward()
+    fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    ref = SAE(sae.cfg)
+    ref.load_state_dict(sae.state_dict())
+    theta, eps = ref.log_threshold.exp(), float(ref.eps)
+    pre = torch.relu((x - ref.b_dec) @ ref.W_enc.T + ref.b_enc)
+    z = pre * (pre > theta)
+    window = ((pre - theta).abs() < eps / 2).float()
+    # straight-through θ-gradients written as surrogate terms with the same derivative
+    z = z + (-(theta / eps) * window * (theta - theta.detach()) * 1.0)
+    step = (pre > theta).float() + (-(1 / eps) * window * (theta - theta.detach()))
+    recon = z @ ref.W_dec + ref.b_dec
+    loss = (x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum() + 0.3 * step.sum(1).mean()
+    loss.backward()
+    assert int(window.sum()) > 100
+    assert torch.allclose(out.recon, recon, atol=1e-5)
+    assert torch.allclose(out.loss, loss, atol=1e-5)
+    assert float(out.terms["l0"]) == pytest.approx(float((pre > theta).float().sum(1).mean()))
+    for n, p in ref.named_parameters():
+        assert torch.allclose(fast[n], p.grad, atol=1e-5, rtol=1e-4), n
+
+
 def test_batchtopk_keeps_k_per_token_on_average_and_thresholds_at_inference():
     x = _data(512)
     sae = SAE(SAEConfig(arch="batchtopk", d_in=D, n_latents=M, k=K))

@@ -51,13 +51,14 @@ class ActivationSource:
     or run the model and SAE live. This is the only thing example collection needs to know.
     """
 
-    def __init__(self, tokens: Tensor, encode: Callable[[Tensor], SparseActs], n_latents: int, batch_windows: int = 64):
+    def __init__(self, tokens: Tensor, encode: Callable[[Tensor], SparseActs], n_latents: int, batch_windows: int = 64, progress: bool = True):
         if tokens.ndim != 2 or tokens.shape[0] == 0:
             raise UserError(f"token windows must be a non-empty (N, T) tensor, got shape {tuple(tokens.shape)}")
         self.tokens = tokens.long()
         self.encode = encode
         self.n_latents = n_latents
         self.batch_windows = batch_windows
+        self.progress = progress
 
     @property
     def n_windows(self) -> int:
@@ -65,7 +66,7 @@ class ActivationSource:
 
     def batches(self, desc: str) -> Iterator[SparseActs]:
         """Every window once, in order, `batch_windows` at a time."""
-        for start in tqdm(range(0, self.n_windows, self.batch_windows), desc=desc, unit="batch", leave=False):
+        for start in tqdm(range(0, self.n_windows, self.batch_windows), desc=desc, unit="batch", leave=False, disable=not self.progress):
             yield self.encode(torch.arange(start, min(start + self.batch_windows, self.n_windows)))
 
 

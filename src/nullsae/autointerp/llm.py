@@ -99,6 +99,7 @@ class LLMClient(ABC):
     """A chat model: `complete` answers a list of requests, from the cache where possible."""
 
     name: str
+    progress: bool = True  # show a progress bar over uncached requests
 
     def __init__(self, cache_dir: str | Path | None = None):
         self.cache = DiskCache(cache_dir) if cache_dir else None
@@ -155,7 +156,7 @@ class HFClient(LLMClient):
     def _complete(self, requests: list[ChatRequest], desc: str, done: Callable[[int, Completion], None]) -> None:
         order = sorted(range(len(requests)), key=lambda i: (requests[i].max_tokens, requests[i].logprobs))
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+        for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not self.progress):
             try:
                 for i, c in zip(batch, self._generate([requests[i] for i in batch])):
                     done(i, c)
@@ -270,7 +271,7 @@ class OpenAIClient(LLMClient):
     def _complete(self, requests: list[ChatRequest], desc: str, done: Callable[[int, Completion], None]) -> None:
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
             futures = {pool.submit(self._one, r): i for i, r in enumerate(requests)}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, leave=False):
+            for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, leave=False, disable=not self.progress):
                 done(futures[fut], fut.result())
 
 

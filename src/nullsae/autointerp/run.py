@@ -75,6 +75,7 @@ def run_autointerp(
     out_dir: str | Path,
     sae_name: str,
     client: LLMClient | None = None,
+    progress: bool = True,
 ) -> AutointerpResult:
     """Run (or resume) auto-interpretability of one SAE and write `latents.parquet` and `summary.json`.
 
@@ -104,6 +105,9 @@ def run_autointerp(
             scorer_client = explainer.client
         elif spec:
             scorer_client = make_client(spec, **opts)
+    for llm in (getattr(explainer, "client", None), scorer_client):
+        if llm is not None:
+            llm.progress = progress
     scorers = [make_scorer(s, text, client=scorer_client, threshold=threshold, seed=cfg.seed) for s in cfg.scorers]
 
     counts = count_firing(source)
@@ -114,7 +118,7 @@ def run_autointerp(
     if todo:
         examples = collect_examples(source, todo, ecfg)
         fields = {"sae": sae_name, "explainer": cfg.explainer, "prompt_version": prompts.PROMPT_VERSION, "prompt_hash": prompts.prompt_hash()}
-        for start in tqdm(range(0, len(todo), cfg.chunk), desc="explaining and scoring latents", unit="chunk"):
+        for start in tqdm(range(0, len(todo), cfg.chunk), desc="explaining and scoring latents", unit="chunk", disable=not progress):
             chunk = [examples[lat] for lat in todo[start : start + cfg.chunk]]
             explanations = explainer.explain(chunk)
             pairs = list(zip(chunk, explanations))

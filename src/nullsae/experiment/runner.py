@@ -358,7 +358,7 @@ def _autointerp(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any)
         acfg = acfg.model_copy(update={"llm_cache": str(store.root / "llm-cache")})
     pk = c.part_keys["autointerp"]
     _seed(job.task, "autointerp", c.key)
-    res = run_autointerp(source, tokenizer, acfg, store.cell_dir(c.key) / f"autointerp-{pk}", c.label)
+    res = run_autointerp(source, tokenizer, acfg, store.cell_dir(c.key) / f"autointerp-{pk}", c.label, progress=job.progress)
     row: dict[str, Any] = {"n_latents_interpreted": len(res.selection.latents), "n_explain_failed": res.n_explain_failed}
     for s in res.summaries:
         row[f"auroc_{s.scorer}"] = s.auroc_pooled.estimate
@@ -391,7 +391,7 @@ def _interp(job: Job, store: RunStore, latents: list[Cell], autointerp: list[Cel
     for c in tqdm(cells, desc=f"latents and auto-interp {task.label}", disable=not job.progress, leave=False):
         sae = _load(store, c, cfg)
         codes = _SparseCodes(sae, CachedActivations(directory, c.layer), cfg.tokens.interp_window, cfg.tokens.skip_bos, device_of(cfg))
-        source = ActivationSource(codes.tokens, codes.encode, c.sae_config.n_latents, batch_windows=256)
+        source = ActivationSource(codes.tokens, codes.encode, c.sae_config.n_latents, batch_windows=256, progress=job.progress)
         if c.key in want_lat:
             _latents(job, store, c, source, text)
         if c.key in want_ai:

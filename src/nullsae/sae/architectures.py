@@ -2,8 +2,9 @@
 
 Encoding is z = f(W_enc (x − b_dec) + b_enc), decoding x̂ = W_dec z + b_dec, with W_enc and W_dec both
 stored as (m, d). The reconstruction loss is the batch FVU for every architecture (SPEC §2).
-TopK runs on a sparse path (top-k values and indices), hand-written because no library gives a
-TopK encoder whose backward touches only the k selected latents; that is where its speed comes from.
+TopK, BatchTopK, Matryoshka and JumpReLU run on a sparse path (the selected entries' values and
+indices), hand-written because no library gives an encoder whose backward touches only the selected
+latents; that is where their speed comes from.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from nullsae.sae.config import SAEConfig
 class SAEOutput:
     """What one forward pass returns: reconstruction, latent code, loss and its terms.
 
-    The code is dense (`dense`, relu/jumprelu) or sparse (`rows`, `cols`, `vals`: the nonzero
-    entries of the (B, m) code, topk/batchtopk/matryoshka); `latents` densifies either.
+    The code is dense (`dense`, relu) or sparse (`rows`, `cols`, `vals`: the entries of the (B, m)
+    code that can be nonzero, every other architecture); `latents` densifies either.
     """
 
     recon: Tensor
@@ -172,8 +173,16 @@ def batch_topk(n_keep: int) -> Select:
     return select
 
 
+def _theta_grad(g: Tensor, theta: Tensor) -> Tensor:
+    """Sum a per-entry θ-gradient over the batch when θ is one value per latent, (m,) for a (B, m) code."""
+    return g.sum(0) if g.shape != theta.shape else g
+
+
 class _JumpReLU(torch.autograd.Function):
-    """z = pre·H(pre − θ) with the straight-through pseudo-derivative for θ (Rajamanoharan et al.)."""
+    """z = pre·H(pre − θ) with the straight-through pseudo-derivative for θ (Rajamanoharan et al.).
+
+    Elementwise: pre is the dense (B, m) code with θ of shape (m,), or the sparse entries with θ[cols].
+    """
 
     @staticmethod
     def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
@@ -185,8 +194,7 @@ class _JumpReLU(torch.autograd.Function):
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
         g_pre = g * (pre > theta)
-        g_theta = -(theta / eps) * (g * window).sum(0)
-        return g_pre, g_theta, None
+        return g_pre, _theta_grad(-(theta / eps) * g * window, theta), None
 
 
 class _Step(torch.autograd.Function):
@@ -201,7 +209,7 @@ class _Step(torch.autograd.Function):
     def backward(ctx, g: Tensor):  # type: ignore[override]
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
-        return None, -(1 / eps) * (g * window).sum(0), None
+        return None, _theta_grad(-(1 / eps) * g * window, theta), None
 
 
 def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
@@ -283,8 +291,12 @@ class SAE(nn.Module):
         return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.t())
 
     def _selector(self) -> Select | None:
-        """How the sparse architectures pick their active latents (None: dense architectures)."""
+        """How the sparse architectures pick their entries (None: relu, the dense architecture)."""
         cfg = self.cfg
+        if cfg.arch == "jumprelu":
+            # every entry z can depend on: above θ, or within the STE window below it
+            low = self.log_threshold.detach().exp() - self.eps / 2
+            return lambda pre: (pre.clamp_min(0) > low).nonzero(as_tuple=True)
         if cfg.arch == "topk":
             return row_topk(cfg.k)
         if cfg.arch in ("batchtopk", "matryoshka"):
@@ -294,22 +306,28 @@ class SAE(nn.Module):
             return lambda pre: (pre > theta).nonzero(as_tuple=True)  # inference: the learned threshold
         return None
 
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(vals, rows, cols): the nonzero entries of the code of a sparse architecture."""
+    def _select_entries(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(ReLU(pre) at the selected entries, rows, cols)."""
         select = self._selector()
         if select is None:
             raise ValueError(f"{self.cfg.arch} SAEs have a dense code; use encode()")
         return _SparseEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, select)
+
+    def _jump(self, pre_vals: Tensor, cols: Tensor) -> Tensor:
+        """JumpReLU of the selected entries against their latents' thresholds."""
+        return _JumpReLU.apply(pre_vals, self.log_threshold.exp().index_select(0, cols), self.eps)
+
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(vals, rows, cols): the entries of the code of a sparse architecture (zeros possible)."""
+        vals, rows, cols = self._select_entries(x)
+        return (self._jump(vals, cols) if self.cfg.arch == "jumprelu" else vals), rows, cols
 
     def encode(self, x: Tensor) -> Tensor:
         """Dense (B, m) latent code; batchtopk/matryoshka use the inference threshold in eval mode."""
         if self._selector() is not None:
             vals, rows, cols = self.encode_sparse(x)
             return x.new_zeros(x.shape[0], self.cfg.n_latents).index_put_((rows, cols), vals)
-        pre = torch.relu(self._pre(x))
-        if self.cfg.arch == "jumprelu":
-            return _JumpReLU.apply(pre, self.log_threshold.exp(), self.eps)
-        return pre
+        return torch.relu(self._pre(x))
 
     def decode(self, z: Tensor) -> Tensor:
         return z @ self.W_dec + self.b_dec
@@ -319,32 +337,30 @@ class SAE(nn.Module):
         """Encode, decode and compute the loss; `dead_mask` (m,) enables AuxK for topk-family SAEs."""
         if self._selector() is not None:
             return self._forward_sparse(x, dead_mask)
-        cfg = self.cfg
         z = self.encode(x)
         recon = self.decode(z)
         loss = fvu(x, recon)
         active = z > 0
         terms = {"fvu": loss.detach(), "l0": active.sum(1).float().mean()}
-        if cfg.arch == "relu":
-            total = (x - x.mean(0, keepdim=True)).pow(2).sum(1).mean()
-            # λ Σ_j |z_j| ‖W_dec,j‖, normalised by the same total variance as the FVU term
-            sparsity = (z.abs() * self.W_dec.norm(dim=1)).sum(1).mean() / total
-            terms["l1"] = sparsity.detach()
-            loss = loss + self.sparsity_coef * sparsity
-        else:
-            pre = torch.relu(self._pre(x))
-            l0 = _Step.apply(pre, self.log_threshold.exp(), self.eps).sum(1).mean()
-            terms["l0_penalty"] = l0.detach()
-            loss = loss + self.sparsity_coef * l0
+        total = (x - x.mean(0, keepdim=True)).pow(2).sum(1).mean()
+        # λ Σ_j |z_j| ‖W_dec,j‖, normalised by the same total variance as the FVU term
+        sparsity = (z.abs() * self.W_dec.norm(dim=1)).sum(1).mean() / total
+        terms["l1"] = sparsity.detach()
+        loss = loss + self.sparsity_coef * sparsity
         return SAEOutput(recon=recon, loss=loss, terms=terms, fired=active.any(0), dense=z)
 
     def _forward_sparse(self, x: Tensor, dead_mask: Tensor | None) -> SAEOutput:
         cfg, batch = self.cfg, x.shape[0]
-        vals, rows, cols = self.encode_sparse(x)
+        pre_vals, rows, cols = self._select_entries(x)
+        vals = self._jump(pre_vals, cols) if cfg.arch == "jumprelu" else pre_vals
         recon = _SparseDecode.apply(vals, rows, cols, self.W_dec, batch) + self.b_dec
         loss = fvu(x, recon)
         positive = vals > 0
         terms = {"fvu": loss.detach(), "l0": positive.sum().float() / batch}
+        if cfg.arch == "jumprelu":  # L0 penalty with the rectangle-kernel pseudo-derivative for θ
+            l0 = _Step.apply(pre_vals, self.log_threshold.exp().index_select(0, cols), self.eps).sum() / batch
+            terms["l0_penalty"] = l0.detach()
+            loss = loss + self.sparsity_coef * l0
         if cfg.arch == "matryoshka":
             losses = []
             for end in self.group_ends()[:-1]:
@@ -374,7 +390,7 @@ class SAE(nn.Module):
 
     def _auxk(self, x: Tensor, recon: Tensor, dead_mask: Tensor | None, terms: dict[str, Tensor]) -> Tensor:
         """AuxK (Gao et al.): dead latents reconstruct the residual; weight α, k_aux = d/2."""
-        if not self.cfg.auxk or dead_mask is None or not bool(dead_mask.any()):
+        if not self.cfg.auxk or self.cfg.arch == "jumprelu" or dead_mask is None or not bool(dead_mask.any()):
             return x.new_zeros(())
         dead = dead_mask.nonzero().squeeze(1)
         pre = torch.addmm(self.b_enc[dead], x - self.b_dec, self.W_enc[dead].t())
