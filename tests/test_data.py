@@ -83,3 +83,18 @@ def test_hf_dataset_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(UserError, match="could not open dataset"):
         next(iter_documents("hf:nobody-xyz/no-such-dataset-123"))
+
+
+def test_hf_dataset_is_streamed_through_datasets(tmp_path, monkeypatch):
+    """A dataset folder read by `datasets.load_dataset(..., streaming=True)`, offline: the hub path minus the network."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "my-dataset"
+    folder.mkdir()
+    rows = [{"body": f"Document number {i} about topic {i % 7}.", "id": i} for i in range(50)] + [{"body": "  ", "id": 50}]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (folder / "test.jsonl").write_text(json.dumps({"body": "held out", "id": 0}) + "\n")
+    docs = list(iter_documents(f"hf:{folder}", text_field="body"))
+    assert [d.text for d in docs] == [r["body"] for r in rows[:50]]
+    assert [d.text for d in iter_documents(f"hf:{folder}:test", text_field="body")] == ["held out"]
+    with pytest.raises(UserError, match="has no field 'text'"):
+        next(iter_documents(f"hf:{folder}"))
