@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8, help="windows per forward pass")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--streams", default="2048:8192,2048:32768,8192:32768", help="LiveStream memory runs as BUFFER_TOKENS:DATA_TOKENS pairs")
+    ap.add_argument("--streams", default="2048:8192,2048:32768,2048:131072,8192:32768", help="LiveStream memory runs as BUFFER_TOKENS:DATA_TOKENS pairs")
     args = ap.parse_args()
 
     loaded = load_model("smollm2")
