@@ -133,26 +133,35 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
 
 
 def write_outputs(report: SynthReport, out: str) -> None:
-    """synth.json (the whole report) and recovery_curve.png (recovered fraction against samples seen)."""
+    """synth.json (the whole report) and recovery_curve.png (recovery and MMCS against samples seen)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "synth.json", report.model_dump_json(indent=2))
+    plot_curve(report.curve, f"{report.config.arch}, {report.setting} p, lr {report.config.lr:g}", folder / "recovery_curve.png")
+
+
+def plot_curve(curve: list[CurvePoint], title: str, path: Path) -> None:
+    """Features recovered (%) and MMCS against training samples, one line per SAE (PNG, written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "synth.json", report.model_dump_json(indent=2))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for baseline in dict.fromkeys(p.baseline for p in report.curve):
-        pts = [p for p in report.curve if p.baseline == baseline]
-        ax.plot([p.samples for p in pts], [100 * p.recovered_fraction for p in pts], marker="o", label=baseline)
-    ax.set_xscale("log")
-    ax.set_xlabel("training samples")
-    ax.set_ylabel("features recovered (%)")
-    ax.set_title(f"{report.config.arch}, {report.setting} p")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for baseline in dict.fromkeys(p.baseline for p in curve):
+        pts = [p for p in curve if p.baseline == baseline]
+        samples = [p.samples for p in pts]
+        axes[0].plot(samples, [100 * p.recovered_fraction for p in pts], marker="o", ms=3, label=baseline)
+        axes[1].plot(samples, [p.mmcs for p in pts], marker="o", ms=3, label=baseline)
+    for ax, label in zip(axes, ("features recovered (%)", "MMCS")):
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = folder / "recovery_curve.tmp.png"
+    tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(folder / "recovery_curve.png")
+    tmp.replace(path)
