@@ -117,3 +117,47 @@ def test_bad_variant_options(tiny):
         make_variant(tiny, "shuffled")
     with pytest.raises(UserError, match="noise"):
         make_variant(tiny, "control", noise="sometimes")
+
+
+def _hub_cache_repo(cache, repo_id: str, revisions: dict[str, int]) -> None:
+    """Lay out `repo_id` in a Hugging Face hub cache as a download would: one snapshot per revision
+    (a tiny GPT-NeoX model of the given seed plus a word-level tokenizer), refs naming each."""
+    import hashlib
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.conftest import tiny_model
+
+    vocab = {f"w{i}": i for i in range(96)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    for rev, seed in revisions.items():
+        commit = hashlib.sha1(f"{repo_id}@{rev}".encode()).hexdigest()
+        snap = repo / "snapshots" / commit
+        tiny_model("gpt_neox", seed=seed).model.save_pretrained(snap)
+        PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="w0", unk_token="w0").save_pretrained(snap)
+        (repo / "refs" / rev).write_text(commit)
+
+
+def test_step0_takes_the_published_revision_of_a_hub_model(tmp_path, monkeypatch):
+    """Offline, through the real hub cache: a repo with a `step0` revision gives that checkpoint; one without falls back and says why."""
+    from huggingface_hub import constants
+
+    from nullsae.models import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    _hub_cache_repo(tmp_path, "tiny-org/with-step0", {"main": 0, "step0": 7})
+    _hub_cache_repo(tmp_path, "tiny-org/no-step0", {"main": 0})
+    loaded = load_model("tiny-org/with-step0")
+    var, manifest = make_variant(loaded, "step0", seed=3)
+    assert manifest.step0_source == "revision step0 of tiny-org/with-step0"
+    published = load_model("tiny-org/with-step0", revision="step0")
+    assert all(torch.equal(p, q) for p, q in zip(var.model.parameters(), published.model.parameters()))
+    assert not torch.equal(next(var.model.parameters()), next(loaded.model.parameters()))
+    with pytest.warns(UserWarning, match="no step0 revision"):
+        _, manifest = make_variant(load_model("tiny-org/no-step0"), "step0", seed=3)
+    assert manifest.step0_source.startswith("from_config(seed=3): no step0 revision available")
