@@ -65,6 +65,7 @@ def test_kill_and_resume_gives_identical_numbers(tiny_dir, tmp_path):
     res = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", str(path), "--out", str(out), "--json"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
+    assert "%|" not in res.stderr, "--json must not draw progress bars"
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["report"].endswith("report.html") and Path(summary["report"]).exists()
     pd.testing.assert_frame_equal(_metrics(tmp_path / "ref"), _metrics(out), check_exact=True)
