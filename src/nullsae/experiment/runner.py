@@ -240,7 +240,7 @@ def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
 
 
 def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
-    from nullsae.metrics.downstream import ILL_CONDITIONED_NATS, ce_loss_score, downstream_metrics, kl_score, mean_activation
+    from nullsae.metrics.downstream import mean_activation, summarize, window_sums
 
     cfg, task = job.config, job.task
     windows = split_windows(cfg, task.model, "eval")
@@ -253,20 +253,12 @@ def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
             return sae.decode(sae.encode(x))
 
         mean = mean_activation(variant.model, windows, c.layer, batch_size=cfg.tokens.model_batch)
-        rows = []
-        for w in tqdm(range(windows.shape[0]), desc=f"downstream {c.label}", disable=not job.progress, leave=False):
-            r = downstream_metrics(variant.model, windows[w : w + 1], c.layer, reconstruct, mean=mean, skip_bos=cfg.tokens.skip_bos, batch_size=1)
-            n = r.n_tokens
-            rows.append({"unit": w, "n_tokens": n, "ce_clean": r.ce_clean * n, "ce_sae": r.ce_sae * n, "ce_zero": r.ce_zero * n,
-                         "ce_mean": r.ce_mean * n, "kl_sae": r.kl_sae * n, "kl_zero": r.kl_zero * n, "kl_mean": r.kl_mean * n})
-        units = pd.DataFrame(rows)
-        total = units.sum()
-        m = {k: float(total[k] / total["n_tokens"]) for k in ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean")}
-        gap = m["ce_zero"] - m["ce_clean"]
-        row = {**m, "delta_ce": m["ce_sae"] - m["ce_clean"],
-               "ce_score": ce_loss_score(m["ce_clean"], m["ce_sae"], m["ce_zero"]) if gap != 0 else math.nan,
-               "kl_score": kl_score(m["kl_sae"], m["kl_zero"]) if m["kl_zero"] != 0 else math.nan,
-               "ce_ill_conditioned": bool(gap < ILL_CONDITIONED_NATS), "downstream_tokens": int(total["n_tokens"])}
+        sums = window_sums(variant.model, windows, c.layer, reconstruct, mean=mean, skip_bos=cfg.tokens.skip_bos,
+                           batch_size=cfg.tokens.model_batch, progress=job.progress)
+        units = pd.DataFrame({"unit": range(windows.shape[0]), **{k: v.numpy() for k, v in sums.items()}})
+        r = summarize(sums, c.layer, cfg.tokens.skip_bos)
+        row = {**r.model_dump(include={"ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean", "delta_ce"}),
+               "ce_score": r.ce_loss_score, "kl_score": r.kl_score, "ce_ill_conditioned": r.ill_conditioned, "downstream_tokens": r.n_tokens}
         pk = c.part_keys["downstream"]
         store.write_part(c.key, "downstream-units", pk, units)
         store.write_part(c.key, "downstream", pk, pd.DataFrame([row]))

@@ -67,7 +67,10 @@ def mean_activation(model: nn.Module, windows: Tensor, layer: int, batch_size: i
     return total / count
 
 
-def downstream_metrics(
+SUM_KEYS = ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean")
+
+
+def window_sums(
     model: nn.Module,
     windows: Tensor,
     layer: int,
@@ -76,8 +79,9 @@ def downstream_metrics(
     skip_bos: bool = False,
     batch_size: int = 8,
     progress: bool = False,
-) -> DownstreamResult:
-    """SPEC §3 at `layer` over `windows` (N, T) for the reconstruction callable (N, d) -> (N, d).
+) -> dict[str, Tensor]:
+    """Per window (N,) float64: CE summed over its predicted tokens, clean and under each patch, the
+    KL sums, and `n_tokens`; the units a bootstrap resamples, computed `batch_size` windows at a time.
 
     With `skip_bos` the first position keeps its clean residual under every patch. `mean` defaults to
     the mean activation over these windows. The patched passes reuse the clean pass's embedding output.
@@ -86,8 +90,7 @@ def downstream_metrics(
         mean = mean_activation(model, windows, layer, batch_size)
     device = next(model.parameters()).device
     mean = mean.to(device)
-    sums = {k: 0.0 for k in ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean")}
-    n_tokens = 0
+    sums: dict[str, list[Tensor]] = {k: [] for k in (*SUM_KEYS, "n_tokens")}
 
     def patched(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
         def apply(h: Tensor) -> Tensor:
@@ -101,6 +104,9 @@ def downstream_metrics(
     def recon(h: Tensor) -> Tensor:
         flat = h.reshape(-1, h.shape[-1]).float()
         return reconstruct(flat).reshape(h.shape).to(h.dtype)
+
+    def ce(logp: Tensor, targets: Tensor) -> Tensor:
+        return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().sum(1).cpu()
 
     patches = {
         "sae": patched(recon),
@@ -120,7 +126,7 @@ def downstream_metrics(
                 clean_logp = F.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), dim=-1)
             finally:
                 handle.remove()
-            sums["ce_clean"] += float(-clean_logp.gather(-1, targets.unsqueeze(-1)).sum())
+            sums["ce_clean"].append(ce(clean_logp, targets))
             p_clean = clean_logp.exp()
             for name, fn in patches.items():
                 handle = embedding.register_forward_hook(lambda _m, _i, _out: seen["emb"])
@@ -129,10 +135,16 @@ def downstream_metrics(
                         logp = F.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), dim=-1)
                 finally:
                     handle.remove()
-                sums[f"ce_{name}"] += float(-logp.gather(-1, targets.unsqueeze(-1)).sum())
-                sums[f"kl_{name}"] += float((p_clean * (clean_logp - logp)).sum())
-            n_tokens += targets.numel()
-    m = {k: v / n_tokens for k, v in sums.items()}
+                sums[f"ce_{name}"].append(ce(logp, targets))
+                sums[f"kl_{name}"].append((p_clean * (clean_logp - logp)).sum(-1).double().sum(1).cpu())
+            sums["n_tokens"].append(torch.full((ids.shape[0],), targets.shape[1], dtype=torch.float64))
+    return {k: torch.cat(v) for k, v in sums.items()}
+
+
+def summarize(sums: dict[str, Tensor], layer: int, skip_bos: bool) -> DownstreamResult:
+    """Per-token means, the two scores and the ill-conditioning warning from `window_sums` (any subset of windows)."""
+    n_tokens = int(sums["n_tokens"].sum())
+    m = {k: float(sums[k].sum()) / n_tokens for k in SUM_KEYS}
     gap = m["ce_zero"] - m["ce_clean"]
     warning = None
     if gap < ILL_CONDITIONED_NATS:
@@ -147,3 +159,17 @@ def downstream_metrics(
         kl_score=kl_score(m["kl_sae"], m["kl_zero"]) if m["kl_zero"] != 0 else float("nan"),
         warning=warning,
     )
+
+
+def downstream_metrics(
+    model: nn.Module,
+    windows: Tensor,
+    layer: int,
+    reconstruct: Callable[[Tensor], Tensor],
+    mean: Tensor | None = None,
+    skip_bos: bool = False,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> DownstreamResult:
+    """SPEC §3 at `layer` over `windows` (N, T) for the reconstruction callable (N, d) -> (N, d)."""
+    return summarize(window_sums(model, windows, layer, reconstruct, mean, skip_bos, batch_size, progress), layer, skip_bos)
