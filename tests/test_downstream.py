@@ -14,12 +14,12 @@ WINDOWS = torch.randint(3, 96, (3, 16), generator=torch.Generator().manual_seed(
 
 
 def test_identity_and_zero_patches(tiny):
-    ident = downstream_metrics(tiny.model, WINDOWS, 1, lambda x: x, batch_size=2)
+    ident = downstream_metrics(tiny.model, WINDOWS, 1, lambda x: x, batch_size=2).summary()
     assert ident.ce_sae == pytest.approx(ident.ce_clean, abs=1e-5)
     assert ident.ce_loss_score == pytest.approx(1.0, abs=1e-4)
     assert ident.kl_sae == pytest.approx(0.0, abs=1e-6) and ident.kl_score == pytest.approx(1.0, abs=1e-5)
     assert ident.n_tokens == 3 * 15
-    zero = downstream_metrics(tiny.model, WINDOWS, 1, torch.zeros_like)
+    zero = downstream_metrics(tiny.model, WINDOWS, 1, torch.zeros_like).summary()
     assert zero.ce_sae == pytest.approx(zero.ce_zero, abs=1e-5)
     assert zero.ce_loss_score == pytest.approx(0.0, abs=1e-4) and zero.kl_score == pytest.approx(0.0, abs=1e-5)
     assert zero.delta_ce == pytest.approx(zero.ce_zero - zero.ce_clean)
@@ -29,14 +29,14 @@ def test_mean_patch_uses_the_evaluation_mean(tiny):
     mean = mean_activation(tiny.model, WINDOWS, 2)
     x = capture_residuals(tiny.model, WINDOWS, [2])[2]
     torch.testing.assert_close(mean, x.reshape(-1, x.shape[-1]).mean(0))
-    res = downstream_metrics(tiny.model, WINDOWS, 2, lambda v: mean.expand_as(v).clone(), mean=mean)
+    res = downstream_metrics(tiny.model, WINDOWS, 2, lambda v: mean.expand_as(v).clone(), mean=mean).summary()
     assert res.ce_sae == pytest.approx(res.ce_mean, abs=1e-5)
 
 
 def test_skip_bos_keeps_the_first_position(tiny):
     # with only the first position clean, the zero patch still hurts, but less than patching everything
-    full = downstream_metrics(tiny.model, WINDOWS, 0, torch.zeros_like)
-    kept = downstream_metrics(tiny.model, WINDOWS, 0, torch.zeros_like, skip_bos=True)
+    full = downstream_metrics(tiny.model, WINDOWS, 0, torch.zeros_like).summary()
+    kept = downstream_metrics(tiny.model, WINDOWS, 0, torch.zeros_like, skip_bos=True).summary()
     assert kept.skip_bos and kept.kl_zero != full.kl_zero
     assert kept.ce_clean == pytest.approx(full.ce_clean)
 
@@ -47,7 +47,7 @@ def test_ill_conditioned_warning():
     loaded = tiny_model("gpt_neox")
     with torch.no_grad():
         loaded.model.get_output_embeddings().weight.zero_()  # logits no longer depend on the residual
-    res = downstream_metrics(loaded.model, WINDOWS, 1, lambda x: x)
+    res = downstream_metrics(loaded.model, WINDOWS, 1, lambda x: x).summary()
     assert res.ill_conditioned and "ill-conditioned" in res.warning
     assert math.isnan(res.ce_loss_score)
 
@@ -56,7 +56,7 @@ def test_control_variant_patches_see_the_clean_noise(tiny):
     from nullsae.models import make_variant
 
     control, _ = make_variant(tiny, "control", noise="fresh")
-    res = downstream_metrics(control.model, WINDOWS, 1, lambda x: x)
+    res = downstream_metrics(control.model, WINDOWS, 1, lambda x: x).summary()
     assert res.kl_sae == pytest.approx(0.0, abs=1e-6) and res.ce_sae == pytest.approx(res.ce_clean, abs=1e-5)
 
 
@@ -76,8 +76,19 @@ def test_smollm2_capture_and_scores(smollm2):
     got = capture_residuals(smollm2.model, windows, [0, 5, 10])
     for layer in (0, 5, 10):
         torch.testing.assert_close(got[layer], hs[layer + 1])
-    ident = downstream_metrics(smollm2.model, windows, 5, lambda x: x)
-    zero = downstream_metrics(smollm2.model, windows, 5, torch.zeros_like)
+    ident = downstream_metrics(smollm2.model, windows, 5, lambda x: x).summary()
+    zero = downstream_metrics(smollm2.model, windows, 5, torch.zeros_like).summary()
     assert ident.ce_loss_score == pytest.approx(1.0, abs=1e-4)
     assert zero.ce_loss_score == pytest.approx(0.0, abs=1e-4)
     assert 1.0 < ident.ce_clean < 6.0 and zero.ce_zero > ident.ce_clean + 0.1 and zero.warning is None
+
+
+def test_per_window_sums_do_not_depend_on_the_batching(tiny):
+    """The bootstrap's units: each window's sums are the same computed alone or in a batch, and add up to the totals."""
+    batched = downstream_metrics(tiny.model, WINDOWS, 1, lambda x: 0.5 * x, batch_size=len(WINDOWS))
+    alone = [downstream_metrics(tiny.model, WINDOWS[i : i + 1], 1, lambda x: 0.5 * x, mean=mean_activation(tiny.model, WINDOWS, 1)) for i in range(len(WINDOWS))]
+    for key, per_window in batched.sums.items():
+        torch.testing.assert_close(per_window, torch.cat([a.sums[key] for a in alone]), rtol=1e-5, atol=1e-6)
+    res = batched.summary()
+    assert res.n_tokens == int(batched.sums["n_tokens"].sum()) == WINDOWS[:, 1:].numel()
+    assert res.ce_sae == pytest.approx(float(batched.sums["ce_sae"].sum()) / res.n_tokens)

@@ -240,7 +240,7 @@ def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
 
 
 def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
-    from nullsae.metrics.downstream import mean_activation, summarize, window_sums
+    from nullsae.metrics.downstream import downstream_metrics, mean_activation
 
     cfg, task = job.config, job.task
     windows = split_windows(cfg, task.model, "eval")
@@ -253,10 +253,10 @@ def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
             return sae.decode(sae.encode(x))
 
         mean = mean_activation(variant.model, windows, c.layer, batch_size=cfg.tokens.model_batch)
-        sums = window_sums(variant.model, windows, c.layer, reconstruct, mean=mean, skip_bos=cfg.tokens.skip_bos,
-                           batch_size=cfg.tokens.model_batch, progress=job.progress)
-        units = pd.DataFrame({"unit": range(windows.shape[0]), **{k: v.numpy() for k, v in sums.items()}})
-        r = summarize(sums, c.layer, cfg.tokens.skip_bos)
+        per_window = downstream_metrics(variant.model, windows, c.layer, reconstruct, mean=mean, skip_bos=cfg.tokens.skip_bos,
+                                        batch_size=cfg.tokens.model_batch, progress=job.progress)
+        units = pd.DataFrame({"unit": range(windows.shape[0]), **{k: v.numpy() for k, v in per_window.sums.items()}})
+        r = per_window.summary()
         row = {**r.model_dump(include={"ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean", "delta_ce"}),
                "ce_score": r.ce_loss_score, "kl_score": r.kl_score, "ce_ill_conditioned": r.ill_conditioned, "downstream_tokens": r.n_tokens}
         pk = c.part_keys["downstream"]

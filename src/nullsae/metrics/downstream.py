@@ -9,6 +9,7 @@ averaged over the predicted tokens. When CE_zero − CE_clean < 0.1 nats the sco
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,36 @@ def mean_activation(model: nn.Module, windows: Tensor, layer: int, batch_size: i
 SUM_KEYS = ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean")
 
 
-def window_sums(
+@dataclass
+class WindowSums:
+    """Per window (N,) float64: CE summed over its predicted tokens, clean and under each patch, the KL
+    sums, and `n_tokens`; the units a bootstrap resamples. `summary()` gives the SPEC §3 metrics."""
+
+    layer: int
+    skip_bos: bool
+    sums: dict[str, Tensor]
+
+    def summary(self) -> DownstreamResult:
+        """Per-token means, the two scores and the ill-conditioning warning."""
+        n_tokens = int(self.sums["n_tokens"].sum())
+        m = {k: float(self.sums[k].sum()) / n_tokens for k in SUM_KEYS}
+        gap = m["ce_zero"] - m["ce_clean"]
+        warning = None
+        if gap < ILL_CONDITIONED_NATS:
+            warning = f"CE_zero − CE_clean = {gap:.3f} nats < {ILL_CONDITIONED_NATS}: the CE loss score is ill-conditioned (zero-ablation barely hurts this model)"
+        return DownstreamResult(
+            layer=self.layer,
+            n_tokens=n_tokens,
+            skip_bos=self.skip_bos,
+            **m,
+            delta_ce=m["ce_sae"] - m["ce_clean"],
+            ce_loss_score=ce_loss_score(m["ce_clean"], m["ce_sae"], m["ce_zero"]) if gap != 0 else float("nan"),
+            kl_score=kl_score(m["kl_sae"], m["kl_zero"]) if m["kl_zero"] != 0 else float("nan"),
+            warning=warning,
+        )
+
+
+def downstream_metrics(
     model: nn.Module,
     windows: Tensor,
     layer: int,
@@ -79,9 +109,9 @@ def window_sums(
     skip_bos: bool = False,
     batch_size: int = 8,
     progress: bool = False,
-) -> dict[str, Tensor]:
-    """Per window (N,) float64: CE summed over its predicted tokens, clean and under each patch, the
-    KL sums, and `n_tokens`; the units a bootstrap resamples, computed `batch_size` windows at a time.
+) -> WindowSums:
+    """SPEC §3 at `layer` over `windows` (N, T) for the reconstruction callable (N, d) -> (N, d), as
+    per-window sums computed `batch_size` windows at a time.
 
     With `skip_bos` the first position keeps its clean residual under every patch. `mean` defaults to
     the mean activation over these windows. The patched passes reuse the clean pass's embedding output.
@@ -138,38 +168,5 @@ def window_sums(
                 sums[f"ce_{name}"].append(ce(logp, targets))
                 sums[f"kl_{name}"].append((p_clean * (clean_logp - logp)).sum(-1).double().sum(1).cpu())
             sums["n_tokens"].append(torch.full((ids.shape[0],), targets.shape[1], dtype=torch.float64))
-    return {k: torch.cat(v) for k, v in sums.items()}
+    return WindowSums(layer=layer, skip_bos=skip_bos, sums={k: torch.cat(v) for k, v in sums.items()})
 
-
-def summarize(sums: dict[str, Tensor], layer: int, skip_bos: bool) -> DownstreamResult:
-    """Per-token means, the two scores and the ill-conditioning warning from `window_sums` (any subset of windows)."""
-    n_tokens = int(sums["n_tokens"].sum())
-    m = {k: float(sums[k].sum()) / n_tokens for k in SUM_KEYS}
-    gap = m["ce_zero"] - m["ce_clean"]
-    warning = None
-    if gap < ILL_CONDITIONED_NATS:
-        warning = f"CE_zero − CE_clean = {gap:.3f} nats < {ILL_CONDITIONED_NATS}: the CE loss score is ill-conditioned (zero-ablation barely hurts this model)"
-    return DownstreamResult(
-        layer=layer,
-        n_tokens=n_tokens,
-        skip_bos=skip_bos,
-        **m,
-        delta_ce=m["ce_sae"] - m["ce_clean"],
-        ce_loss_score=ce_loss_score(m["ce_clean"], m["ce_sae"], m["ce_zero"]) if gap != 0 else float("nan"),
-        kl_score=kl_score(m["kl_sae"], m["kl_zero"]) if m["kl_zero"] != 0 else float("nan"),
-        warning=warning,
-    )
-
-
-def downstream_metrics(
-    model: nn.Module,
-    windows: Tensor,
-    layer: int,
-    reconstruct: Callable[[Tensor], Tensor],
-    mean: Tensor | None = None,
-    skip_bos: bool = False,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> DownstreamResult:
-    """SPEC §3 at `layer` over `windows` (N, T) for the reconstruction callable (N, d) -> (N, d)."""
-    return summarize(window_sums(model, windows, layer, reconstruct, mean, skip_bos, batch_size, progress), layer, skip_bos)
