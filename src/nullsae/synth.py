@@ -146,6 +146,7 @@ def plot_curve(curve: list[CurvePoint], title: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for baseline in dict.fromkeys(p.baseline for p in curve):
@@ -155,6 +156,7 @@ def plot_curve(curve: list[CurvePoint], title: str, path: Path) -> None:
         axes[1].plot(samples, [p.mmcs for p in pts], marker="o", ms=3, label=baseline)
     for ax, label in zip(axes, ("features recovered (%)", "MMCS")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
         ax.set_xlabel("training samples")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
