@@ -127,7 +127,7 @@ def _hub_cache_repo(cache, repo_id: str, revisions: dict[str, int]) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from tests.conftest import tiny_model
+    from conftest import tiny_model
 
     vocab = {f"w{i}": i for i in range(96)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
