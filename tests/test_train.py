@@ -103,3 +103,12 @@ def test_jumprelu_controller_reaches_target_l0():
     sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=8, target_l0=8, target_l0_rate=0.05))
     res = train_saes({"j": sae}, _stream(512), TrainConfig(steps=300, lr=3e-3, warmup_steps=10), progress=False)
     assert 4 <= res["j"].l0 <= 14
+
+
+def test_jumprelu_controller_does_not_wind_up():
+    """L0 follows λ with a lag (θ moves at the learning rate); a controller integrating through that lag
+    drove λ·L0 to ~1e5 times the whole reconstruction loss here. With anti-windup λ stays sane."""
+    sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=8, target_l0=8, target_l0_rate=0.05))
+    res = train_saes({"j": sae}, _stream(512), TrainConfig(steps=400, lr=1e-3, warmup_steps=10), progress=False)
+    assert 4 <= res["j"].l0 <= 24
+    assert float(sae.sparsity_coef) * 8 < 100, f"λ wound up to {float(sae.sparsity_coef):.3g}"

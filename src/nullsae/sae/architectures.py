@@ -427,11 +427,18 @@ class SAE(nn.Module):
             self.W_dec.copy_(F.normalize(self.W_dec, dim=1))
 
     @torch.no_grad()
-    def adapt_sparsity(self, l0: float) -> None:
-        """Multiplicative controller on λ that steers relu/jumprelu SAEs to `target_l0` (if set)."""
+    def adapt_sparsity(self, l0: float, previous: float | None = None) -> None:
+        """Multiplicative controller on λ that steers relu/jumprelu SAEs to `target_l0` (if set).
+
+        `l0` is the smoothed L0 now and `previous` the one a step before. Anti-windup: λ holds while L0
+        already moves towards the target, since L0 follows λ with a lag and integrating through that
+        lag wound λ up 1e8-fold on the synthetic benchmark.
+        """
         target = self.cfg.target_l0
         if target is not None and self.cfg.arch in ("relu", "jumprelu"):
             step = max(-1.0, min(1.0, (l0 - target) / target))
+            if previous is not None and (l0 - previous) * step < 0:
+                return
             self.sparsity_coef.mul_(float(torch.exp(torch.tensor(self.cfg.target_l0_rate * step))))
 
     @torch.no_grad()

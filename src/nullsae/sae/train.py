@@ -88,6 +88,7 @@ class _State:
         self.since_fired = torch.zeros(sae.cfg.n_latents, dtype=torch.long)
         self.last: dict[str, float] = {"fvu": float("nan"), "l0": float("nan")}
         self.history: list[dict[str, float]] = []
+        self.l0_ema: float | None = None  # smoothed L0, the sparsity controller's input
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -111,6 +112,7 @@ def _save_checkpoint(path: Path, step: int, tokens: int, skipped: int, states: d
                 "since_fired": st.since_fired,
                 "last": st.last,
                 "history": st.history,
+                "l0_ema": st.l0_ema,
             }
             for name, st in states.items()
         },
@@ -136,6 +138,7 @@ def _load_checkpoint(path: Path, states: dict[str, _State]) -> tuple[int, int, i
         st.since_fired = saved[name]["since_fired"]
         st.last = dict(saved[name]["last"])
         st.history = [dict(h) for h in saved[name]["history"]]
+        st.l0_ema = saved[name].get("l0_ema")
     return int(payload["step"]), int(payload["tokens"]), int(payload["skipped"])
 
 
@@ -222,7 +225,9 @@ def _train_step(states: dict[str, _State], x: Tensor, step: int, cfg: TrainConfi
         st.since_fired += x.shape[0]
         st.since_fired[out.fired.cpu()] = 0
         l0 = float(out.terms["l0"])
-        sae.adapt_sparsity(l0)
+        previous = st.l0_ema
+        st.l0_ema = l0 if previous is None else 0.95 * previous + 0.05 * l0
+        sae.adapt_sparsity(st.l0_ema, previous)
         st.last = {"fvu": float(out.terms["fvu"]), "l0": l0}
 
 
