@@ -173,15 +173,11 @@ def batch_topk(n_keep: int) -> Select:
     return select
 
 
-def _theta_grad(g: Tensor, theta: Tensor) -> Tensor:
-    """Sum a per-entry θ-gradient over the batch when θ is one value per latent, (m,) for a (B, m) code."""
-    return g.sum(0) if g.shape != theta.shape else g
-
-
 class _JumpReLU(torch.autograd.Function):
     """z = pre·H(pre − θ) with the straight-through pseudo-derivative for θ (Rajamanoharan et al.).
 
-    Elementwise: pre is the dense (B, m) code with θ of shape (m,), or the sparse entries with θ[cols].
+    Elementwise over the selected entries of the code, θ gathered per entry (θ[cols]); autograd sums
+    the per-entry θ-gradients back onto each latent.
     """
 
     @staticmethod
@@ -194,7 +190,7 @@ class _JumpReLU(torch.autograd.Function):
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
         g_pre = g * (pre > theta)
-        return g_pre, _theta_grad(-(theta / eps) * g * window, theta), None
+        return g_pre, -(theta / eps) * g * window, None
 
 
 class _Step(torch.autograd.Function):
@@ -209,7 +205,7 @@ class _Step(torch.autograd.Function):
     def backward(ctx, g: Tensor):  # type: ignore[override]
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
-        return None, _theta_grad(-(1 / eps) * g * window, theta), None
+        return None, -(1 / eps) * g * window, None
 
 
 def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
@@ -313,14 +309,16 @@ class SAE(nn.Module):
             raise ValueError(f"{self.cfg.arch} SAEs have a dense code; use encode()")
         return _SparseEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, select)
 
-    def _jump(self, pre_vals: Tensor, cols: Tensor) -> Tensor:
-        """JumpReLU of the selected entries against their latents' thresholds."""
-        return _JumpReLU.apply(pre_vals, self.log_threshold.exp().index_select(0, cols), self.eps)
+    def _thresholds(self, cols: Tensor) -> Tensor:
+        """θ of each selected entry's latent (differentiable: gradients flow back to log_threshold)."""
+        return self.log_threshold.exp().index_select(0, cols)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(vals, rows, cols): the entries of the code of a sparse architecture (zeros possible)."""
         vals, rows, cols = self._select_entries(x)
-        return (self._jump(vals, cols) if self.cfg.arch == "jumprelu" else vals), rows, cols
+        if self.cfg.arch == "jumprelu":
+            vals = _JumpReLU.apply(vals, self._thresholds(cols), self.eps)
+        return vals, rows, cols
 
     def encode(self, x: Tensor) -> Tensor:
         """Dense (B, m) latent code; batchtopk/matryoshka use the inference threshold in eval mode."""
@@ -352,13 +350,14 @@ class SAE(nn.Module):
     def _forward_sparse(self, x: Tensor, dead_mask: Tensor | None) -> SAEOutput:
         cfg, batch = self.cfg, x.shape[0]
         pre_vals, rows, cols = self._select_entries(x)
-        vals = self._jump(pre_vals, cols) if cfg.arch == "jumprelu" else pre_vals
+        theta = self._thresholds(cols) if cfg.arch == "jumprelu" else None  # gathered once, used twice
+        vals = _JumpReLU.apply(pre_vals, theta, self.eps) if theta is not None else pre_vals
         recon = _SparseDecode.apply(vals, rows, cols, self.W_dec, batch) + self.b_dec
         loss = fvu(x, recon)
         positive = vals > 0
         terms = {"fvu": loss.detach(), "l0": positive.sum().float() / batch}
         if cfg.arch == "jumprelu":  # L0 penalty with the rectangle-kernel pseudo-derivative for θ
-            l0 = _Step.apply(pre_vals, self.log_threshold.exp().index_select(0, cols), self.eps).sum() / batch
+            l0 = _Step.apply(pre_vals, theta, self.eps).sum() / batch
             terms["l0_penalty"] = l0.detach()
             loss = loss + self.sparsity_coef * l0
         if cfg.arch == "matryoshka":
