@@ -42,6 +42,7 @@ class SynthConfig(BaseModel):
     batch_size: int = Field(4096, gt=0)
     n_latents: int = Field(3200, gt=0)
     l0: int = Field(20, gt=0)
+    dead_tokens: int = Field(2_000_000, gt=0, description="a latent silent this many samples is dead and trained by AuxK")
     eval_size: int = Field(8192, gt=0)
     curve_points: int = Field(10, gt=0, description="evaluations of recovery along training")
     seed: int = 0
@@ -76,7 +77,7 @@ class SynthReport(BaseModel):
 
 def _sae_config(cfg: SynthConfig, baseline: str) -> SAEConfig:
     sparse = {"k": cfg.l0} if cfg.arch in ("topk", "batchtopk", "matryoshka") else {"k": cfg.l0, "target_l0": float(cfg.l0)}
-    return SAEConfig(arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=2_000_000, **sparse)
+    return SAEConfig(arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=cfg.dead_tokens, **sparse)
 
 
 @torch.no_grad()

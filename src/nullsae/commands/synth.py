@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3)")
     p.add_argument("--paper", action="store_true", help="train to the recovery plateau (see README for its time)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dead-tokens", type=int, default=2_000_000, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000)")
     p.add_argument("--decay-fraction", type=float, default=0.2, help="linear lr decay over this final fraction of steps (default 0.2)")
     p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training")
     p.add_argument("--resume-dir", default=None, help="checkpoint folder: an interrupted run continues from it")
@@ -42,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be at least 1, got {steps}")
     if lr <= 0:
         raise UserError(f"--lr must be positive, got {lr}")
+    if args.dead_tokens < 1:
+        raise UserError(f"--dead-tokens must be at least 1, got {args.dead_tokens}")
     if not 0 <= args.decay_fraction <= 1:
         raise UserError(f"--decay-fraction must be between 0 and 1, got {args.decay_fraction}")
-    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction)
+    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=args.dead_tokens)
     from pathlib import Path
 
     resume = Path(args.resume_dir) if args.resume_dir else None
