@@ -96,3 +96,18 @@ def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch)
     resumed = synth.run_synth(cfg, progress=False, checkpoint_dir=tmp_path)
     assert resumed.results == straight.results
     assert [p.model_dump() for p in resumed.curve] == [p.model_dump() for p in straight.curve]
+
+
+def test_silent_fraction_counts_latents_that_never_fire_on_held_out_data():
+    import nullsae.synth as synth
+
+    cfg = synth.SynthConfig(setting="constant", arch="topk", eval_size=2048)
+    data = KorznikovData(cfg.setting)
+    sae = synth.SAE(synth._sae_config(cfg, "none"))
+    x = data.eval_set(cfg.eval_size)
+    sae.initialize(x)
+    before = synth._evaluate(sae, data, x, with_mcc=False)["silent_fraction"]
+    with torch.no_grad():
+        sae.b_enc[:320] = -1e6  # these 320 latents can never win a top-k slot
+    after = synth._evaluate(sae, data, x, with_mcc=False)["silent_fraction"]
+    assert before < 0.05 and 0.1 - 1e-6 <= after <= before + 0.1 + 1e-6

@@ -56,6 +56,7 @@ class SynthResult(BaseModel):
     recovered_fraction: float
     mmcs: float
     mcc: float
+    silent_fraction: float  # latents that fire on none of the held-out samples
     decoder_drift: float
 
 
@@ -81,16 +82,23 @@ def _sae_config(cfg: SynthConfig, baseline: str) -> SAEConfig:
 
 
 @torch.no_grad()
-def _evaluate(sae: SAE, data: KorznikovData, x_eval: torch.Tensor, with_mcc: bool = True) -> tuple[float, float, float, float, float]:
-    """EV, L0, recovered fraction, MMCS and (Hungarian, seconds at m = 3,200) MCC on the held-out set."""
+def _evaluate(sae: SAE, data: KorznikovData, x_eval: torch.Tensor, with_mcc: bool = True) -> dict[str, float]:
+    """EV, L0, recovered fraction, MMCS, (Hungarian, seconds at m = 3,200) MCC and the fraction of
+    latents silent on the held-out set: a SAE that collapses onto a few blended latents cannot recover."""
     was_training = sae.training
     sae.eval()
     z = sae.encode(x_eval)
     rec = reconstruction_metrics(x_eval, sae.decode(z), z)
     sae.train(was_training)
     best = max_cosines(data.features, sae.W_dec)
-    matched = mcc(data.features, sae.W_dec) if with_mcc else float("nan")
-    return rec.ev, rec.l0, float((best > RECOVERY_THRESHOLD).mean()), float(best.mean()), matched
+    return {
+        "ev": rec.ev,
+        "l0": rec.l0,
+        "recovered_fraction": float((best > RECOVERY_THRESHOLD).mean()),
+        "mmcs": float(best.mean()),
+        "mcc": mcc(data.features, sae.W_dec) if with_mcc else float("nan"),
+        "silent_fraction": float((z == 0).all(0).float().mean()),
+    }
 
 
 def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | None = None) -> SynthReport:
@@ -120,16 +128,15 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
 
     def record(step: int) -> None:
         for b, sae in saes.items():
-            ev, _, rec, mm, _ = _evaluate(sae, data, x_eval, with_mcc=False)
-            curve.append(CurvePoint(samples=step * cfg.batch_size, baseline=b, recovered_fraction=rec, mmcs=mm, ev=ev))
+            scores = _evaluate(sae, data, x_eval, with_mcc=False)
+            curve.append(CurvePoint(samples=step * cfg.batch_size, baseline=b, **{k: scores[k] for k in ("recovered_fraction", "mmcs", "ev")}))
         if curve_file is not None:
             atomic_write_text(curve_file, json.dumps([p.model_dump() for p in curve]))
 
     train_saes(saes, data, train_cfg, checkpoint_dir=checkpoint_dir, progress=progress, callback=record, callback_every=every)
     results = []
     for b, sae in saes.items():
-        ev, l0, rec, mm, mc = _evaluate(sae, data, x_eval)
-        results.append(SynthResult(arch=cfg.arch, baseline=b, ev=ev, l0=l0, recovered_fraction=rec, mmcs=mm, mcc=mc, decoder_drift=sae.decoder_drift()))
+        results.append(SynthResult(arch=cfg.arch, baseline=b, decoder_drift=sae.decoder_drift(), **_evaluate(sae, data, x_eval)))
     return SynthReport(setting=cfg.setting, config=cfg, results=results, curve=curve, seconds=time.perf_counter() - start)
 
 

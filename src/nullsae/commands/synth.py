@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
         write_outputs(report, args.out)
     print(f"synthetic {report.setting} p, m = {cfg.n_latents}, L0 = {cfg.l0}, {cfg.steps} steps × {cfg.batch_size} ({report.seconds:.0f} s)")
-    print(f"{'arch':<11}{'baseline':<22}{'EV':>7}{'L0':>7}{'recovered':>11}{'MMCS':>7}{'MCC':>7}")
+    print(f"{'arch':<11}{'baseline':<22}{'EV':>7}{'L0':>7}{'recovered':>11}{'MMCS':>7}{'MCC':>7}{'silent':>8}")
     for r in report.results:
-        print(f"{r.arch:<11}{r.baseline:<22}{r.ev:>7.3f}{r.l0:>7.1f}{r.recovered_fraction:>10.1%}{r.mmcs:>7.3f}{r.mcc:>7.3f}")
+        print(f"{r.arch:<11}{r.baseline:<22}{r.ev:>7.3f}{r.l0:>7.1f}{r.recovered_fraction:>10.1%}{r.mmcs:>7.3f}{r.mcc:>7.3f}{r.silent_fraction:>8.1%}")
     if args.json:
         keys = ("arch", "baseline", "ev", "l0", "recovered_fraction", "mmcs", "mcc")
         print(json.dumps({"setting": report.setting, "results": [{k: getattr(r, k) for k in keys} for r in report.results]}))
