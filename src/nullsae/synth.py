@@ -168,6 +168,8 @@ def plot_curve(curve: list[CurvePoint], title: str, path: Path) -> None:
         ax.set_xlabel("training samples")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, max(1.0, 105 * max(p.recovered_fraction for p in curve)))  # a flat 0 % reads as 0, not as noise
+    axes[1].set_ylim(0, 1)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
