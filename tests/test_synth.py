@@ -99,6 +99,7 @@ def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch)
 
 
 def test_silent_fraction_counts_latents_that_never_fire_on_held_out_data():
+    """Latents barred from every top-k slot show up as silent, and only those."""
     import nullsae.synth as synth
 
     cfg = synth.SynthConfig(setting="constant", arch="topk", eval_size=2048)
