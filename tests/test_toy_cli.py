@@ -49,6 +49,7 @@ def test_glove_file_sweep_json_and_files(tmp_path, capsys):
     assert all(p["mmcs"] is None and p["latents"] == 16 for p in res["points"])
     for name in ("runs.csv", "points.csv", "results.json", "fig07_pareto_l1_sqrt_l2.png", "pareto_all_metrics.png"):
         assert (tmp_path / "g" / name).stat().st_size > 0
+    assert not (tmp_path / "g" / "checkpoints").exists()  # resume state is gone once the sweep completes
 
 
 def test_superposition_reduced_sweep_has_mmcs(tmp_path, capsys):

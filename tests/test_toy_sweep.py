@@ -75,3 +75,36 @@ def test_sparsity_at_ev_interpolates_the_crossing():
     (row,) = sparsity_at_ev(pts, 0.9)
     assert row["l1_sqrt_l2"] == pytest.approx(4.0)
     assert sparsity_at_ev(pts, 0.999)[0]["l1_sqrt_l2"] is None
+
+
+def _small_sweep_sets() -> list[ToyData]:
+    sets = []
+    for seed in (0, 1):
+        s = sharkey(n_samples=400, d=16, n_features=32, seed=seed)
+        sets += with_controls(s.x, seed, s.features, mlp=False)
+    return sets
+
+
+def test_interrupted_sweep_resumes_bit_identical(tmp_path):
+    """Stopped mid-way through its second batched model, a sweep reruns to the uninterrupted result."""
+    sets = _small_sweep_sets()
+    cfg = SweepConfig(latents=[32], coefs=[0.01, 0.3], epochs=4, batch_size=64, max_stack=4, mcc=False)
+    whole = run_sweep(sets, cfg, progress=False)
+    ckpt = tmp_path / "checkpoints"
+    part = run_sweep(sets, cfg, progress=False, checkpoint_dir=ckpt, save_seconds=0, stop_after_epochs=6)
+    assert len(part) == 4  # the first stack finished, the second stopped after 2 of 4 epochs
+    (folder,) = ckpt.iterdir()
+    assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".pt"]
+    resumed = run_sweep(sets, cfg, progress=False, checkpoint_dir=ckpt)
+    assert [r.model_dump() for r in resumed] == [r.model_dump() for r in whole]
+    assert not ckpt.exists()  # a completed sweep leaves no checkpoints behind
+
+
+def test_corrupt_sweep_checkpoint_is_one_clear_error(tmp_path):
+    sets = _small_sweep_sets()
+    cfg = SweepConfig(latents=[32], coefs=[0.01], epochs=2, batch_size=64, max_stack=4, mcc=False)
+    run_sweep(sets, cfg, progress=False, checkpoint_dir=tmp_path, save_seconds=0, stop_after_epochs=1)
+    (state,) = tmp_path.glob("*/*.pt")
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt.*delete it"):
+        run_sweep(sets, cfg, progress=False, checkpoint_dir=tmp_path)

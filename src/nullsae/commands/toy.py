@@ -2,7 +2,9 @@
 
 Each sweep trains every (dataset, seed, coefficient) toy SAE as one batched model and writes
 runs.csv (one row per SAE), points.csv and results.json (mean ± s.e.m. over seeds) and the paper's
-figures as PNG. With --json the last stdout line is the results object.
+figures as PNG. With --json the last stdout line is the results object. An interrupted sweep resumes
+when the same command runs again: finished batched models and the unfinished one's state (saved
+every 10 minutes) wait in OUT/checkpoints until the sweep completes.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from nullsae.errors import UserError
+from nullsae.io_utils import atomic_write_text
 
 EXPERIMENTS = ("superposition", "glove", "embeddings", "lomax")
 DATA = ("inputs", "gaussian", "mlp-inputs", "mlp-gaussian")
@@ -44,14 +45,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the results object as the last stdout line")
     p.add_argument("--out", type=Path, help="output folder (default runs/toy/EXPERIMENT)")
     p.set_defaults(func=run)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -115,7 +108,7 @@ def _lomax(args: argparse.Namespace, out: Path) -> dict:
     ex = lomax_example(n_samples=args.samples, seed=seed)
     table = torch.cat([ex.sparse_inputs, ex.dense_inputs, ex.dense_outputs, ex.sparse_outputs], dim=1).numpy()
     cols = ["z1", "z2", "z3", "x1", "x2", "y1", "y2", "zout1", "zout2", "zout3"]
-    _write_text(out / "lomax.csv", pd.DataFrame(table, columns=cols).to_csv(index=False))
+    atomic_write_text(out / "lomax.csv", pd.DataFrame(table, columns=cols).to_csv(index=False))
     fig = lomax_figure(ex, out / "fig04_lomax.png")
     return {"experiment": "lomax", "points": [], "files": [str(out / "lomax.csv"), str(fig)]}
 
@@ -144,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             err = exc.errors()[0]
             raise UserError(f"bad sweep setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-        runs = run_sweep(datasets, cfg)
+        runs = run_sweep(datasets, cfg, checkpoint_dir=out / "checkpoints")
         points = summarize(runs)
-        _write_text(out / "runs.csv", pd.DataFrame([r.model_dump() for r in runs]).to_csv(index=False))
+        atomic_write_text(out / "runs.csv", pd.DataFrame([r.model_dump() for r in runs]).to_csv(index=False))
         flat = [{**p.model_dump(exclude={"sem"}), **{f"sem_{k}": v for k, v in p.sem.items()}} for p in points]
-        _write_text(out / "points.csv", pd.DataFrame(flat).to_csv(index=False))
+        atomic_write_text(out / "points.csv", pd.DataFrame(flat).to_csv(index=False))
         files = [str(f) for f in sweep_figures(args.experiment, points, out)]
         result = {
             "experiment": args.experiment,
@@ -159,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         }
     result["seconds"] = round(time.time() - start, 1)
     text = json.dumps(result)
-    _write_text(out / "results.json", text + "\n")
+    atomic_write_text(out / "results.json", text + "\n")
     if args.json:
         print(text)
     else:

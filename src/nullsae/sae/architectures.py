@@ -238,7 +238,7 @@ class SAE(nn.Module):
             self.register_buffer("eps", torch.tensor(cfg.jumprelu_bandwidth))
         if cfg.arch in ("batchtopk", "matryoshka"):
             self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
-        self.register_buffer("sparsity_coef", torch.tensor(cfg.l1_coef if cfg.arch == "relu" else cfg.l0_coef))
+        self.register_buffer("sparsity_coef", torch.tensor(cfg.l1_coef if cfg.arch == "relu" else cfg.l0_penalty_coef))
         self.register_buffer("W_dec_init", directions.clone())
         self.register_buffer("initialized", torch.tensor(False))
         self._apply_freezing()
@@ -359,7 +359,12 @@ class SAE(nn.Module):
         if cfg.arch == "jumprelu":  # L0 penalty with the rectangle-kernel pseudo-derivative for θ
             l0 = _Step.apply(pre_vals, theta, self.eps).sum() / batch
             terms["l0_penalty"] = l0.detach()
-            loss = loss + self.sparsity_coef * l0
+            if cfg.target_l0 is not None:
+                # SAEBench / dictionary_learning form: a pull towards the target from both sides, a
+                # proportional controller inside the loss that cannot wind up like an integrating one
+                loss = loss + self.sparsity_coef * (l0 / cfg.target_l0 - 1).pow(2)
+            else:
+                loss = loss + self.sparsity_coef * l0
         if cfg.arch == "matryoshka":
             losses = []
             for end in self.group_ends()[:-1]:
@@ -427,14 +432,14 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def adapt_sparsity(self, l0: float, previous: float | None = None) -> None:
-        """Multiplicative controller on λ that steers relu/jumprelu SAEs to `target_l0` (if set).
+        """Multiplicative controller on λ that steers relu SAEs to `target_l0` (if set).
 
         `l0` is the smoothed L0 now and `previous` the one a step before. Anti-windup: λ holds while L0
         already moves towards the target, since L0 follows λ with a lag and integrating through that
         lag wound λ up 1e8-fold on the synthetic benchmark.
         """
         target = self.cfg.target_l0
-        if target is not None and self.cfg.arch in ("relu", "jumprelu"):
+        if target is not None and self.cfg.arch == "relu":
             step = max(-1.0, min(1.0, (l0 - target) / target))
             if previous is not None and (l0 - previous) * step < 0:
                 return

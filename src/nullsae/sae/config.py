@@ -36,9 +36,11 @@ class SAEConfig(BaseModel):
     auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α")
     dead_tokens: int = Field(10_000_000, gt=0, description="a latent is dead after this many tokens without firing")
     l1_coef: float = Field(5.0, ge=0, description="λ of the relu SAE's weighted L1 penalty")
-    l0_coef: float = Field(1e-3, ge=0, description="λ of the jumprelu SAE's L0 penalty")
-    target_l0: float | None = Field(None, gt=0, description="relu/jumprelu: adapt λ during training to reach this L0")
-    target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the λ controller")
+    l0_coef: float | None = Field(None, ge=0, description="λ of the jumprelu SAE's L0 penalty; default 1e-3, or 1.0 with target_l0")
+    target_l0: float | None = Field(
+        None, gt=0, description="relu: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0"
+    )
+    target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the relu SAE's λ controller")
     jumprelu_bandwidth: float = Field(1e-3, gt=0, description="straight-through bandwidth ε (in units of the threshold init)")
     threshold_momentum: float = Field(0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
     matryoshka_groups: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2], description="nested group fractions")
@@ -56,6 +58,13 @@ class SAEConfig(BaseModel):
             if any(g <= 0 for g in self.matryoshka_groups) or abs(sum(self.matryoshka_groups) - 1) > 1e-6:
                 raise UserError(f"matryoshka group fractions must be positive and sum to 1, got {self.matryoshka_groups}")
         return self
+
+    @property
+    def l0_penalty_coef(self) -> float:
+        """The jumprelu λ: given, or the default of its penalty form (linear 1e-3, target-L0 quadratic 1.0)."""
+        if self.l0_coef is not None:
+            return self.l0_coef
+        return 1.0 if self.target_l0 is not None else 1e-3
 
     @property
     def init_kind(self) -> str:

@@ -11,7 +11,14 @@ loss = MSE(x̂, x) + c · mean|z| (mean over samples and latents, as in Heap et 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
+import os
+import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nullsae.errors import UserError
+from nullsae.io_utils import atomic_write_text
 from nullsae.metrics import recovery, sparsity
 from nullsae.metrics.stacked import explained_variance
 from nullsae.toy.data import ToyData, split
@@ -123,6 +131,7 @@ class StackedToySAE:
         self.W_enc = torch.stack(enc).requires_grad_(True)
         self.b_enc = torch.stack(benc).requires_grad_(True)
         self.W_dec = torch.stack(dec).requires_grad_(True)
+        self.epochs_done = 0
 
     def parameters(self) -> list[Tensor]:
         return [self.W_enc, self.b_enc, self.W_dec]
@@ -138,6 +147,28 @@ class StackedToySAE:
         return torch.bmm(z, self.W_dec[runs]) * std + mean, z
 
 
+def _save_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: int, gens: list[torch.Generator]) -> None:
+    """Weights, Adam moments and data-order generators after `epoch` epochs, written atomically."""
+    state = {"epoch": epoch, "params": [p.detach() for p in sae.parameters()], "opt": opt.state_dict(), "gens": [g.get_state() for g in gens]}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: list[torch.Generator]) -> int:
+    try:
+        state = torch.load(path, weights_only=True)
+        with torch.no_grad():
+            for p, saved in zip(sae.parameters(), state["params"], strict=True):
+                p.copy_(saved)
+        opt.load_state_dict(state["opt"])
+        for g, saved in zip(gens, state["gens"], strict=True):
+            g.set_state(saved)
+    except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user problem
+        raise UserError(f"sweep checkpoint {path} is corrupt or does not fit this sweep ({type(exc).__name__}); delete it to retrain that part") from None
+    return int(state["epoch"])
+
+
 def _train_stack(
     sae: StackedToySAE,
     x_train: Tensor,
@@ -148,14 +179,25 @@ def _train_stack(
     cfg: SweepConfig,
     desc: str,
     progress: bool,
-) -> None:
-    """Adam on the stacked weights; run r reads dataset src[r] in the order of its seed."""
+    state_path: Path | None = None,
+    save_seconds: float = 600.0,
+    max_epochs: int | None = None,
+) -> int:
+    """Adam on the stacked weights; run r reads dataset src[r] in the order of its seed.
+
+    With `state_path`, training resumes from the state saved there and saves it at epoch ends, at
+    most every `save_seconds`; a resumed stack ends bit-identical to an uninterrupted one. At most
+    `max_epochs` epochs run in this call; returns how many did (`sae.epochs_done` counts them all).
+    """
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     n = x_train.shape[1]
     steps = math.ceil(n / cfg.batch_size)
     gens = [torch.Generator().manual_seed(1_000_003 + s) for s in seeds]
-    with tqdm(total=cfg.epochs * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
-        for _ in range(cfg.epochs):
+    start = _load_state(state_path, sae, opt, gens) if state_path is not None and state_path.exists() else 0
+    end = cfg.epochs if max_epochs is None else min(cfg.epochs, start + max_epochs)
+    saved_at = time.monotonic()
+    with tqdm(total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
+        for epoch in range(start, end):
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot]  # (R, n)
             for i in range(steps):
                 idx = perms[:, i * cfg.batch_size : (i + 1) * cfg.batch_size]
@@ -169,7 +211,14 @@ def _train_stack(
                 loss.backward()
                 opt.step()
                 bar.update(1)
-    sae.normalize_decoder()
+            last = epoch + 1 == end
+            if state_path is not None and epoch + 1 < cfg.epochs and (last or time.monotonic() - saved_at >= save_seconds):
+                _save_state(state_path, sae, opt, epoch + 1, gens)
+                saved_at = time.monotonic()
+    sae.epochs_done = end
+    if end == cfg.epochs:
+        sae.normalize_decoder()
+    return end - start
 
 
 @torch.no_grad()
@@ -195,10 +244,32 @@ def _fitting_stack(m: int, d: int, cfg: SweepConfig) -> int:
     return max(1, int(cfg.memory_gb * 2**30 // per_run))
 
 
-def run_sweep(datasets: list[ToyData], cfg: SweepConfig, progress: bool = True) -> list[RunResult]:
+def _fingerprint(x_train: Tensor, datasets: list[ToyData], cfg: SweepConfig) -> str:
+    """What decides a sweep's results: its settings, its datasets' names and seeds, and their data."""
+    h = hashlib.sha256(cfg.model_dump_json(exclude={"max_stack", "memory_gb"}).encode())
+    h.update(json.dumps([(ds.name, ds.seed) for ds in datasets]).encode())
+    h.update(x_train.numpy().tobytes())
+    for ds in datasets:
+        if ds.features is not None:
+            h.update(ds.features.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_sweep(
+    datasets: list[ToyData],
+    cfg: SweepConfig,
+    progress: bool = True,
+    checkpoint_dir: Path | str | None = None,
+    save_seconds: float = 600.0,
+    stop_after_epochs: int | None = None,
+) -> list[RunResult]:
     """Train and evaluate one toy SAE per (dataset, latents, coef), all runs of a size as one stacked model.
 
-    Datasets must share their shape; each is split into train/eval with its own seed.
+    Datasets must share their shape; each is split into train/eval with its own seed. With
+    `checkpoint_dir`, a sweep keeps each finished stack's results and the unfinished stack's state
+    there (under a fingerprint of settings and data) and a rerun resumes; the folder is removed once
+    the sweep completes. `stop_after_epochs` ends the call after that many epochs of training (a
+    deliberate interruption, used by tests) and returns the runs finished so far.
     """
     if not datasets:
         raise UserError("no datasets to sweep over")
@@ -214,28 +285,58 @@ def run_sweep(datasets: list[ToyData], cfg: SweepConfig, progress: bool = True) 
     d = x_train.shape[-1]
     seeds = sorted({ds.seed for ds in datasets})
     grid = [(k, c) for k in range(len(datasets)) for c in cfg.coefs]
+    folder = Path(checkpoint_dir) / _fingerprint(x_train, datasets, cfg) if checkpoint_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    budget = stop_after_epochs
     results: list[RunResult] = []
     for m in cfg.latents:
         stack = cfg.max_stack or _fitting_stack(m, d, cfg)
         for lo in range(0, len(grid), stack):
             cells = grid[lo : lo + stack]
+            done = folder / f"m{m}-runs{lo}-{lo + len(cells)}.json" if folder is not None else None
+            if done is not None and done.exists():
+                results += [RunResult.model_validate(r) for r in json.loads(done.read_text())]
+                continue
+            if budget is not None and budget <= 0:
+                return results
             src = torch.tensor([k for k, _ in cells])
             run_seeds = [datasets[k].seed for k, _ in cells]
             slot = torch.tensor([seeds.index(s) for s in run_seeds])
             coefs = torch.tensor([c for _, c in cells], dtype=torch.float32)
             sae = StackedToySAE(run_seeds, d, m)
             desc = f"toy SAEs m={m} runs {lo + 1}-{lo + len(cells)}/{len(grid)}"
-            _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress)
-            metrics = _evaluate(sae, x_eval, src)
-            for r, (k, c) in enumerate(cells):
-                ds = datasets[k]
-                row = {key: float(val[r]) for key, val in metrics.items()}
-                if ds.features is not None:
-                    dec = sae.W_dec[r].detach()
-                    row["mmcs"] = recovery.mmcs(ds.features, dec)
-                    row["mcc"] = recovery.mcc(ds.features, dec) if cfg.mcc else None
-                results.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, **row))
+            state = done.with_suffix(".pt") if done is not None else None
+            trained = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
+            if budget is not None:
+                budget -= trained
+            if sae.epochs_done < cfg.epochs:
+                return results
+            stack_results = _score_stack(sae, x_eval, src, cells, datasets, m, cfg)
+            if done is not None:
+                atomic_write_text(done, json.dumps([r.model_dump() for r in stack_results]))
+                state.unlink(missing_ok=True)
+            results += stack_results
+    if folder is not None:
+        shutil.rmtree(folder)
+        with contextlib.suppress(OSError):  # only when no other sweep's checkpoints wait there
+            folder.parent.rmdir()
     return results
+
+
+def _score_stack(sae: StackedToySAE, x_eval: Tensor, src: Tensor, cells: list[tuple[int, float]], datasets: list[ToyData], m: int, cfg: SweepConfig) -> list[RunResult]:
+    """Held-out metrics of every run of a trained stack, with MMCS/MCC where ground truth exists."""
+    metrics = _evaluate(sae, x_eval, src)
+    out = []
+    for r, (k, c) in enumerate(cells):
+        ds = datasets[k]
+        row = {key: float(val[r]) for key, val in metrics.items()}
+        if ds.features is not None:
+            dec = sae.W_dec[r].detach()
+            row["mmcs"] = recovery.mmcs(ds.features, dec)
+            row["mcc"] = recovery.mcc(ds.features, dec) if cfg.mcc else None
+        out.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, **row))
+    return out
 
 
 def summarize(runs: list[RunResult]) -> list[SweepPoint]:
