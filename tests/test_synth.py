@@ -58,6 +58,8 @@ def test_synth_bad_input_is_one_line(capsys):
     capsys.readouterr()
     assert main(["synth", "--arch", "topk", "--steps", "1", "--dead-tokens", "0"]) == 2
     assert "--dead-tokens must be at least 1" in capsys.readouterr().err
+    assert main(["synth", "--arch", "topk", "--steps", "1", "--device", "tpu7"]) == 2
+    assert "unknown device 'tpu7'" in capsys.readouterr().err
 
 
 def test_dead_tokens_decides_which_latents_auxk_trains():

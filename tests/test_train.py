@@ -87,6 +87,9 @@ def test_corrupt_and_mismatched_checkpoints_are_user_errors(tmp_path):
         train_saes({"b": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(UserError, match="different config"):
         train_saes({"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=4))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)
+    # a field TopK never reads (the relu L1 coefficient) does not block resuming
+    res = train_saes({"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8, l1_coef=0.1))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)
+    assert res["a"].steps == 4
     (tmp_path / "trainer.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt"):
         train_saes({"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)

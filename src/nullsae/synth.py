@@ -46,6 +46,7 @@ class SynthConfig(BaseModel):
     eval_size: int = Field(8192, gt=0)
     curve_points: int = Field(10, gt=0, description="evaluations of recovery along training")
     seed: int = 0
+    device: str = Field("cpu", description="where the SAEs train; data are drawn on the CPU either way")
 
 
 class SynthResult(BaseModel):
@@ -108,10 +109,10 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    data = KorznikovData(cfg.setting, n_features=3200, batch_size=cfg.batch_size, seed=cfg.seed)
+    data = KorznikovData(cfg.setting, n_features=3200, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     x_eval = data.eval_set(cfg.eval_size)
     baselines = ("none", *BASELINE_NAMES) if cfg.baselines else ("none",)
-    saes = {b: SAE(_sae_config(cfg, b)) for b in baselines}
+    saes = {b: SAE(_sae_config(cfg, b)).to(cfg.device) for b in baselines}
     every = max(1, cfg.steps // cfg.curve_points)  # curve points double as checkpoints, keeping the two in step
     train_cfg = TrainConfig(
         steps=cfg.steps,

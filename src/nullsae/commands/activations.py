@@ -34,12 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nullsae.commands import int_list
-
-    import torch
-
     from nullsae.activations import DataSlice, cache_dir, fill_cache
+    from nullsae.commands import int_list
     from nullsae.data import token_windows
+    from nullsae.devices import resolve_device
     from nullsae.errors import UserError
     from nullsae.models import VARIANTS, check_layers, load_model, make_variant
 
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--window must be at least 2, got {args.window}")
     loaded = load_model(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code)
     layers = check_layers(layers, loaded.n_layers)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     data = DataSlice(source=args.data, split=args.split, seed=args.data_seed, window=args.window, n_windows=-(-args.tokens // args.window), text_field=args.text_field)
     windows = token_windows(loaded.tokenizer, loaded.bos_id, data.window, data.n_windows, source=data.source, split=data.split, seed=data.seed, text_field=data.text_field)
     variant, manifest = make_variant(loaded, args.variant, seed=args.seed, keep_norms=args.keep_norms, noise=args.noise, sigma=args.sigma)

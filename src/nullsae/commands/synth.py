@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dead-tokens", type=int, default=2_000_000, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000)")
     p.add_argument("--decay-fraction", type=float, default=0.2, help="linear lr decay over this final fraction of steps (default 0.2)")
     p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--resume-dir", default=None, help="checkpoint folder: an interrupted run continues from it")
     p.add_argument("--out", default=None, help="folder for synth.json and the recovery-vs-samples curve (PNG)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nullsae.devices import resolve_device
     from nullsae.sae.config import check_arch
     from nullsae.synth import DEFAULT_LR, DEFAULT_STEPS, PAPER_LR, PAPER_STEPS, SynthConfig, run_synth
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--dead-tokens must be at least 1, got {args.dead_tokens}")
     if not 0 <= args.decay_fraction <= 1:
         raise UserError(f"--decay-fraction must be between 0 and 1, got {args.decay_fraction}")
-    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=args.dead_tokens)
+    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=args.dead_tokens, device=str(resolve_device(args.device)))
     from pathlib import Path
 
     resume = Path(args.resume_dir) if args.resume_dir else None

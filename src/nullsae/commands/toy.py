@@ -42,6 +42,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default="smollm2", help="embeddings: model spec (smollm2, a folder, a .gguf or a hub id)")
     p.add_argument("--variants", nargs="+", default=["trained", "rerandomized"], help="embeddings: variants whose embedding matrix is swept")
     p.add_argument("--max-stack", type=int, help="most SAEs trained together in one batched model (bounds memory)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the results object as the last stdout line")
     p.add_argument("--out", type=Path, help="output folder (default runs/toy/EXPERIMENT)")
     p.set_defaults(func=run)
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         import pandas as pd
         from pydantic import ValidationError
 
+        from nullsae.devices import resolve_device
         from nullsae.toy.figures import sweep_figures
         from nullsae.toy.sweep import SweepConfig, default_coefs, run_sweep, sparsity_at_ev, summarize
 
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             cfg = SweepConfig(
                 latents=latents, coefs=args.coefs if args.coefs is not None else default_coefs(), epochs=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, max_stack=args.max_stack,
+                batch_size=args.batch_size, lr=args.lr, max_stack=args.max_stack, device=str(resolve_device(args.device)),
             )
         except ValidationError as exc:
             err = exc.errors()[0]

@@ -104,32 +104,6 @@ def data_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
     return {"source": t.source, "context": t.context, "skip_bos": t.skip_bos, "seed": t.seed, "split": split, "tokens": n}
 
 
-_ARCH_ONLY = {
-    "l1_coef": {"relu"},
-    "l0_coef": {"jumprelu"},
-    "jumprelu_bandwidth": {"jumprelu"},
-    "target_l0": {"relu", "jumprelu"},
-    "target_l0_rate": {"relu", "jumprelu"},
-    "matryoshka_groups": {"matryoshka"},
-    "threshold_momentum": {"batchtopk", "matryoshka"},
-    "k": {"topk", "batchtopk", "matryoshka"},
-    "auxk": {"topk", "batchtopk", "matryoshka"},
-    "auxk_coef": {"topk", "batchtopk", "matryoshka"},
-}
-
-
-def sae_key_fields(sc: SAEConfig) -> dict[str, Any]:
-    """SAEConfig fields that matter for this architecture and baseline."""
-    out = sc.model_dump(mode="json")
-    for name, archs in _ARCH_ONLY.items():
-        if sc.arch not in archs:
-            out.pop(name, None)
-    if sc.baseline != "soft-frozen-decoder":
-        out.pop("tau", None)
-    out["init"] = sc.init_kind
-    return out
-
-
 def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int) -> SAEConfig:
     shared = cfg.sae.model_dump(exclude={"archs", "expansion", "n_latents"})
     m = cfg.sae.n_latents or cfg.sae.expansion * d_model
@@ -172,7 +146,7 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                         sc = make_sae_config(cfg, arch, baseline, d)
                         ident = {"model": model, "variant": variant, "variant_settings": variant_settings(cfg, variant),
                                  "layer": layer, "data": data_settings(cfg, "train"), "model_batch": cfg.tokens.model_batch,
-                                 "train": cfg.train.model_dump(mode="json", exclude={"checkpoint_every"}), "sae": sae_key_fields(sc)}
+                                 "train": cfg.train.model_dump(mode="json", exclude={"checkpoint_every"}), "sae": sc.key_fields()}
                         key = digest(ident)
                         parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
                         cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts))

@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nullsae.config import RunConfig
+from nullsae.devices import resolve_device
 from nullsae.experiment.grid import PARTS, Cell, ModelShape, Task, digest
 from nullsae.experiment.store import RunStore, atomic_dir, write_json
 
@@ -73,9 +74,7 @@ def model_shape(name: str) -> ModelShape:
 
 
 def device_of(cfg: RunConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return resolve_device(cfg.device)
 
 
 _VARIANTS: dict[tuple, Any] = {}

@@ -11,7 +11,7 @@ from torch import Tensor
 def cosine_matrix(features: Tensor, dictionary: Tensor) -> Tensor:
     """(n_features, n_latents) cosine similarities between ground-truth features and dictionary rows."""
     f = torch.nn.functional.normalize(features.detach().double(), dim=1)
-    w = torch.nn.functional.normalize(dictionary.detach().double(), dim=1)
+    w = torch.nn.functional.normalize(dictionary.detach().to(f.device).double(), dim=1)
     return f @ w.T
 
 

@@ -262,7 +262,7 @@ class SAE(nn.Module):
             evals, evecs = torch.linalg.eigh(cov.double())
             sqrt_cov = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
             gen = torch.Generator().manual_seed(cfg.seed)
-            g = torch.randn(cfg.n_latents, cfg.d_in, generator=gen, dtype=torch.float64) @ sqrt_cov.T
+            g = torch.randn(cfg.n_latents, cfg.d_in, generator=gen, dtype=torch.float64).to(x.device) @ sqrt_cov.T
             directions = F.normalize(g.to(x.dtype), dim=1)
             self.W_dec.copy_(directions)
             self.W_enc.copy_(directions)

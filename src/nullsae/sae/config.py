@@ -23,6 +23,21 @@ DEFAULT_INIT: dict[str, str] = {
 }
 
 
+# Fields that only some architectures read: they do not tell two SAEs of another architecture apart.
+_ARCH_ONLY = {
+    "l1_coef": {"relu"},
+    "l0_coef": {"jumprelu"},
+    "jumprelu_bandwidth": {"jumprelu"},
+    "target_l0": {"relu", "jumprelu"},
+    "target_l0_rate": {"relu"},
+    "matryoshka_groups": {"matryoshka"},
+    "threshold_momentum": {"batchtopk", "matryoshka"},
+    "k": {"topk", "batchtopk", "matryoshka", "jumprelu"},  # jumprelu: its θ starts at the k/m quantile
+    "auxk": {"topk", "batchtopk", "matryoshka"},
+    "auxk_coef": {"topk", "batchtopk", "matryoshka"},
+}
+
+
 class SAEConfig(BaseModel):
     """Everything that determines an SAE's shape and training objective."""
 
@@ -58,6 +73,17 @@ class SAEConfig(BaseModel):
             if any(g <= 0 for g in self.matryoshka_groups) or abs(sum(self.matryoshka_groups) - 1) > 1e-6:
                 raise UserError(f"matryoshka group fractions must be positive and sum to 1, got {self.matryoshka_groups}")
         return self
+
+    def key_fields(self) -> dict:
+        """The fields that decide what this SAE trains into (its architecture's and baseline's only)."""
+        out = self.model_dump(mode="json")
+        for name, archs in _ARCH_ONLY.items():
+            if self.arch not in archs:
+                out.pop(name, None)
+        if self.baseline != "soft-frozen-decoder":
+            out.pop("tau", None)
+        out["init"] = self.init_kind
+        return out
 
     @property
     def l0_penalty_coef(self) -> float:

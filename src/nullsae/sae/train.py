@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.sae.architectures import SAE
+from nullsae.sae.config import SAEConfig
 
 
 class BatchStream(Protocol):
@@ -122,6 +123,14 @@ def _save_checkpoint(path: Path, step: int, tokens: int, skipped: int, states: d
     os.replace(tmp, path)
 
 
+def _same_config(saved_json: str, cfg: SAEConfig) -> bool:
+    """Whether a checkpoint's SAE config trains the same SAE (fields its architecture ignores aside)."""
+    try:
+        return SAEConfig.model_validate_json(saved_json).key_fields() == cfg.key_fields()
+    except (ValueError, UserError):  # a field this version does not know, or a config it refuses
+        return False
+
+
 def _load_checkpoint(path: Path, states: dict[str, _State]) -> tuple[int, int, int]:
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
@@ -131,7 +140,7 @@ def _load_checkpoint(path: Path, states: dict[str, _State]) -> tuple[int, int, i
     if set(saved) != set(states):
         raise UserError(f"checkpoint {path} holds SAEs {sorted(saved)} but this run trains {sorted(states)}; use another run directory or delete it")
     for name, st in states.items():
-        if saved[name]["cfg"] != st.sae.cfg.model_dump_json():
+        if not _same_config(saved[name]["cfg"], st.sae.cfg):
             raise UserError(f"checkpoint {path}: SAE '{name}' was trained with a different config; use another run directory or delete it")
         st.sae.load_state_dict(saved[name]["model"])
         st.opt.load_state_dict(saved[name]["opt"])

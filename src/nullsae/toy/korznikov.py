@@ -20,13 +20,14 @@ class KorznikovData:
     this is a `BatchStream` for the SAE trainer.
     """
 
-    def __init__(self, setting: Setting, d: int = 100, n_features: int = 3200, batch_size: int = 4096, seed: int = 0):
+    def __init__(self, setting: Setting, d: int = 100, n_features: int = 3200, batch_size: int = 4096, seed: int = 0, device: str | torch.device = "cpu"):
         if setting not in ("constant", "variable"):
             raise ValueError(f"unknown setting {setting!r}")
         self.setting = setting
         self.d_in = d
         self.batch_size = batch_size
         self.seed = seed
+        self.device = torch.device(device)  # where batches are delivered; they are drawn on the CPU, reproducibly
         gen = torch.Generator().manual_seed(1_000_000 + seed)  # distinct from any SAE init seed
         self.features = torch.nn.functional.normalize(torch.randn(n_features, d, generator=gen), dim=1)
         if setting == "constant":
@@ -62,9 +63,9 @@ class KorznikovData:
     def batches(self, start_step: int = 0) -> Iterator[Tensor]:
         step = start_step
         while True:
-            yield self.sample(self.batch_size, torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * step + 1))
+            yield self.sample(self.batch_size, torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * step + 1)).to(self.device)
             step += 1
 
     def eval_set(self, n: int = 16384) -> Tensor:
         """A held-out set drawn from a generator no training step uses."""
-        return self.sample(n, torch.Generator().manual_seed(-1 - self.seed))
+        return self.sample(n, torch.Generator().manual_seed(-1 - self.seed)).to(self.device)

@@ -54,6 +54,7 @@ class SweepConfig(BaseModel):
     max_stack: int | None = Field(None, gt=0, description="most runs per batched model; None = as many as fit in memory_gb")
     memory_gb: float = Field(4.0, gt=0, description="memory budget of one batched model when max_stack is None")
     mcc: bool = Field(True, description="also compute Hungarian-matched MCC where ground truth exists")
+    device: str = Field("cpu", description="where the stacked models train (cpu, cuda, cuda:1, ...)")
 
     @field_validator("latents")
     @classmethod
@@ -113,7 +114,7 @@ def _standardize(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 class StackedToySAE:
     """R toy SAEs as stacked tensors; slice r is an independent SAE."""
 
-    def __init__(self, seeds: list[int], d: int, m: int):
+    def __init__(self, seeds: list[int], d: int, m: int, device: str | torch.device = "cpu"):
         enc, benc, dec = [], [], []
         bound = 1 / math.sqrt(d)  # nn.Linear default init for the encoder
         cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
@@ -128,9 +129,9 @@ class StackedToySAE:
             enc.append(w)
             benc.append(b)
             dec.append(wd)
-        self.W_enc = torch.stack(enc).requires_grad_(True)
-        self.b_enc = torch.stack(benc).requires_grad_(True)
-        self.W_dec = torch.stack(dec).requires_grad_(True)
+        self.W_enc = torch.stack(enc).to(device).requires_grad_(True)
+        self.b_enc = torch.stack(benc).to(device).requires_grad_(True)
+        self.W_dec = torch.stack(dec).to(device).requires_grad_(True)
         self.epochs_done = 0
 
     def parameters(self) -> list[Tensor]:
@@ -157,7 +158,7 @@ def _save_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: in
 
 def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: list[torch.Generator]) -> int:
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")
         with torch.no_grad():
             for p, saved in zip(sae.parameters(), state["params"], strict=True):
                 p.copy_(saved)
@@ -198,7 +199,7 @@ def _train_stack(
     saved_at = time.monotonic()
     with tqdm(total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
         for epoch in range(start, end):
-            perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot]  # (R, n)
+            perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot].to(x_train.device)  # (R, n)
             for i in range(steps):
                 idx = perms[:, i * cfg.batch_size : (i + 1) * cfg.batch_size]
                 xb = x_train[src.unsqueeze(1), idx]  # (R, B, d)
@@ -246,7 +247,7 @@ def _fitting_stack(m: int, d: int, cfg: SweepConfig) -> int:
 
 def _fingerprint(x_train: Tensor, datasets: list[ToyData], cfg: SweepConfig) -> str:
     """What decides a sweep's results: its settings, its datasets' names and seeds, and their data."""
-    h = hashlib.sha256(cfg.model_dump_json(exclude={"max_stack", "memory_gb"}).encode())
+    h = hashlib.sha256(cfg.model_dump_json(exclude={"max_stack", "memory_gb", "device"}).encode())
     h.update(json.dumps([(ds.name, ds.seed) for ds in datasets]).encode())
     h.update(x_train.numpy().tobytes())
     for ds in datasets:
@@ -283,9 +284,11 @@ def run_sweep(
     x_train = torch.stack([p[0] for p in parts])
     x_eval = torch.stack([p[1] for p in parts])
     d = x_train.shape[-1]
+    folder = Path(checkpoint_dir) / _fingerprint(x_train, datasets, cfg) if checkpoint_dir is not None else None
+    dev = torch.device(cfg.device)
+    x_train, x_eval = x_train.to(dev), x_eval.to(dev)
     seeds = sorted({ds.seed for ds in datasets})
     grid = [(k, c) for k in range(len(datasets)) for c in cfg.coefs]
-    folder = Path(checkpoint_dir) / _fingerprint(x_train, datasets, cfg) if checkpoint_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     budget = stop_after_epochs
@@ -300,11 +303,11 @@ def run_sweep(
                 continue
             if budget is not None and budget <= 0:
                 return results
-            src = torch.tensor([k for k, _ in cells])
+            src = torch.tensor([k for k, _ in cells], device=dev)
             run_seeds = [datasets[k].seed for k, _ in cells]
             slot = torch.tensor([seeds.index(s) for s in run_seeds])
-            coefs = torch.tensor([c for _, c in cells], dtype=torch.float32)
-            sae = StackedToySAE(run_seeds, d, m)
+            coefs = torch.tensor([c for _, c in cells], dtype=torch.float32, device=dev)
+            sae = StackedToySAE(run_seeds, d, m, dev)
             desc = f"toy SAEs m={m} runs {lo + 1}-{lo + len(cells)}/{len(grid)}"
             state = done.with_suffix(".pt") if done is not None else None
             trained = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
@@ -332,7 +335,7 @@ def _score_stack(sae: StackedToySAE, x_eval: Tensor, src: Tensor, cells: list[tu
         ds = datasets[k]
         row = {key: float(val[r]) for key, val in metrics.items()}
         if ds.features is not None:
-            dec = sae.W_dec[r].detach()
+            dec = sae.W_dec[r].detach().cpu()
             row["mmcs"] = recovery.mmcs(ds.features, dec)
             row["mcc"] = recovery.mcc(ds.features, dec) if cfg.mcc else None
         out.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, **row))
