@@ -60,22 +60,25 @@ def test_synth_bad_input_is_one_line(capsys):
     assert "--dead-tokens must be at least 1" in capsys.readouterr().err
     assert main(["synth", "--arch", "topk", "--steps", "1", "--device", "tpu7"]) == 2
     assert "unknown device 'tpu7'" in capsys.readouterr().err
+    assert main(["synth", "--arch", "topk", "--steps", "1", "--auxk-coef", "-1"]) == 2
+    assert "--auxk-coef must be ≥ 0" in capsys.readouterr().err
 
 
-def test_dead_tokens_decides_which_latents_auxk_trains():
-    """A short dead window lets AuxK train the silent latents; with a window longer than the run only fired rows move."""
+def test_dead_tokens_and_auxk_coef_decide_which_latents_auxk_trains():
+    """A short dead window lets AuxK train the silent latents; with a window longer than the run, or with
+    --auxk-coef 0, only fired rows move."""
     import nullsae.synth as synth
 
-    def rows_moved(dead_tokens: int) -> int:
-        cfg = synth.SynthConfig(setting="variable", arch="batchtopk", batch_size=64, l0=1, dead_tokens=dead_tokens)
+    def rows_moved(dead_tokens: int, auxk_coef: float = 1 / 32) -> int:
+        cfg = synth.SynthConfig(setting="variable", arch="batchtopk", batch_size=64, l0=1, dead_tokens=dead_tokens, auxk_coef=auxk_coef)
         sae = synth.SAE(synth._sae_config(cfg, "none"))
         data = KorznikovData(cfg.setting, batch_size=cfg.batch_size)
         synth.train_saes({"none": sae}, data, synth.TrainConfig(steps=8, lr=1e-2, warmup_steps=0), progress=False)
         cos = torch.nn.functional.cosine_similarity(sae.W_dec, sae.W_dec_init, dim=1)
         return int((cos < 1 - 1e-6).sum())
 
-    stays, revived = rows_moved(10**9), rows_moved(64)
-    assert stays <= 8 * 64 < 2_000 < revived  # batch top-64 fires at most 64 latents a step
+    stays, revived, off = rows_moved(10**9), rows_moved(64), rows_moved(64, auxk_coef=0)
+    assert max(stays, off) <= 8 * 64 < 2_000 < revived  # batch top-64 fires at most 64 latents a step
 
 
 def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch):

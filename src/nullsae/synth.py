@@ -43,6 +43,7 @@ class SynthConfig(BaseModel):
     n_latents: int = Field(3200, gt=0)
     l0: int = Field(20, gt=0)
     dead_tokens: int = Field(2_000_000, gt=0, description="a latent silent this many samples is dead and trained by AuxK")
+    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α (topk, batchtopk, matryoshka); 0 trains without AuxK")
     eval_size: int = Field(8192, gt=0)
     curve_points: int = Field(10, gt=0, description="evaluations of recovery along training")
     seed: int = 0
@@ -78,7 +79,10 @@ class SynthReport(BaseModel):
 
 
 def _sae_config(cfg: SynthConfig, baseline: str) -> SAEConfig:
-    sparse = {"k": cfg.l0} if cfg.arch in ("topk", "batchtopk", "matryoshka") else {"k": cfg.l0, "target_l0": float(cfg.l0)}
+    if cfg.arch in ("topk", "batchtopk", "matryoshka"):
+        sparse = {"k": cfg.l0, "auxk": cfg.auxk_coef > 0, "auxk_coef": cfg.auxk_coef}
+    else:
+        sparse = {"k": cfg.l0, "target_l0": float(cfg.l0)}
     return SAEConfig(arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=cfg.dead_tokens, **sparse)
 
 

@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paper", action="store_true", help="train to the recovery plateau (see README for its time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dead-tokens", type=int, default=2_000_000, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000)")
+    p.add_argument("--auxk-coef", type=float, default=1 / 32, help="AuxK weight α for topk/batchtopk/matryoshka (default 1/32; 0: no AuxK)")
     p.add_argument("--decay-fraction", type=float, default=0.2, help="linear lr decay over this final fraction of steps (default 0.2)")
     p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
@@ -47,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--lr must be positive, got {lr}")
     if args.dead_tokens < 1:
         raise UserError(f"--dead-tokens must be at least 1, got {args.dead_tokens}")
+    if not args.auxk_coef >= 0:
+        raise UserError(f"--auxk-coef must be ≥ 0 (0 turns AuxK off), got {args.auxk_coef}")
     if not 0 <= args.decay_fraction <= 1:
         raise UserError(f"--decay-fraction must be between 0 and 1, got {args.decay_fraction}")
-    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=args.dead_tokens, device=str(resolve_device(args.device)))
+    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=args.dead_tokens, auxk_coef=args.auxk_coef, device=str(resolve_device(args.device)))
     from pathlib import Path
 
     resume = Path(args.resume_dir) if args.resume_dir else None
