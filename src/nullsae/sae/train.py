@@ -8,7 +8,6 @@ resumed run ends bit-identical to an uninterrupted one (on CPU).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
+from nullsae.io_utils import atomic_torch_save
 from nullsae.sae.architectures import SAE
 from nullsae.sae.config import SAEConfig
 
@@ -118,9 +118,7 @@ def _save_checkpoint(path: Path, step: int, tokens: int, skipped: int, states: d
             for name, st in states.items()
         },
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(payload, path)
 
 
 def _same_config(saved_json: str, cfg: SAEConfig) -> bool:

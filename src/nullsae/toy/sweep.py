@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nullsae.errors import UserError
-from nullsae.io_utils import atomic_write_text
+from nullsae.io_utils import atomic_torch_save, atomic_write_text
 from nullsae.metrics import recovery, sparsity
 from nullsae.metrics.stacked import explained_variance
 from nullsae.toy.data import ToyData, split
@@ -151,9 +150,7 @@ class StackedToySAE:
 def _save_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: int, gens: list[torch.Generator]) -> None:
     """Weights, Adam moments and data-order generators after `epoch` epochs, written atomically."""
     state = {"epoch": epoch, "params": [p.detach() for p in sae.parameters()], "opt": opt.state_dict(), "gens": [g.get_state() for g in gens]}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(state, path)
 
 
 def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: list[torch.Generator]) -> int:
