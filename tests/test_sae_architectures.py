@@ -237,3 +237,20 @@ def test_initial_reconstruction_has_the_data_scale_despite_an_outlier_dimension(
     sae = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, baseline=baseline))
     sae.initialize(x)
     assert float(sae(x).terms["fvu"]) < 1.0  # without the encoder gain, cov-initialised decoders overshoot ~k-fold
+
+
+@pytest.mark.parametrize("arch", ["topk", "jumprelu"])
+def test_initial_reconstruction_has_the_data_scale_with_about_k_active(arch):
+    """After the data-dependent init the code has ≈ k active latents and the reconstruction's least-squares
+    gain is 1. JumpReLU once took its gain before placing θ, saw half the latents fire and shrank its
+    pre-activations several-fold: its thresholds then lagged the encoder's Adam steps."""
+    x = _data(2048)
+    sae = SAE(SAEConfig(arch=arch, d_in=D, n_latents=M, k=K))
+    sae.initialize(x)
+    with torch.no_grad():
+        z = sae.encode(x)
+        recon = z @ sae.W_dec
+        target = x - sae.b_dec
+        gain = float((recon * target).sum() / recon.pow(2).sum())
+    assert 0.5 * K <= float((z > 0).sum(1).float().mean()) <= 1.5 * K
+    assert gain == pytest.approx(1.0, abs=0.15)

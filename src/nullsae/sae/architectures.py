@@ -267,19 +267,24 @@ class SAE(nn.Module):
             self.W_dec.copy_(directions)
             self.W_enc.copy_(directions)
             self.W_dec_init.copy_(directions)
-        # Scale the encoder so the initial reconstruction has the data's scale (least squares):
-        # with correlated (`cov`) directions the k active latents add up and would overshoot ~k-fold.
-        recon = self.encode(x) @ self.W_dec
-        gain = (recon * (x - self.b_dec)).sum() / recon.pow(2).sum().clamp_min(1e-30)
-        if torch.isfinite(gain) and gain > 0:
-            self.W_enc.mul_(gain)
-            self.b_enc.mul_(gain)
-        if cfg.arch == "jumprelu":
+        if cfg.arch == "jumprelu":  # θ first, so that the gain below sees the ~k latents that will fire
             scale = (x - self.b_dec).norm(dim=1).pow(2).mean().sqrt()
             self.eps.fill_(cfg.jumprelu_bandwidth * float(scale))
             pre = torch.relu(self._pre(x))
             q = torch.quantile(pre.flatten()[:1_000_000], 1 - min(1.0, cfg.k / cfg.n_latents))
             self.log_threshold.fill_(float(torch.log(q.clamp_min(float(self.eps)))))
+        # Scale the encoder so the initial reconstruction has the data's scale (least squares):
+        # with correlated (`cov`) directions the k active latents add up and would overshoot ~k-fold.
+        # JumpReLU's θ scales with it, keeping the same latents active; a gain taken before θ was set
+        # saw about half the latents fire and shrank pre-activations 4-fold (synthetic benchmark), so
+        # b_enc's Adam steps outran θ.
+        recon = self.encode(x) @ self.W_dec
+        gain = (recon * (x - self.b_dec)).sum() / recon.pow(2).sum().clamp_min(1e-30)
+        if torch.isfinite(gain) and gain > 0:
+            self.W_enc.mul_(gain)
+            self.b_enc.mul_(gain)
+            if cfg.arch == "jumprelu":
+                self.log_threshold.add_(torch.log(gain))
         self.initialized.fill_(True)
 
     # ----- encode / decode ------------------------------------------------------------------
