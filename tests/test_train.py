@@ -103,15 +103,16 @@ def test_width_mismatch_and_lr_scaling():
 
 
 def test_jumprelu_target_l0_penalty_pulls_l0_to_the_target():
-    """λ·(L0/target − 1)² (SAEBench form) steers L0 from both sides: without it L0 drifts to ~34 here."""
+    """λ·(L0/target − 1)² (SAEBench form) steers L0 from both sides of its start at k = 8: without it L0
+    drifts up to ~19 here."""
 
     def final_l0(**kw) -> float:
         sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=8, **kw))
         return train_saes({"j": sae}, _stream(512), TrainConfig(steps=300, lr=3e-3, warmup_steps=10), progress=False)["j"].l0
 
-    free, high, low = final_l0(l0_coef=0.0), final_l0(target_l0=24), final_l0(target_l0=8)
-    assert abs(high - 24) < 4 and low < 14
-    assert low < high < free - 5
+    assert final_l0(l0_coef=0.0) > 14
+    assert abs(final_l0(target_l0=8) - 8) < 2
+    assert final_l0(target_l0=4) < 7 and final_l0(target_l0=24) > 17
 
 
 def test_relu_controller_reaches_target_l0_without_winding_up():
