@@ -275,9 +275,9 @@ class SAE(nn.Module):
             self.log_threshold.fill_(float(torch.log(q.clamp_min(float(self.eps)))))
         # Scale the encoder so the initial reconstruction has the data's scale (least squares):
         # with correlated (`cov`) directions the k active latents add up and would overshoot ~k-fold.
-        # JumpReLU's θ scales with it, keeping the same latents active; a gain taken before θ was set
-        # saw about half the latents fire and shrank pre-activations 4-fold (synthetic benchmark), so
-        # b_enc's Adam steps outran θ.
+        # JumpReLU's θ scales with it, keeping the same ~k latents active: a gain fitted with every
+        # positive latent firing would shrink pre-activations several-fold, and b_enc's Adam steps
+        # (absolute) would then outrun θ's (relative, on log θ).
         recon = self.encode(x) @ self.W_dec
         gain = (recon * (x - self.b_dec)).sum() / recon.pow(2).sum().clamp_min(1e-30)
         if torch.isfinite(gain) and gain > 0:
@@ -441,7 +441,7 @@ class SAE(nn.Module):
 
         `l0` is the smoothed L0 now and `previous` the one a step before. Anti-windup: λ holds while L0
         already moves towards the target, since L0 follows λ with a lag and integrating through that
-        lag wound λ up 1e8-fold on the synthetic benchmark.
+        lag winds λ up until every latent dies.
         """
         target = self.cfg.target_l0
         if target is not None and self.cfg.arch == "relu":

@@ -56,7 +56,7 @@ class SAEConfig(BaseModel):
         None, gt=0, description="relu: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0"
     )
     target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the relu SAE's λ controller")
-    jumprelu_bandwidth: float = Field(1e-3, gt=0, description="straight-through bandwidth ε (in units of the threshold init)")
+    jumprelu_bandwidth: float = Field(1e-3, gt=0, description="straight-through bandwidth ε, as a fraction of the inputs' RMS norm")
     threshold_momentum: float = Field(0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
     matryoshka_groups: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2], description="nested group fractions")
     normalize_decoder: bool | None = Field(None, description="unit-norm decoder rows; default: all but relu")
