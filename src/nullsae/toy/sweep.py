@@ -131,7 +131,6 @@ class StackedToySAE:
         self.W_enc = torch.stack(enc).to(device).requires_grad_(True)
         self.b_enc = torch.stack(benc).to(device).requires_grad_(True)
         self.W_dec = torch.stack(dec).to(device).requires_grad_(True)
-        self.epochs_done = 0
 
     def parameters(self) -> list[Tensor]:
         return [self.W_enc, self.b_enc, self.W_dec]
@@ -180,12 +179,12 @@ def _train_stack(
     state_path: Path | None = None,
     save_seconds: float = 600.0,
     max_epochs: int | None = None,
-) -> int:
+) -> tuple[int, bool]:
     """Adam on the stacked weights; run r reads dataset src[r] in the order of its seed.
 
     With `state_path`, training resumes from the state saved there and saves it at epoch ends, at
     most every `save_seconds`; a resumed stack ends bit-identical to an uninterrupted one. At most
-    `max_epochs` epochs run in this call; returns how many did (`sae.epochs_done` counts them all).
+    `max_epochs` epochs run in this call; returns how many did and whether training is complete.
     """
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     n = x_train.shape[1]
@@ -213,10 +212,9 @@ def _train_stack(
             if state_path is not None and epoch + 1 < cfg.epochs and (last or time.monotonic() - saved_at >= save_seconds):
                 _save_state(state_path, sae, opt, epoch + 1, gens)
                 saved_at = time.monotonic()
-    sae.epochs_done = end
     if end == cfg.epochs:
         sae.normalize_decoder()
-    return end - start
+    return end - start, end == cfg.epochs
 
 
 @torch.no_grad()
@@ -307,10 +305,10 @@ def run_sweep(
             sae = StackedToySAE(run_seeds, d, m, dev)
             desc = f"toy SAEs m={m} runs {lo + 1}-{lo + len(cells)}/{len(grid)}"
             state = done.with_suffix(".pt") if done is not None else None
-            trained = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
+            trained, complete = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
             if budget is not None:
                 budget -= trained
-            if sae.epochs_done < cfg.epochs:
+            if not complete:
                 return results
             stack_results = _score_stack(sae, x_eval, src, cells, datasets, m, cfg)
             if done is not None:
