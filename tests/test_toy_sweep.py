@@ -10,7 +10,7 @@ import torch
 
 from nullsae.errors import UserError
 from nullsae.toy.data import ToyData, sharkey, with_controls
-from nullsae.toy.sweep import RunResult, SweepConfig, SweepPoint, run_sweep, sparsity_at_ev, summarize
+from nullsae.toy.sweep import CPU_STACK_ACTIVATION_BYTES, RunResult, SweepConfig, SweepPoint, _fitting_stack, run_sweep, sparsity_at_ev, summarize
 
 
 def test_batched_equals_plain_loop():
@@ -108,3 +108,13 @@ def test_corrupt_sweep_checkpoint_is_one_clear_error(tmp_path):
     state.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt.*delete it"):
         run_sweep(sets, cfg, progress=False, checkpoint_dir=tmp_path)
+
+
+def test_cpu_stacks_stay_cache_sized_and_gpu_stacks_fill_the_memory_budget():
+    """On a CPU a stack's (batch, m) activations stay within the cache-sized budget; elsewhere only memory_gb caps it."""
+    cpu = SweepConfig(device="cpu")
+    assert _fitting_stack(1024, 256, cpu) * 4 * cpu.batch_size * 1024 <= CPU_STACK_ACTIVATION_BYTES
+    assert _fitting_stack(1024, 256, cpu) >= 21  # the SPEC sweep's 21 coefficients of one dataset fit one stack
+    gpu = SweepConfig(device="cuda", memory_gb=8.0)
+    assert _fitting_stack(1024, 256, gpu) > 200
+    assert _fitting_stack(10**6, 256, cpu) == 1  # never below one run

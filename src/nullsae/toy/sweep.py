@@ -186,7 +186,7 @@ def _train_stack(
     most every `save_seconds`; a resumed stack ends bit-identical to an uninterrupted one. At most
     `max_epochs` epochs run in this call; returns how many did and whether training is complete.
     """
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)  # one pass over the stacked weights, not ~10
     n = x_train.shape[1]
     steps = math.ceil(n / cfg.batch_size)
     gens = [torch.Generator().manual_seed(1_000_003 + s) for s in seeds]
@@ -233,11 +233,20 @@ def _evaluate(sae: StackedToySAE, x_eval: Tensor, src: Tensor, chunk: int = 16) 
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+# On a CPU a stack is fastest while its (batch, m) activations stay in the last-level cache: on a
+# 32 MiB-L3 EPYC core, m = 1,024 at batch 256 took 0.84 min per SAE for stacks of 4–21 runs
+# (activations ≤ 22 MiB) and 1.45–1.49 min from 32 runs on (≥ 33 MiB).
+CPU_STACK_ACTIVATION_BYTES = 24 * 2**20
+
+
 def _fitting_stack(m: int, d: int, cfg: SweepConfig) -> int:
     """Runs per batched model within cfg.memory_gb: weights, gradients and Adam moments (4·2md floats)
-    plus about six (batch, m) activations per run."""
+    plus about six (batch, m) activations per run; on a CPU also within the cache-sized budget above."""
     per_run = 4 * (8 * m * d + 4 * m + 6 * cfg.batch_size * m)
-    return max(1, int(cfg.memory_gb * 2**30 // per_run))
+    stack = int(cfg.memory_gb * 2**30 // per_run)
+    if torch.device(cfg.device).type == "cpu":
+        stack = min(stack, CPU_STACK_ACTIVATION_BYTES // (4 * cfg.batch_size * m))
+    return max(1, stack)
 
 
 def _fingerprint(x_train: Tensor, datasets: list[ToyData], cfg: SweepConfig) -> str:
