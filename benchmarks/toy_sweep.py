@@ -1,10 +1,12 @@
 """Benchmark: toy-SAE sweep points (trained + evaluated SAEs) per minute, batched vs a plain loop.
 
-Both arms run the same `run_sweep` on the same Sharkey datasets; the loop arm trains one SAE at a
-time (max_stack=1), the batched arm all of them as one stacked model. Prints a table and a JSON line.
+Every arm runs the same `run_sweep` on the same Sharkey datasets; the loop arm trains one SAE at a
+time (max_stack=1), the batched arm as many as the sweep's default stack size allows (on a CPU: as
+many as keep the activations cache-sized), and `--stacks N …` adds arms of N runs per stacked model.
+Prints a table and a JSON line.
 
     .venv/bin/python benchmarks/toy_sweep.py                      # quick default (about a minute on 2 idle cores)
-    .venv/bin/python benchmarks/toy_sweep.py --d 256 --features 512 --latents 1024 --epochs 1
+    .venv/bin/python benchmarks/toy_sweep.py --d 256 --features 512 --latents 1024 --samples 10000 --seeds 6 --coefs 0.001 0.003 0.01 0.03 0.1 0.3 1 --epochs 1 --stacks 84
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--coefs", type=float, nargs="+", default=[0.001, 0.01, 0.1, 1.0])
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--stacks", type=int, nargs="*", default=[], help="extra arms: runs per stacked model")
     args = ap.parse_args()
 
     datasets = []
@@ -36,8 +39,9 @@ def main() -> None:
         datasets += with_controls(s.x, seed, s.features, mlp=False)
     cfg = SweepConfig(latents=[args.latents], coefs=args.coefs, epochs=args.epochs, mcc=False)
     n_points = len(datasets) * len(args.coefs)
+    run_sweep(datasets[:1], cfg.model_copy(update={"coefs": args.coefs[:1], "epochs": 1}), progress=False)  # one-time start-up costs out of the timed arms
     rows = {}
-    for arm, stack in (("batched", None), ("loop", 1)):
+    for arm, stack in (("batched", None), ("loop", 1), *((f"stack {n}", n) for n in args.stacks)):
         start = time.perf_counter()
         run_sweep(datasets, cfg.model_copy(update={"max_stack": stack}), progress=False)
         sec = time.perf_counter() - start

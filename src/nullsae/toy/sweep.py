@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import shutil
@@ -374,7 +375,7 @@ def sparsity_at_ev(points: list[SweepPoint], ev: float = 0.9, metric: str = "l1_
     for data, m in dict.fromkeys((p.data, p.latents) for p in points):
         ps = sorted((p for p in points if p.data == data and p.latents == m), key=lambda p: p.coef)
         value = None
-        for a, b in zip(ps, ps[1:]):
+        for a, b in itertools.pairwise(ps):
             if a.ev >= ev > b.ev:
                 t = (a.ev - ev) / (a.ev - b.ev)
                 value = getattr(a, metric) + t * (getattr(b, metric) - getattr(a, metric))
