@@ -62,6 +62,25 @@ def test_synth_bad_input_is_one_line(capsys):
     assert "unknown device 'tpu7'" in capsys.readouterr().err
     assert main(["synth", "--arch", "topk", "--steps", "1", "--auxk-coef", "-1"]) == 2
     assert "--auxk-coef must be ≥ 0" in capsys.readouterr().err
+    assert main(["synth", "--arch", "topk", "--steps", "1", "--lr-drop-factor", "0"]) == 2
+    assert "--lr-drop-factor must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_paper_setting_is_per_architecture_and_explicit_options_override_it():
+    from nullsae.cli import build_parser
+    from nullsae.commands.synth import synth_config
+
+    def cfg(*argv):
+        return synth_config(build_parser().parse_args(["synth", *argv, "--device", "cpu"]))
+
+    bt = cfg("--arch", "batchtopk", "--paper")
+    assert (bt.steps, bt.lr, bt.lr_drop_step, bt.dead_tokens) == (16_000, 3e-3, 7_000, 200_000)
+    topk = cfg("--arch", "topk", "--paper")
+    assert (topk.steps, topk.lr, topk.lr_drop_step, topk.dead_tokens) == (40_000, 3e-3, None, 2_000_000)
+    mine = cfg("--arch", "batchtopk", "--paper", "--steps", "9000", "--dead-tokens", "5000", "--lr-drop-step", "3000", "--lr", "1e-3")
+    assert (mine.steps, mine.lr, mine.lr_drop_step, mine.dead_tokens) == (9000, 1e-3, 3000, 5000)
+    plain = cfg("--arch", "batchtopk")
+    assert (plain.steps, plain.lr, plain.lr_drop_step, plain.dead_tokens) == (2_000, 2e-3, None, 2_000_000)
 
 
 def test_dead_tokens_and_auxk_coef_decide_which_latents_auxk_trains():

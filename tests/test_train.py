@@ -5,7 +5,7 @@ import torch
 
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
-from nullsae.sae.train import TrainConfig, default_lr, train_saes
+from nullsae.sae.train import TrainConfig, default_lr, lr_factor, train_saes
 from nullsae.toy.korznikov import KorznikovData
 
 D, M = 100, 256
@@ -122,3 +122,13 @@ def test_relu_controller_reaches_target_l0_without_winding_up():
     res = train_saes({"j": sae}, _stream(512), TrainConfig(steps=400, lr=1e-3, warmup_steps=10), progress=False)
     assert 4 <= res["j"].l0 <= 14
     assert float(sae.sparsity_coef) < 100, f"λ wound up to {float(sae.sparsity_coef):.3g}"
+
+
+def test_lr_schedule_warms_up_drops_and_decays():
+    """Linear warm-up, the step drop from lr_drop_step on, and the linear decay to 0 over the last fraction, multiplied."""
+    cfg = TrainConfig(steps=100, lr=3e-3, warmup_steps=10, lr_drop_step=50, lr_drop_factor=1 / 3, decay_fraction=0.2)
+    f = [lr_factor(s, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[49] == 1.0
+    assert f[50] == pytest.approx(1 / 3) and f[79] == pytest.approx(1 / 3)
+    assert f[80] == pytest.approx(1 / 3) and f[90] == pytest.approx(1 / 6) and f[99] == pytest.approx(1 / 60)
+    assert [lr_factor(s, TrainConfig(steps=100, warmup_steps=0)) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nullsae.errors import UserError
+
+if TYPE_CHECKING:
+    from nullsae.synth import SynthConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", action="store_true", help="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
     p.add_argument("--steps", type=int, default=None, help="training batches of 4,096 samples (default 2,000; --paper: the plateau length)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3)")
-    p.add_argument("--paper", action="store_true", help="train to the recovery plateau (see README for its time)")
+    p.add_argument("--paper", action="store_true", help="train to the recovery plateau with its per-architecture steps, lr, lr drop and dead window (see README); explicit options override it")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dead-tokens", type=int, default=2_000_000, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000)")
+    p.add_argument("--dead-tokens", type=int, default=None, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000)")
+    p.add_argument("--lr-drop-step", type=int, default=None, help="from this step on the lr is multiplied by --lr-drop-factor (default: no drop)")
+    p.add_argument("--lr-drop-factor", type=float, default=1 / 3, help="the lr drop's factor (default 1/3)")
     p.add_argument("--auxk-coef", type=float, default=1 / 32, help="AuxK weight α for topk/batchtopk/matryoshka (default 1/32; 0: no AuxK)")
     p.add_argument("--decay-fraction", type=float, default=0.2, help="linear lr decay over this final fraction of steps (default 0.2)")
     p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training")
@@ -34,27 +41,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def synth_config(args: argparse.Namespace) -> SynthConfig:
+    """The run's settings: explicit options first, then `--paper`'s per-architecture plateau setting, then defaults."""
     from nullsae.devices import resolve_device
     from nullsae.sae.config import check_arch
-    from nullsae.synth import DEFAULT_LR, DEFAULT_STEPS, PAPER_LR, PAPER_STEPS, SynthConfig, run_synth
+    from nullsae.synth import DEFAULT_LR, DEFAULT_STEPS, SynthConfig, paper_setting
 
     check_arch(args.arch)
-    steps = args.steps if args.steps is not None else (PAPER_STEPS if args.paper else DEFAULT_STEPS)
-    lr = args.lr if args.lr is not None else (PAPER_LR if args.paper else DEFAULT_LR)
+    paper = paper_setting(args.arch) if args.paper else None
+
+    def pick(given, field: str, default):
+        return given if given is not None else (getattr(paper, field) if paper is not None else default)
+
+    steps = pick(args.steps, "steps", DEFAULT_STEPS)
+    lr = pick(args.lr, "lr", DEFAULT_LR)
+    dead_tokens = pick(args.dead_tokens, "dead_tokens", SynthConfig.model_fields["dead_tokens"].default)
+    drop = pick(args.lr_drop_step, "lr_drop_step", None)
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     if lr <= 0:
         raise UserError(f"--lr must be positive, got {lr}")
-    if args.dead_tokens < 1:
-        raise UserError(f"--dead-tokens must be at least 1, got {args.dead_tokens}")
+    if dead_tokens < 1:
+        raise UserError(f"--dead-tokens must be at least 1, got {dead_tokens}")
     if not args.auxk_coef >= 0:
         raise UserError(f"--auxk-coef must be ≥ 0 (0 turns AuxK off), got {args.auxk_coef}")
     if not 0 <= args.decay_fraction <= 1:
         raise UserError(f"--decay-fraction must be between 0 and 1, got {args.decay_fraction}")
-    cfg = SynthConfig(setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed, curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=args.dead_tokens, auxk_coef=args.auxk_coef, device=str(resolve_device(args.device)))
-    from pathlib import Path
+    if drop is not None and drop < 1:
+        raise UserError(f"--lr-drop-step must be at least 1, got {drop}")
+    if not 0 < args.lr_drop_factor <= 1:
+        raise UserError(f"--lr-drop-factor must be in (0, 1], got {args.lr_drop_factor}")
+    return SynthConfig(
+        setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed,
+        curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=dead_tokens,
+        auxk_coef=args.auxk_coef, lr_drop_step=drop, lr_drop_factor=args.lr_drop_factor, device=str(resolve_device(args.device)),
+    )
 
+
+def run(args: argparse.Namespace) -> int:
+    from nullsae.synth import run_synth
+
+    cfg = synth_config(args)
     resume = Path(args.resume_dir) if args.resume_dir else None
     report = run_synth(cfg, progress=not (args.quiet or args.json), checkpoint_dir=resume)
     if args.out:

@@ -40,6 +40,8 @@ class TrainConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="Adam learning rate; default 2e-4 / sqrt(m / 2^14) per SAE")
     warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up")
     decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
+    lr_drop_step: int | None = Field(None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (a step decay)")
+    lr_drop_factor: float = Field(1 / 3, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
     checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints (when a checkpoint dir is given)")
     log_every: int = Field(50, gt=0, description="steps between history records")
@@ -92,8 +94,11 @@ class _State:
         self.l0_ema: float | None = None  # smoothed L0, the sparsity controller's input
 
 
-def _lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step` over the base rate: linear warm-up, the optional step drop, linear final decay."""
     factor = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_drop_step is not None and step >= cfg.lr_drop_step:
+        factor *= cfg.lr_drop_factor
     decay_steps = int(cfg.decay_fraction * cfg.steps)
     if decay_steps and step >= cfg.steps - decay_steps:
         factor *= (cfg.steps - step) / decay_steps
@@ -212,7 +217,7 @@ def train_saes(
 
 
 def _train_step(states: dict[str, _State], x: Tensor, step: int, cfg: TrainConfig) -> None:
-    factor = _lr_factor(step, cfg)
+    factor = lr_factor(step, cfg)
     for name, st in states.items():
         sae = st.sae
         x_in = x.to(sae.W_dec.dtype)
