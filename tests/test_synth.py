@@ -73,20 +73,22 @@ def test_paper_setting_is_per_architecture_and_explicit_options_override_it():
     def cfg(*argv):
         return synth_config(build_parser().parse_args(["synth", *argv, "--device", "cpu"]))
 
-    bt = cfg("--arch", "batchtopk", "--paper")
-    assert (bt.steps, bt.lr, bt.lr_drop_step, bt.dead_tokens) == (16_000, 3e-3, 7_000, 200_000)
-    topk = cfg("--arch", "topk", "--paper")
-    assert (topk.steps, topk.lr, topk.lr_drop_step, topk.dead_tokens) == (40_000, 3e-3, None, 2_000_000)
-    mine = cfg("--arch", "batchtopk", "--paper", "--steps", "9000", "--dead-tokens", "5000", "--lr-drop-step", "3000", "--lr", "1e-3")
-    assert (mine.steps, mine.lr, mine.lr_drop_step, mine.dead_tokens) == (9000, 1e-3, 3000, 5000)
-    plain = cfg("--arch", "batchtopk")
-    assert (plain.steps, plain.lr, plain.lr_drop_step, plain.dead_tokens) == (2_000, 2e-3, None, 2_000_000)
+    def key(c):
+        return (c.steps, c.lr, c.decay_fraction, c.lr_drop_step, c.dead_tokens)
+
+    assert key(cfg("--arch", "batchtopk", "--paper")) == (16_000, 3e-3, 0.2, 7_000, 200_000)
+    assert key(cfg("--arch", "topk", "--paper")) == (11_000, 3e-3, 0.0, None, 2_000_000)
+    assert key(cfg("--arch", "jumprelu", "--paper")) == (20_000, 3e-3, 0.0, None, 2_000_000)
+    assert key(cfg("--arch", "relu", "--paper")) == (40_000, 3e-3, 0.2, None, 2_000_000)
+    mine = cfg("--arch", "batchtopk", "--paper", "--steps", "9000", "--dead-tokens", "5000", "--lr-drop-step", "3000", "--lr", "1e-3", "--decay-fraction", "0")
+    assert key(mine) == (9000, 1e-3, 0.0, 3000, 5000)
+    assert key(cfg("--arch", "batchtopk")) == (2_000, 2e-3, 0.2, None, 2_000_000)
 
 
 def test_dead_tokens_and_auxk_coef_decide_which_latents_auxk_trains():
     """A short dead window lets AuxK train the silent latents; with a window longer than the run, or with
     --auxk-coef 0, only fired rows move."""
-    import nullsae.synth as synth
+    from nullsae import synth
 
     def rows_moved(dead_tokens: int, auxk_coef: float = 1 / 32) -> int:
         cfg = synth.SynthConfig(setting="variable", arch="batchtopk", batch_size=64, l0=1, dead_tokens=dead_tokens, auxk_coef=auxk_coef)
@@ -101,7 +103,7 @@ def test_dead_tokens_and_auxk_coef_decide_which_latents_auxk_trains():
 
 
 def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    import nullsae.synth as synth
+    from nullsae import synth
 
     cfg = synth.SynthConfig(setting="constant", arch="topk", steps=6, curve_points=3, eval_size=512, batch_size=256)
     straight = synth.run_synth(cfg, progress=False)
@@ -124,7 +126,7 @@ def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch)
 
 def test_silent_fraction_counts_latents_that_never_fire_on_held_out_data():
     """Latents barred from every top-k slot show up as silent, and only those."""
-    import nullsae.synth as synth
+    from nullsae import synth
 
     cfg = synth.SynthConfig(setting="constant", arch="topk", eval_size=2048)
     data = KorznikovData(cfg.setting)

@@ -25,18 +25,26 @@ DEFAULT_LR = 2e-3
 
 
 class PaperSetting(BaseModel):
-    """What `--paper` trains with: the recovery plateau found per architecture (README "Synthetic ground truth")."""
+    """What `--paper` trains with: the length and lr schedule at which recovery plateaued, per
+    architecture (README "Synthetic ground truth" has each one's curve)."""
 
     steps: int = 40_000
     lr: float = 3e-3
+    decay_fraction: float = 0.2
     lr_drop_step: int | None = None
     dead_tokens: int = 2_000_000
 
 
-# BatchTopK recovers more of the variable-p features once the lr drops from 3e-3 to 1e-3 after its
-# fast early rise (3.3 % → 4.0 % over steps 7,000–12,500); AuxK then needs a dead window short enough
-# to reach latents that fire once every few hundred thousand samples.
-PAPER_SETTINGS: dict[str, PaperSetting] = {"batchtopk": PaperSetting(steps=16_000, lr_drop_step=7_000, dead_tokens=200_000)}
+# TopK on constant p climbs from 1 % to 97 % between 12M and 41M samples and is at 98 % by 45M;
+# JumpReLU holds 2.5–2.9 % (variable p) and 0.0 % (constant p) from 16M samples on. BatchTopK
+# levels off at 3.1–3.4 % on variable p at a constant 3e-3 and climbs again to 4.1 % once the lr
+# drops to 1e-3 at step 7,000; AuxK then needs a dead window short enough to reach latents that
+# fire once every few hundred thousand samples. relu and matryoshka keep the generic setting.
+PAPER_SETTINGS: dict[str, PaperSetting] = {
+    "topk": PaperSetting(steps=11_000, decay_fraction=0.0),
+    "jumprelu": PaperSetting(steps=20_000, decay_fraction=0.0),
+    "batchtopk": PaperSetting(steps=16_000, lr_drop_step=7_000, dead_tokens=200_000),
+}
 
 
 def paper_setting(arch: str) -> PaperSetting:

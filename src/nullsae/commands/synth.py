@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-drop-step", type=int, default=None, help="from this step on the lr is multiplied by --lr-drop-factor (default: no drop)")
     p.add_argument("--lr-drop-factor", type=float, default=1 / 3, help="the lr drop's factor (default 1/3)")
     p.add_argument("--auxk-coef", type=float, default=1 / 32, help="AuxK weight α for topk/batchtopk/matryoshka (default 1/32; 0: no AuxK)")
-    p.add_argument("--decay-fraction", type=float, default=0.2, help="linear lr decay over this final fraction of steps (default 0.2)")
+    p.add_argument("--decay-fraction", type=float, default=None, help="linear lr decay over this final fraction of steps (default 0.2)")
     p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--resume-dir", default=None, help="checkpoint folder: an interrupted run continues from it")
@@ -57,6 +57,7 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
     lr = pick(args.lr, "lr", DEFAULT_LR)
     dead_tokens = pick(args.dead_tokens, "dead_tokens", SynthConfig.model_fields["dead_tokens"].default)
     drop = pick(args.lr_drop_step, "lr_drop_step", None)
+    decay = pick(args.decay_fraction, "decay_fraction", SynthConfig.model_fields["decay_fraction"].default)
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     if lr <= 0:
@@ -65,15 +66,15 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
         raise UserError(f"--dead-tokens must be at least 1, got {dead_tokens}")
     if not args.auxk_coef >= 0:
         raise UserError(f"--auxk-coef must be ≥ 0 (0 turns AuxK off), got {args.auxk_coef}")
-    if not 0 <= args.decay_fraction <= 1:
-        raise UserError(f"--decay-fraction must be between 0 and 1, got {args.decay_fraction}")
+    if not 0 <= decay <= 1:
+        raise UserError(f"--decay-fraction must be between 0 and 1, got {decay}")
     if drop is not None and drop < 1:
         raise UserError(f"--lr-drop-step must be at least 1, got {drop}")
     if not 0 < args.lr_drop_factor <= 1:
         raise UserError(f"--lr-drop-factor must be in (0, 1], got {args.lr_drop_factor}")
     return SynthConfig(
         setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed,
-        curve_points=max(1, args.curve_points), decay_fraction=args.decay_fraction, dead_tokens=dead_tokens,
+        curve_points=max(1, args.curve_points), decay_fraction=decay, dead_tokens=dead_tokens,
         auxk_coef=args.auxk_coef, lr_drop_step=drop, lr_drop_factor=args.lr_drop_factor, device=str(resolve_device(args.device)),
     )
 
