@@ -35,7 +35,7 @@ class PaperSetting(BaseModel):
     dead_tokens: int = 2_000_000
 
 
-# TopK on constant p climbs from 1 % to 97 % between 12M and 41M samples and is at 98 % by 45M;
+# TopK on constant p climbs from 1 % to 96 % between 6M and 33M samples and is at 98.9 % by 45M;
 # JumpReLU holds 2.5–2.9 % (variable p) and 0.0 % (constant p) from 16M samples on. BatchTopK
 # levels off at 3.1–3.4 % on variable p at a constant 3e-3 and climbs again to 4.1 % once the lr
 # drops to 1e-3 at step 7,000; AuxK then needs a dead window short enough to reach latents that

@@ -74,11 +74,16 @@ class TrainResult(BaseModel):
     history: list[TrainRecord]
 
 
-def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
-    """Adam over the SAE's trainable tensors, fused into one kernel per step (~13 % faster on CPU)."""
-    params = [p for p in sae.parameters() if p.requires_grad]
+def fused_adam(params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam fused into one kernel per step where torch has one (CPU and CUDA floats): one pass over
+    the weights instead of about ten (~13 % off a CPU SAE step)."""
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)
+
+
+def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam over the SAE's trainable tensors."""
+    return fused_adam([p for p in sae.parameters() if p.requires_grad], lr, betas)
 
 
 class _State:

@@ -30,6 +30,7 @@ from nullsae.errors import UserError
 from nullsae.io_utils import atomic_torch_save, atomic_write_text
 from nullsae.metrics import recovery, sparsity
 from nullsae.metrics.stacked import explained_variance
+from nullsae.sae.train import fused_adam
 from nullsae.toy.data import ToyData, split
 
 METRICS = ("ev", "l0", "l1", "l1_sqrt_l2", "hoyer", "mmcs", "mcc")
@@ -187,7 +188,7 @@ def _train_stack(
     most every `save_seconds`; a resumed stack ends bit-identical to an uninterrupted one. At most
     `max_epochs` epochs run in this call; returns how many did and whether training is complete.
     """
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)  # one pass over the stacked weights, not ~10
+    opt = fused_adam(sae.parameters(), lr=cfg.lr)
     n = x_train.shape[1]
     steps = math.ceil(n / cfg.batch_size)
     gens = [torch.Generator().manual_seed(1_000_003 + s) for s in seeds]
