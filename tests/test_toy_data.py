@@ -37,6 +37,21 @@ def test_gaussian_control_matches_scalar_moments(shark):
     assert float(g.std()) == pytest.approx(float(shark.x.std()), rel=1e-2)
 
 
+def test_gaussian_control_is_bit_identical_for_any_thread_count():
+    # A sweep's checkpoints are keyed by its data's bytes: a control that changed with the thread
+    # count sent a resumed full sweep back to its first stack.
+    x = sharkey(n_samples=10_000, seed=4).x
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = gaussian_control(x, seed=4)
+        torch.set_num_threads(2)
+        two = gaussian_control(x, seed=4)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
 def test_with_controls_maps_features_through_the_mlp(shark):
     sets = with_controls(shark.x[:500], 0, shark.features)
     assert [s.name for s in sets] == ["inputs", "gaussian", "mlp-inputs", "mlp-gaussian"]

@@ -72,9 +72,14 @@ def sharkey(
 
 
 def gaussian_control(x: Tensor, seed: int = 0) -> Tensor:
-    """i.i.d. N(mean, std) samples of x's shape, with x's scalar mean and std."""
+    """i.i.d. N(mean, std) samples of x's shape, with x's scalar mean and std.
+
+    The moments are float64 NumPy reductions: torch's float32 ones split over threads and round
+    differently per thread count, which would change the control (and a sweep's checkpoint key).
+    """
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(x.shape, generator=gen) * x.std() + x.mean()
+    a = x.detach().cpu().double().numpy()
+    return torch.randn(x.shape, generator=gen) * float(a.std(ddof=1)) + float(a.mean())
 
 
 @dataclass(frozen=True)
