@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -62,6 +65,17 @@ def test_superposition_reduced_sweep_has_mmcs(tmp_path, capsys):
     assert by["inputs"]["sem"]["ev"] is not None  # two seeds
     for fig in ("fig05_mmcs.png", "fig06_pareto_l1_sqrt_l2.png", "fig13_pareto_l0.png", "fig14_pareto_l1.png", "fig15_pareto_l1_sqrt_l2.png", "fig16_pareto_hoyer.png"):
         assert (tmp_path / fig).stat().st_size > 0
+
+
+def test_other_sweeps_checkpoints_give_one_warning_line(tmp_path):
+    """A sweep that cannot resume the unfinished work in OUT/checkpoints says so, in one stderr line."""
+    (tmp_path / "checkpoints" / "0123456789abcdef").mkdir(parents=True)
+    argv = ["toy", "superposition", "--samples", "200", "--latents", "8", "--seeds", "0", "--coefs", "0.03", "--epochs", "1", "--data", "inputs", "--out", str(tmp_path)]
+    proc = subprocess.run([sys.executable, "-m", "nullsae.cli", *argv], check=False, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("nullsae toy: warning:") and "other sweeps (0123456789abcdef)" in warning[0], proc.stderr
+    assert (tmp_path / "checkpoints" / "0123456789abcdef").is_dir()  # the other sweep's work is kept
 
 
 def test_lomax_figure(tmp_path, capsys):

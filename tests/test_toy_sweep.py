@@ -4,6 +4,7 @@ Sharkey sweep, and mean ± s.e.m. over seeds."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -98,6 +99,18 @@ def test_interrupted_sweep_resumes_bit_identical(tmp_path):
     resumed = run_sweep(sets, cfg, progress=False, checkpoint_dir=ckpt)
     assert [r.model_dump() for r in resumed] == [r.model_dump() for r in whole]
     assert not ckpt.exists()  # a completed sweep leaves no checkpoints behind
+
+
+def test_a_sweep_with_other_settings_says_it_starts_afresh(tmp_path):
+    sets = _small_sweep_sets()
+    cfg = SweepConfig(latents=[32], coefs=[0.01, 0.3], epochs=4, batch_size=64, max_stack=4, mcc=False)
+    run_sweep(sets, cfg, progress=False, checkpoint_dir=tmp_path, save_seconds=0, stop_after_epochs=1)
+    (first,) = [p.name for p in tmp_path.iterdir()]
+    with pytest.warns(UserWarning, match=f"unfinished work of other sweeps \\({first}\\)"):
+        run_sweep(sets, cfg.model_copy(update={"lr": 2e-3}), progress=False, checkpoint_dir=tmp_path, stop_after_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_sweep(sets, cfg, progress=False, checkpoint_dir=tmp_path, stop_after_epochs=1)  # its own work: resumed quietly
 
 
 def test_corrupt_sweep_checkpoint_is_one_clear_error(tmp_path):

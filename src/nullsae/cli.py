@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from nullsae import __version__
 from nullsae.errors import UserError
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"nullsae {args.command}: warning: {message}\n"  # one line, no source path
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nullsae {args.command}: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,20 @@ def _fingerprint(x_train: Tensor, datasets: list[ToyData], cfg: SweepConfig) -> 
     return h.hexdigest()[:16]
 
 
+def _warn_of_other_sweeps(folder: Path) -> None:
+    """A sweep about to start afresh says so when its checkpoint folder holds other sweeps' unfinished
+    work: a changed setting or changed data (a different fingerprint) would otherwise retrain silently."""
+    if folder.exists() or not folder.parent.is_dir():
+        return
+    others = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())
+    if others:
+        warnings.warn(
+            f"{folder.parent} holds unfinished work of other sweeps ({', '.join(others)}) whose settings or data differ "
+            f"from this one's; they are kept, and this sweep starts afresh in {folder.name}",
+            stacklevel=3,
+        )
+
+
 def run_sweep(
     datasets: list[ToyData],
     cfg: SweepConfig,
@@ -296,6 +311,7 @@ def run_sweep(
     seeds = sorted({ds.seed for ds in datasets})
     grid = [(k, c) for k in range(len(datasets)) for c in cfg.coefs]
     if folder is not None:
+        _warn_of_other_sweeps(folder)
         folder.mkdir(parents=True, exist_ok=True)
     budget = stop_after_epochs
     results: list[RunResult] = []
