@@ -63,6 +63,7 @@ def test_superposition_reduced_sweep_has_mmcs(tmp_path, capsys):
     assert set(by) == {"inputs", "gaussian"}
     assert 0 < by["inputs"]["mmcs"] <= 1 and by["gaussian"]["mmcs"] is None
     assert by["inputs"]["sem"]["ev"] is not None  # two seeds
+    assert res["train_seconds"] > 0 and res["threads"] >= 1
     for fig in ("fig05_mmcs.png", "fig06_pareto_l1_sqrt_l2.png", "fig13_pareto_l0.png", "fig14_pareto_l1.png", "fig15_pareto_l1_sqrt_l2.png", "fig16_pareto_hoyer.png"):
         assert (tmp_path / fig).stat().st_size > 0
 

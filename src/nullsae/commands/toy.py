@@ -114,6 +114,12 @@ def _lomax(args: argparse.Namespace, out: Path) -> dict:
     return {"experiment": "lomax", "points": [], "files": [str(out / "lomax.csv"), str(fig)]}
 
 
+def _train_seconds(runs: list) -> float | None:
+    """Training wall time of the whole sweep, summed over its resumed calls (None if any stack's is unrecorded)."""
+    shares = [r.train_seconds for r in runs]
+    return None if None in shares else sum(shares)
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     out = args.out or Path("runs") / "toy" / args.experiment
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         result = _lomax(args, out)
     else:
         import pandas as pd
+        import torch
         from pydantic import ValidationError
 
         from nullsae.devices import resolve_device
@@ -150,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
             "config": {**cfg.model_dump(), "seeds": seeds, "samples": args.samples, "d": d},
             "points": [p.model_dump() for p in points],
             "frontier_at_ev": sparsity_at_ev(points, 0.9),
+            "threads": torch.get_num_threads(),
+            "train_seconds": _train_seconds(runs),
             "files": [str(out / "runs.csv"), str(out / "points.csv"), *files],
         }
     result["seconds"] = round(time.time() - start, 1)
@@ -165,5 +174,6 @@ def run(args: argparse.Namespace) -> int:
         for f in result.get("frontier_at_ev", []):
             val = f["l1_sqrt_l2"]
             print(f"{f['data']:>14} m={f['latents']:<5} reaches EV {f['ev']} at L1/√L2 = {'not reached' if val is None else f'{val:.2f}'}")
-        print(f"wrote {out} ({result['seconds']} s)")
+        trained = result.get("train_seconds")
+        print(f"wrote {out} ({result['seconds']} s{'' if trained is None else f'; training over all calls: {trained:.1f} s'})")
     return 0

@@ -94,6 +94,7 @@ class RunResult(ToyMetrics):
     seed: int
     latents: int
     coef: float
+    train_seconds: float | None = Field(None, description="its share of its batched model's training wall time, summed over resumed calls (None if unrecorded)")
 
 
 class SweepPoint(ToyMetrics):
@@ -149,13 +150,14 @@ class StackedToySAE:
         return torch.bmm(z, self.W_dec[runs]) * std + mean, z
 
 
-def _save_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: int, gens: list[torch.Generator]) -> None:
-    """Weights, Adam moments and data-order generators after `epoch` epochs, written atomically."""
-    state = {"epoch": epoch, "params": [p.detach() for p in sae.parameters()], "opt": opt.state_dict(), "gens": [g.get_state() for g in gens]}
+def _save_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: int, gens: list[torch.Generator], seconds: float | None) -> None:
+    """Weights, Adam moments, data-order generators and training seconds after `epoch` epochs, written atomically."""
+    state = {"epoch": epoch, "params": [p.detach() for p in sae.parameters()], "opt": opt.state_dict(), "gens": [g.get_state() for g in gens], "seconds": seconds}
     atomic_torch_save(state, path)
 
 
-def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: list[torch.Generator]) -> int:
+def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: list[torch.Generator]) -> tuple[int, float | None]:
+    """(epochs done, training seconds so far: None when the state predates their recording)."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         with torch.no_grad():
@@ -166,7 +168,7 @@ def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: lis
             g.set_state(saved)
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user problem
         raise UserError(f"sweep checkpoint {path} is corrupt or does not fit this sweep ({type(exc).__name__}); delete it to retrain that part") from None
-    return int(state["epoch"])
+    return int(state["epoch"]), state.get("seconds")
 
 
 def _train_stack(
@@ -182,20 +184,24 @@ def _train_stack(
     state_path: Path | None = None,
     save_seconds: float = 600.0,
     max_epochs: int | None = None,
-) -> tuple[int, bool]:
+) -> tuple[int, bool, float | None]:
     """Adam on the stacked weights; run r reads dataset src[r] in the order of its seed.
 
     With `state_path`, training resumes from the state saved there and saves it at epoch ends, at
     most every `save_seconds`; a resumed stack ends bit-identical to an uninterrupted one. At most
-    `max_epochs` epochs run in this call; returns how many did and whether training is complete.
+    `max_epochs` epochs run in this call; returns how many did, whether training is complete and the
+    stack's training wall seconds over all its calls (None if an earlier call did not record them).
     """
     opt = fused_adam(sae.parameters(), lr=cfg.lr)
     n = x_train.shape[1]
     steps = math.ceil(n / cfg.batch_size)
     gens = [torch.Generator().manual_seed(1_000_003 + s) for s in seeds]
-    start = _load_state(state_path, sae, opt, gens) if state_path is not None and state_path.exists() else 0
+    start, before = _load_state(state_path, sae, opt, gens) if state_path is not None and state_path.exists() else (0, 0.0)
     end = cfg.epochs if max_epochs is None else min(cfg.epochs, start + max_epochs)
-    saved_at = time.monotonic()
+    began = saved_at = time.monotonic()
+
+    def seconds() -> float | None:
+        return None if before is None else before + time.monotonic() - began
     with tqdm(total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
         for epoch in range(start, end):
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot].to(x_train.device)  # (R, n)
@@ -213,11 +219,11 @@ def _train_stack(
                 bar.update(1)
             last = epoch + 1 == end
             if state_path is not None and epoch + 1 < cfg.epochs and (last or time.monotonic() - saved_at >= save_seconds):
-                _save_state(state_path, sae, opt, epoch + 1, gens)
+                _save_state(state_path, sae, opt, epoch + 1, gens, seconds())
                 saved_at = time.monotonic()
     if end == cfg.epochs:
         sae.normalize_decoder()
-    return end - start, end == cfg.epochs
+    return end - start, end == cfg.epochs, seconds()
 
 
 @torch.no_grad()
@@ -332,12 +338,12 @@ def run_sweep(
             sae = StackedToySAE(run_seeds, d, m, dev)
             desc = f"toy SAEs m={m} runs {lo + 1}-{lo + len(cells)}/{len(grid)}"
             state = done.with_suffix(".pt") if done is not None else None
-            trained, complete = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
+            trained, complete, seconds = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
             if budget is not None:
                 budget -= trained
             if not complete:
                 return results
-            stack_results = _score_stack(sae, x_eval, src, cells, datasets, m, cfg)
+            stack_results = _score_stack(sae, x_eval, src, cells, datasets, m, cfg, seconds)
             if done is not None:
                 atomic_write_text(done, json.dumps([r.model_dump() for r in stack_results]))
                 state.unlink(missing_ok=True)
@@ -349,8 +355,11 @@ def run_sweep(
     return results
 
 
-def _score_stack(sae: StackedToySAE, x_eval: Tensor, src: Tensor, cells: list[tuple[int, float]], datasets: list[ToyData], m: int, cfg: SweepConfig) -> list[RunResult]:
-    """Held-out metrics of every run of a trained stack, with MMCS/MCC where ground truth exists."""
+def _score_stack(
+    sae: StackedToySAE, x_eval: Tensor, src: Tensor, cells: list[tuple[int, float]], datasets: list[ToyData], m: int, cfg: SweepConfig, seconds: float | None
+) -> list[RunResult]:
+    """Held-out metrics of every run of a trained stack, with MMCS/MCC where ground truth exists; each run
+    gets an equal share of the stack's training seconds."""
     metrics = _evaluate(sae, x_eval, src)
     out = []
     for r, (k, c) in enumerate(cells):
@@ -360,7 +369,8 @@ def _score_stack(sae: StackedToySAE, x_eval: Tensor, src: Tensor, cells: list[tu
             dec = sae.W_dec[r].detach().cpu()
             row["mmcs"] = recovery.mmcs(ds.features, dec)
             row["mcc"] = recovery.mcc(ds.features, dec) if cfg.mcc else None
-        out.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, **row))
+        share = None if seconds is None else seconds / len(cells)
+        out.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, train_seconds=share, **row))
     return out
 
 
