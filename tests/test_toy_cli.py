@@ -33,6 +33,7 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys):
     _fails(capsys, ["toy", "superposition", "--coefs", *out], "empty")
     _fails(capsys, ["toy", "superposition", "--latents", "0", *out], "--latents")
     _fails(capsys, ["toy", "glove", "--epochs", "0", *out], "--epochs")
+    _fails(capsys, ["toy", "superposition", "--frontier-ev", "1.5", *out], "--frontier-ev")
 
 
 def _json_last_line(capsys) -> dict:
@@ -64,6 +65,7 @@ def test_superposition_reduced_sweep_has_mmcs(tmp_path, capsys):
     assert 0 < by["inputs"]["mmcs"] <= 1 and by["gaussian"]["mmcs"] is None
     assert by["inputs"]["sem"]["ev"] is not None  # two seeds
     assert res["train_seconds"] > 0 and res["threads"] >= 1
+    assert [(f["data"], f["ev"]) for f in res["frontier_at_ev"]] == [(d, ev) for ev in (0.8, 0.9) for d in ("inputs", "gaussian")]
     for fig in ("fig05_mmcs.png", "fig06_pareto_l1_sqrt_l2.png", "fig13_pareto_l0.png", "fig14_pareto_l1.png", "fig15_pareto_l1_sqrt_l2.png", "fig16_pareto_hoyer.png"):
         assert (tmp_path / fig).stat().st_size > 0
 

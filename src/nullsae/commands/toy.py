@@ -41,6 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--vectors", help="glove: a .npy (n, d) array or a GloVe text file instead of the bundled GloVe 6B 50-d")
     p.add_argument("--model", default="smollm2", help="embeddings: model spec (smollm2, a folder, a .gguf or a hub id)")
     p.add_argument("--variants", nargs="+", default=["trained", "rerandomized"], help="embeddings: variants whose embedding matrix is swept")
+    p.add_argument("--frontier-ev", type=float, nargs="+", default=[0.8, 0.9],
+                   help="EV levels at which each curve's L1/√L2 is read off (JSON frontier_at_ev; default 0.8 0.9: after the random MLP, SPEC's c grid reaches 0.8 but not 0.9)")
     p.add_argument("--max-stack", type=int, help="most SAEs trained together in one batched model (bounds memory)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the results object as the last stdout line")
@@ -62,6 +64,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be ≥ 1, got {getattr(args, flag)}")
     if args.max_stack is not None and args.max_stack < 1:
         raise UserError(f"--max-stack must be ≥ 1, got {args.max_stack}")
+    if any(not 0 < ev < 1 for ev in args.frontier_ev):
+        raise UserError(f"--frontier-ev levels must lie strictly between 0 and 1, got {args.frontier_ev}")
     if not args.lr > 0:
         raise UserError(f"--lr must be positive, got {args.lr}")
 
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             "experiment": args.experiment,
             "config": {**cfg.model_dump(), "seeds": seeds, "samples": args.samples, "d": d},
             "points": [p.model_dump() for p in points],
-            "frontier_at_ev": sparsity_at_ev(points, 0.9),
+            "frontier_at_ev": [row for ev in args.frontier_ev for row in sparsity_at_ev(points, ev)],
             "threads": torch.get_num_threads(),
             "train_seconds": _train_seconds(runs),
             "files": [str(out / "runs.csv"), str(out / "points.csv"), *files],
