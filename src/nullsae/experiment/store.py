@@ -21,70 +21,17 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
+from nullsae.io_utils import atomic_dir, atomic_write, read_json, write_bytes, write_json, write_parquet, write_text  # noqa: F401 (the run store's writers)
+
 PACKAGES = ("nullsae", "torch", "transformers", "numpy", "safetensors", "pandas", "pyarrow", "scikit-learn", "sentence-transformers", "pydantic")
-
-
-def _tmp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temp file beside `path`, fsync it, then rename it onto `path`."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def write_parquet(path: Path, df: pd.DataFrame) -> Path:
-    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def atomic_dir(path: Path, fill: Callable[[Path], None]) -> Path:
-    """Fill a temp folder beside `path`, then rename it onto `path` (replacing an older one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        fill(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def package_versions() -> dict[str, str]:
@@ -131,7 +78,7 @@ class RunStore:
         return write_json(self.root / "manifest.json", manifest)
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.root / "manifest.json").read_text(encoding="utf-8"))
+        return read_json(self.root / "manifest.json", "run manifest", "delete the run folder (or that file) and rerun")
 
     @property
     def figures_dir(self) -> Path:
