@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
-from nullsae.io_utils import atomic_write_text
+from nullsae.io_utils import atomic_write_text, save_safetensors
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel, cache_root
 
@@ -103,10 +103,15 @@ def fill_cache(
     for layer in todo:
         (directory / f"layer_{layer}").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=n * window, desc=f"activations {loaded.name}/{loaded.variant} layers {todo}", unit="tok", disable=not progress or not todo)
+    checks = {layer: SpreadCheck(loaded, layer) for layer in todo}
     for shard in range(n_shards):
         lo, hi = shard * per_shard, min(n, (shard + 1) * per_shard)
         paths = {layer: directory / f"layer_{layer}" / _shard_name(lo, hi) for layer in todo}
         missing = [layer for layer in todo if not paths[layer].is_file()]
+        keep = _keep_rows(windows[lo:hi].cpu(), loaded.bos_id, True)
+        for layer in todo:
+            if layer not in missing:  # a finished shard of an interrupted run: its rows still count
+                checks[layer].update(load_file(paths[layer])["acts"][keep].float(), f"windows {lo}-{hi}")
         if missing:
             parts: dict[int, list[Tensor]] = {layer: [] for layer in missing}
             for b in range(lo, hi, batch_size):
@@ -116,11 +121,14 @@ def fill_cache(
                     parts[layer].append(acts[layer].reshape(-1, loaded.d_model).to("cpu", _DTYPES[dtype]))
                 bar.update(ids.numel())
             for layer in missing:
-                _save_atomic({"acts": torch.cat(parts[layer]).contiguous()}, paths[layer])
+                shard_acts = torch.cat(parts[layer]).contiguous()
+                checks[layer].update(shard_acts[keep].float(), f"windows {lo}-{hi}")
+                save_safetensors({"acts": shard_acts}, paths[layer])
         else:
             bar.update((hi - lo) * window)
     bar.close()
     for layer in todo:
+        checks[layer].finish()
         shards = [_shard_name(i * per_shard, min(n, (i + 1) * per_shard)) for i in range(n_shards)]
         meta = {"layer": layer, "n_rows": n * window, "d": loaded.d_model, "dtype": dtype, "shards": shards, "window": window, "model": loaded.name, "variant": loaded.variant}
         atomic_write_text(directory / f"layer_{layer}" / "meta.json", json.dumps(meta, indent=1))
@@ -142,15 +150,47 @@ def _write_tokens(directory: Path, windows: Tensor, loaded: LoadedModel) -> None
             raise UserError(f"the activation cache {directory} holds other token windows than these; delete that folder or use another cache root")
         return
     directory.mkdir(parents=True, exist_ok=True)
-    _save_atomic({"tokens": windows}, path)
+    save_safetensors({"tokens": windows}, path)
     meta = {"model": loaded.name, "variant": loaded.variant, "bos_id": loaded.bos_id, "n_windows": windows.shape[0], "window": windows.shape[1]}
     atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1))
 
 
-def _save_atomic(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+class DegenerateActivations(UserError):
+    """Activations no metric can be computed on: NaN or inf, or no variance at all (FVU would be 0/0)."""
+
+
+class SpreadCheck:
+    """Checks the activations of one (model, variant, layer) as they enter: every value finite, and a
+    nonzero total variance over the (non-BOS) rows. Fed batch by batch; one clear error otherwise."""
+
+    def __init__(self, loaded: LoadedModel, layer: int) -> None:
+        self.where = f"model {loaded.name}, variant {loaded.variant}, layer {layer}"
+        self.n = 0
+        self.sum: Tensor | None = None
+        self.sum_sq = 0.0
+
+    def update(self, x: Tensor, span: str) -> None:
+        bad = ~torch.isfinite(x).all(dim=1)
+        if bool(bad.any()):
+            nb = int(bad.sum())
+            raise DegenerateActivations(
+                f"the activations of {self.where} hold NaN or inf in {nb} of {x.shape[0]} rows ({nb / x.shape[0]:.1%}) of {span}; "
+                "no metric is defined on them: check the model's weights (a float16 cache can overflow: store float32)")
+        x = x.double()
+        self.n += x.shape[0]
+        self.sum = x.sum(0) if self.sum is None else self.sum + x.sum(0)
+        self.sum_sq += float(x.pow(2).sum())
+
+    def finish(self) -> None:
+        """Raise if every row is the same vector (all zero included): no variance, FVU undefined."""
+        if self.n == 0 or self.sum is None:
+            return
+        spread = self.sum_sq - float(self.sum.pow(2).sum()) / self.n
+        if spread <= 1e-9 * self.sum_sq or self.sum_sq == 0.0:
+            what = "all zero" if self.sum_sq == 0.0 else "one constant vector"
+            raise DegenerateActivations(
+                f"the activations of {self.where} are {what} in all {self.n} rows (100% of rows); with no variance the "
+                "fraction of variance unexplained is 0/0, so no reconstruction metric is defined: check the model's weights")
 
 
 class CachedActivations:
@@ -311,6 +351,9 @@ class LiveStream:
             kept = acts.reshape(-1, self.d_in)[keep]
             out[dest[k : k + kept.shape[0]]] = kept.float()
             k += kept.shape[0]
+        check = SpreadCheck(self.loaded, self.layer)
+        check.update(out, f"round {r} of epoch {epoch}")
+        check.finish()
         return out
 
     def batches(self, start_step: int = 0) -> Iterator[Tensor]:

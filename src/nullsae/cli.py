@@ -13,6 +13,7 @@ import warnings
 
 from nullsae import __version__
 from nullsae.errors import UserError
+from nullsae.io_utils import os_error
 
 COMMANDS = ["demo", "run", "audit", "synth", "toy", "activations", "autointerp", "probe", "edit", "report"]
 
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"nullsae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file-system fault outside the write path (a read, a library's own write)
+        print(f"nullsae {args.command}: error: {os_error(exc, exc.filename or 'a file', 'read or write')}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"nullsae {args.command}: error: out of memory; use a smaller model, fewer tokens or a smaller SAE", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nullsae {args.command}: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
