@@ -1,7 +1,7 @@
 """Auto-interpretability throughput: latents explained and scored per minute, and example collection
 at SAE scale (m = 36,864 latents, TopK k = 32) with its peak memory.
 
-Paths timed (SPEC §5 defaults: 40 explainer windows, 100 activating + 100 random test windows):
+Paths timed (docs/spec.md#autointerp defaults: 40 explainer windows, 100 activating + 100 random test windows):
   tokens     token-list explainer + token-list scorer (no model)
   embedding  token-list explainer + embedding scorer (bundled all-MiniLM-L6-v2)
   hf         hf:smollm2 explainer + detection scorer (bundled SmolLM2-135M-Instruct, in-process)

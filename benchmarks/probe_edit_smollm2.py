@@ -1,7 +1,7 @@
 """Sparse probing and RAVEL-style editing of a TopK SAE and its three random baselines on the bundled SmolLM2.
 
 Trains, on one live activation stream of the train split at one middle layer, a TopK SAE and its
-frozen-decoder, soft-frozen-decoder and frozen-encoder baselines (same seed, same data order; SPEC §7),
+frozen-decoder, soft-frozen-decoder and frozen-encoder baselines (same seed, same data order; docs/spec.md#baselines),
 then runs `run_probing_many` on the built-in tasks (12 topics one-vs-rest, countries' continents) and
 `run_editing` on the bundled facts, and prints the README table (markdown) with the fact counts.
 

@@ -31,7 +31,7 @@ class _Section(BaseModel):
 
 
 class VariantSettings(_Section):
-    """How the null models of the transformer are built (SPEC §1)."""
+    """How the null models of the transformer are built (docs/spec.md#variants)."""
 
     seed: int = Field(42, description="seed of the re-randomised variants and of step0's initialiser")
     keep_norms: bool = Field(False, description="keep layer-norm weights at their trained values")
@@ -48,7 +48,7 @@ class TokenSettings(_Section):
     eval: int = Field(16_384, gt=0, description="tokens of the evaluation split (reconstruction, downstream)")
     interp: int = Field(200_000, gt=0, description="tokens of the interpretation split (latent examples, auto-interp)")
     model_batch: int = Field(32, gt=0, description="windows per forward pass of the transformer")
-    interp_window: int = Field(32, ge=2, description="tokens per auto-interp example window (SPEC §5); divides context")
+    interp_window: int = Field(32, ge=2, description="tokens per auto-interp example window (docs/spec.md#autointerp); divides context")
     skip_bos: bool = Field(True, description="leave BOS out of SAE training and evaluation; downstream patches keep its clean residual")
     seed: int = Field(0, description="seed of the disjoint train / eval / interp document split")
 
@@ -60,7 +60,7 @@ class TokenSettings(_Section):
 
 
 class _SAESettingsBase(_Section):
-    """SAE architectures and the hyper-parameters they share (SPEC §6); the rest are SAEConfig's fields."""
+    """SAE architectures and the hyper-parameters they share (docs/spec.md#architectures); the rest are SAEConfig's fields."""
 
     archs: list[str] = Field(default_factory=lambda: ["topk"], description=f"architectures: {', '.join(ARCHS)}")
     expansion: int = Field(64, gt=0, description="expansion factor R (m = R·d)")
@@ -87,7 +87,7 @@ SAESettings = create_model(
 
 
 class BaselineSettings(_Section):
-    """Random SAE baselines of Korznikov et al. (SPEC §7), trained beside the SAE they mirror."""
+    """Random SAE baselines of Korznikov et al. (docs/spec.md#baselines), trained beside the SAE they mirror."""
 
     kinds: list[str] = Field(default_factory=lambda: list(RANDOM_BASELINES), description=f"baselines: {', '.join(RANDOM_BASELINES)} (empty: none)")
     layers: list[int] | None = Field(None, description="layers that get baselines (default: every layer)")
@@ -109,7 +109,7 @@ class BaselineSettings(_Section):
 
 
 class TrainSettings(_Section):
-    """SAE optimisation (SPEC §6 defaults); one stream of batches feeds every SAE of a layer."""
+    """SAE optimisation (docs/spec.md#architectures defaults); one stream of batches feeds every SAE of a layer."""
 
     batch_size: int = Field(4096, gt=0, description="activations per optimiser step (steps = tokens.train // batch_size)")
     lr: float | None = Field(None, gt=0, description="Adam learning rate (default 2e-4 / sqrt(m / 2^14))")
@@ -122,7 +122,7 @@ class TrainSettings(_Section):
 
 
 class ReportSettings(_Section):
-    """Verdicts (SPEC §9) and report contents."""
+    """Verdicts (docs/spec.md#verdicts) and report contents."""
 
     n_bootstrap: int = Field(1000, ge=100, description="bootstrap resamples per verdict")
     confidence: float = Field(0.95, gt=0, lt=1, description="interval level")

@@ -1,6 +1,6 @@
 """Seeded bootstrap confidence intervals: one function for every interval the project reports.
 
-Autointerp resamples latents; the report's verdicts (SPEC §9) resample the units of two groups.
+Autointerp resamples latents; the report's verdicts (docs/spec.md#verdicts) resample the units of two groups.
 Each group is resampled independently with replacement; `statistic` receives one index array per
 group and returns a number, so paired, unpaired and pooled statistics all fit the same call.
 """

@@ -1,4 +1,4 @@
-"""The synthetic ground-truth benchmark (SPEC §8): do an SAE and its random baselines recover known features?"""
+"""The synthetic ground-truth benchmark (docs/spec.md#synthetic): do an SAE and its random baselines recover known features?"""
 
 from __future__ import annotations
 

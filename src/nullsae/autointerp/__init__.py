@@ -1,4 +1,4 @@
-"""Auto-interpretability (SPEC §5): latent examples, explainers, scorers, AUROC with bootstrap intervals.
+"""Auto-interpretability (docs/spec.md#autointerp): latent examples, explainers, scorers, AUROC with bootstrap intervals.
 
 Flow: `examples` (streamed from sparse activations) → `explainers` (tokens | hf: | openai:, through
 `llm` clients and versioned `prompts`) → `scorers` (detection, fuzzing, embedding, tokens) →

@@ -1,4 +1,4 @@
-"""Per-latent examples for auto-interpretability (SPEC §5): explainer windows, test windows, negatives.
+"""Per-latent examples for auto-interpretability (docs/spec.md#autointerp): explainer windows, test windows, negatives.
 
 Activations are streamed in coordinate form (`SparseActs`): nothing of size (tokens × latents) is ever
 held. Two passes over the windows: the first counts, per latent, the windows in which it fires (the
@@ -93,7 +93,7 @@ def sae_encoder(sae: torch.nn.Module, residuals: Callable[[Tensor], Tensor], blo
 
 
 class ExampleConfig(BaseModel):
-    """SPEC §5 defaults for the examples of one latent."""
+    """docs/spec.md#autointerp defaults for the examples of one latent."""
 
     top_k: int = Field(10_000, description="windows kept per latent, by max activation; the explainer samples from them")
     n_explain: int = Field(40, description="windows shown to the explainer, sampled from the top windows")

@@ -1,4 +1,4 @@
-"""Explainers: turn a latent's top examples into a one-line explanation (SPEC §5).
+"""Explainers: turn a latent's top examples into a one-line explanation (docs/spec.md#autointerp).
 
 `tokens` is the no-LLM baseline (the most-activating token strings); `hf:<model>` and
 `openai:<model>` ask a chat model with the versioned prompt of `prompts.py`.

@@ -57,7 +57,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _entropy(ex: LatentExamples) -> tuple[float, float]:
-    """SPEC §4 token-distribution entropy (normalised, raw) over the explainer's examples."""
+    """docs/spec.md#latent-statistics token-distribution entropy (normalised, raw) over the explainer's examples."""
     import torch
 
     from nullsae.metrics.latents import token_entropy

@@ -2,7 +2,7 @@
 
 Each gives one score per test window (higher = "the latent fires here"), NaN for an item it could
 not score (failed request, unparseable answer), with the reasons counted. `detection` and `fuzzing`
-ask a chat model about 5 shuffled windows per prompt (SPEC §5); `embedding` is the cosine between
+ask a chat model about 5 shuffled windows per prompt (docs/spec.md#autointerp); `embedding` is the cosine between
 explanation and window embeddings; `tokens` checks whether a window holds a listed token.
 """
 

@@ -19,7 +19,7 @@ from nullsae.commands.run import add_common_options, add_lazy_parser, execute_an
 
 DESCRIPTION = """Audit an existing SAE: train the frozen-decoder, soft-frozen-decoder and frozen-encoder
 baselines with its architecture and hyper-parameters on the same activations, compute every metric
-for the SAE and the baselines, and report whether the SAE beats each (SPEC §9). The SAE folder may be
+for the SAE and the baselines, and report whether the SAE beats each (docs/spec.md#verdicts). The SAE folder may be
 in nullsae, SAELens or sparsify format. Sizes default to the `demo` preset; override any config key
 with a flag, e.g. --models EleutherAI/pythia-70m --tokens.train 2000000."""
 

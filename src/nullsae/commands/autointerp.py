@@ -1,4 +1,4 @@
-"""`nullsae autointerp`: explain and score latents of one SAE (SPEC §5); prints the summary, writes Parquet."""
+"""`nullsae autointerp`: explain and score latents of one SAE (docs/spec.md#autointerp); prints the summary, writes Parquet."""
 
 from __future__ import annotations
 

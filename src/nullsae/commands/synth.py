@@ -1,4 +1,4 @@
-"""`nullsae synth`: the synthetic ground-truth benchmark of Korznikov et al. (SPEC §8)."""
+"""`nullsae synth`: the synthetic ground-truth benchmark of Korznikov et al. (docs/spec.md#synthetic)."""
 
 from __future__ import annotations
 

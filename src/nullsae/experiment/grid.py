@@ -43,7 +43,7 @@ class Cell:
     variant: str
     layer: int
     arch: str
-    baseline: str  # "none" for the fully trained SAE, else a random baseline of SPEC §7
+    baseline: str  # "none" for the fully trained SAE, else a random baseline of docs/spec.md#baselines
     sae_config: SAEConfig
     key: str
     part_keys: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

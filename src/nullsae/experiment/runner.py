@@ -268,7 +268,7 @@ def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
 class _SparseCodes:
     """An SAE's nonzero activations over the interpretation split, computed once and looked up by window.
 
-    The split's (N, context) windows are viewed as (N·context/w, w) example windows of SPEC §5.
+    The split's (N, context) windows are viewed as (N·context/w, w) example windows of docs/spec.md#autointerp.
     """
 
     def __init__(self, sae: Any, cache: Any, window: int, skip_bos: bool, device: torch.device):
@@ -306,7 +306,7 @@ def _example_config(cfg: RunConfig):
 
 
 def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None:
-    """Firing density of every latent; token entropy and example windows of the sampled latents (SPEC §4)."""
+    """Firing density of every latent; token entropy and example windows of the sampled latents (docs/spec.md#latent-statistics)."""
     from nullsae.autointerp.examples import collect_examples, count_firing, select_latents
     from nullsae.metrics.latents import is_single_token, token_entropy
 
@@ -341,7 +341,7 @@ def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None
 
 
 def _autointerp(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any) -> None:
-    """Explain and score the sampled latents (SPEC §5); pooled AUROC per scorer and every scored example."""
+    """Explain and score the sampled latents (docs/spec.md#autointerp); pooled AUROC per scorer and every scored example."""
     from nullsae.autointerp.run import run_autointerp
 
     acfg = job.config.autointerp

@@ -1,4 +1,4 @@
-"""Downstream metrics of SPEC §3: next-token CE and KL with the residual stream at one layer replaced.
+"""Downstream metrics of docs/spec.md#downstream: next-token CE and KL with the residual stream at one layer replaced.
 
 Patches: the reconstruction x̂ of any callable (N, d) -> (N, d) (an SAE, a baseline, the identity),
 zeros, and the evaluation-set mean activation. CE loss score = (CE_zero − CE_sae)/(CE_zero − CE_clean);
@@ -74,7 +74,7 @@ SUM_KEYS = ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl
 @dataclass
 class WindowSums:
     """Per window (N,) float64: CE summed over its predicted tokens, clean and under each patch, the KL
-    sums, and `n_tokens`; the units a bootstrap resamples. `summary()` gives the SPEC §3 metrics."""
+    sums, and `n_tokens`; the units a bootstrap resamples. `summary()` gives the docs/spec.md#downstream metrics."""
 
     layer: int
     skip_bos: bool
@@ -110,7 +110,7 @@ def downstream_metrics(
     batch_size: int = 8,
     progress: bool = False,
 ) -> WindowSums:
-    """SPEC §3 at `layer` over `windows` (N, T) for the reconstruction callable (N, d) -> (N, d), as
+    """docs/spec.md#downstream at `layer` over `windows` (N, T) for the reconstruction callable (N, d) -> (N, d), as
     per-window sums computed `batch_size` windows at a time.
 
     With `skip_bos` the first position keeps its clean residual under every patch. `mean` defaults to

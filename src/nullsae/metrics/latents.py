@@ -1,4 +1,4 @@
-"""Latent statistics of SPEC §4, as pure functions of (token ids, activations) of a latent's top examples.
+"""Latent statistics of docs/spec.md#latent-statistics, as pure functions of (token ids, activations) of a latent's top examples.
 
 q_j(t) ∝ Σ activation of latent j on tokens with id t, over its top-activating examples (the windows
 the explainer sees). Entropy H(q_j) in nats, normalised by log(#distinct token ids); "distinct" counts
@@ -44,7 +44,7 @@ def token_distribution(token_ids: Tensor, acts: Tensor) -> tuple[Tensor, Tensor]
 
 
 def token_entropy(token_ids: Tensor, acts: Tensor, distinct: Literal["active", "all"] = "active") -> TokenEntropy:
-    """SPEC §4 token-distribution entropy of one latent (raw and normalised) and its dominant token."""
+    """docs/spec.md#latent-statistics token-distribution entropy of one latent (raw and normalised) and its dominant token."""
     uniq, q = token_distribution(token_ids, acts)
     if len(q) == 0:
         return TokenEntropy(entropy=0.0, normalized=0.0, n_distinct=0, top_token=-1, top_mass=0.0)

@@ -1,4 +1,4 @@
-"""Reconstruction metrics of SPEC §2, accumulated over an evaluation set in streaming batches.
+"""Reconstruction metrics of docs/spec.md#reconstruction, accumulated over an evaluation set in streaming batches.
 
 FVU is a ratio of sums with x̄ the mean over the whole evaluation set, so the accumulator keeps
 Σx, Σ‖x‖² and the error sums (Σ‖x − x̄‖² = Σ‖x‖² − N‖x̄‖²) instead of per-batch ratios.

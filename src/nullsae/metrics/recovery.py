@@ -1,4 +1,4 @@
-"""Ground-truth recovery metrics (SPEC §8): how well a dictionary's directions match known features."""
+"""Ground-truth recovery metrics (docs/spec.md#ground-truth): how well a dictionary's directions match known features."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sparsity of latent codes (SPEC §2, §8): L0, L1, L1/√L2 and Hoyer sparseness, one definition each.
+"""Sparsity of latent codes (docs/spec.md#reconstruction, #ground-truth): L0, L1, L1/√L2 and Hoyer sparseness, one definition each.
 
 Every function takes codes z of shape (..., N, m) and reduces over the N samples, so a stack of
 models (R, N, m) gives one value per model. L1/√L2 and Hoyer are ratios of the set means (as in

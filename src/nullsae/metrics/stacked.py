@@ -1,4 +1,4 @@
-"""SPEC §2 explained variance for a stack of models at once: x and x̂ of shape (..., N, d).
+"""docs/spec.md#reconstruction explained variance for a stack of models at once: x and x̂ of shape (..., N, d).
 
 EV = 1 − Σ_i ‖x_i − x̂_i‖² / Σ_i ‖x_i − x̄‖², x̄ the mean over the N evaluation samples of each
 stack entry; the same definition as `reconstruction.reconstruction_metrics(...).ev`, vectorised.

@@ -1,4 +1,4 @@
-"""Transformers and their null models: loading (load), variants of SPEC §1 (variants), residual hooks (hooks)."""
+"""Transformers and their null models: loading (load), variants of docs/spec.md#variants (variants), residual hooks (hooks)."""
 
 from nullsae.models.hooks import capture_residuals, check_layers, decoder_blocks, patch_residual
 from nullsae.models.load import LoadedModel, load_model

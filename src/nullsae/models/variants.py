@@ -1,4 +1,4 @@
-"""The null models of SPEC §1: trained | rerandomized | rerandomized-excl-emb | step0 | control.
+"""The null models of docs/spec.md#variants: trained | rerandomized | rerandomized-excl-emb | step0 | control.
 
 Written once for any HF causal LM. Parameter roles come from the model itself: the token embedding
 and unembedding are `get_input_embeddings()` / `get_output_embeddings()` (tied weights are one
@@ -39,7 +39,7 @@ class TensorRecord(BaseModel):
 
 
 class VariantManifest(BaseModel):
-    """What was done to the trained model to build this variant (SPEC §1), written next to its results."""
+    """What was done to the trained model to build this variant (docs/spec.md#variants), written next to its results."""
 
     variant: str
     model: str

@@ -1,4 +1,4 @@
-"""The side-by-side report: verdicts (SPEC §9), paper-style figures and one self-contained HTML file."""
+"""The side-by-side report: verdicts (docs/spec.md#verdicts), paper-style figures and one self-contained HTML file."""
 
 from __future__ import annotations
 

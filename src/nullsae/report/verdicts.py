@@ -1,4 +1,4 @@
-"""SPEC §9 verdicts: for every metric and every null, does the trained setting beat it?
+"""docs/spec.md#verdicts verdicts: for every metric and every null, does the trained setting beat it?
 
 The trained setting is the fully trained SAE on the trained transformer; a null is another
 transformer variant (same layer and architecture) or a random SAE baseline (same layer, trained

@@ -1,7 +1,7 @@
-"""SAE architectures of SPEC §6 behind one interface: encode / decode / forward -> SAEOutput.
+"""SAE architectures of docs/spec.md#architectures behind one interface: encode / decode / forward -> SAEOutput.
 
 Encoding is z = f(W_enc (x − b_dec) + b_enc), decoding x̂ = W_dec z + b_dec, with W_enc and W_dec both
-stored as (m, d). The reconstruction loss is the batch FVU for every architecture (SPEC §2).
+stored as (m, d). The reconstruction loss is the batch FVU for every architecture (docs/spec.md#reconstruction).
 TopK, BatchTopK, Matryoshka and JumpReLU run on a sparse path (the selected entries' values and
 indices), hand-written because no library gives an encoder whose backward touches only the selected
 latents; that is where their speed comes from.
@@ -49,7 +49,7 @@ class SAEOutput:
 
 
 def fvu(x: Tensor, recon: Tensor) -> Tensor:
-    """Batch FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖² (SPEC §2), the training loss of every architecture."""
+    """Batch FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖² (docs/spec.md#reconstruction), the training loss of every architecture."""
     total = (x - x.mean(0, keepdim=True)).pow(2).sum()
     return (x - recon).pow(2).sum() / total.clamp_min(torch.finfo(x.dtype).tiny)
 
@@ -221,7 +221,7 @@ def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
 
 
 class SAE(nn.Module):
-    """One sparse autoencoder of any architecture in SPEC §6, with the random-baseline options of §7."""
+    """One sparse autoencoder of any architecture in docs/spec.md#architectures, with the random-baseline options of docs/spec.md#baselines."""
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -423,7 +423,7 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Renormalise decoder rows; project soft-frozen rows back into their cone (SPEC §7)."""
+        """Renormalise decoder rows; project soft-frozen rows back into their cone (docs/spec.md#baselines)."""
         if self.cfg.baseline == "soft-frozen-decoder":
             w = F.normalize(self.W_dec, dim=1)
             w0 = F.normalize(self.W_dec_init, dim=1)

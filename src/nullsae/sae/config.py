@@ -1,4 +1,4 @@
-"""Typed configuration of one SAE: architecture, size, sparsity and random-baseline options (SPEC §6, §7)."""
+"""Typed configuration of one SAE: architecture, size, sparsity and random-baseline options (docs/spec.md#architectures, #baselines)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class SAEConfig(BaseModel):
     matryoshka_groups: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2], description="nested group fractions")
     normalize_decoder: bool | None = Field(None, description="unit-norm decoder rows; default: all but relu")
     baseline: Baseline = "none"
-    init: Init | None = Field(None, description="iso | cov; default per baseline (SPEC §7)")
+    init: Init | None = Field(None, description="iso | cov; default per baseline (docs/spec.md#baselines)")
     tau: float = Field(0.8, gt=-1, lt=1, description="soft-frozen decoder cone: cos(W_dec,j, W_dec,j⁽⁰⁾) ≥ τ")
     seed: int = 0
 

@@ -1,4 +1,4 @@
-"""Train many SAEs on one stream of activation batches (SPEC §6, §7).
+"""Train many SAEs on one stream of activation batches (docs/spec.md#architectures, #baselines).
 
 Every SAE sees the same batches in the same order; a trained SAE and its random baselines share
 their seed and so their initialisation. Checkpoints hold every SAE, optimiser and counter, so a

@@ -1,4 +1,4 @@
-"""Inputs of the toy-model lab (Heap et al. §4, App. C; SPEC §8).
+"""Inputs of the toy-model lab (Heap et al. §4, App. C; docs/spec.md#toy-models).
 
 Sharkey toy data with known features, its Gaussian control, the 2-D Lomax picture of Fig. 4, word
 vectors (bundled GloVe 50-d, any .npy or GloVe text file) and a model's token-embedding matrix.
@@ -169,7 +169,7 @@ def load_vectors(path: str | Path | None = None, max_vectors: int | None = None)
 
 
 def token_embeddings(loaded: LoadedModel, variants: list[str], seed: int = 42) -> dict[str, Tensor]:
-    """The input token-embedding matrix (vocab, d) of a loaded model for each null variant (SPEC §1).
+    """The input token-embedding matrix (vocab, d) of a loaded model for each null variant (docs/spec.md#variants).
 
     `control` is refused: its inputs are N(0, σ²) noise, which is what the Gaussian control already is.
     """

@@ -1,4 +1,4 @@
-"""Korznikov et al. synthetic ground truth (SPEC §8): sparse non-negative sums of known unit features."""
+"""Korznikov et al. synthetic ground truth (docs/spec.md#synthetic): sparse non-negative sums of known unit features."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The random MLP of Heap et al. §4 (SPEC §8): Linear(d, 4d) → ReLU → Linear(4d, d), PyTorch default
+"""The random MLP of Heap et al. §4 (docs/spec.md#toy-models): Linear(d, 4d) → ReLU → Linear(4d, d), PyTorch default
 init, never trained; it stands in for a transformer's feed-forward block at initialisation."""
 
 from __future__ import annotations

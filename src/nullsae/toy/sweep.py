@@ -1,4 +1,4 @@
-"""The toy SAE and its L1-coefficient sweep (Heap et al. App. C.2; SPEC §8), trained as one batched model.
+"""The toy SAE and its L1-coefficient sweep (Heap et al. App. C.2; docs/spec.md#toy-models), trained as one batched model.
 
 Every (dataset, seed, coefficient) run is one slice of stacked weights (R, m, d): one forward pass,
 one loss (the sum of the runs' independent losses) and one elementwise Adam step train them all.
