@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_write_text, save_safetensors
+from nullsae.locks import folder_lock
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel, cache_root
 
@@ -92,7 +93,12 @@ def fill_cache(
     if dtype not in _DTYPES:
         raise UserError(f"unknown activation dtype '{dtype}'; choose one of {', '.join(_DTYPES)}")
     layers = check_layers(layers, loaded.n_layers)
-    directory = Path(directory)
+    with folder_lock(directory, "activation cache entry"):
+        return _fill_locked(loaded, windows, layers, Path(directory), batch_size, shard_tokens, dtype, progress)
+
+
+def _fill_locked(loaded: LoadedModel, windows: Tensor, layers: list[int], directory: Path, batch_size: int, shard_tokens: int, dtype: str,
+                 progress: bool) -> CacheReport:
     _write_tokens(directory, windows, loaded)
     cached = [layer for layer in layers if (directory / f"layer_{layer}" / "meta.json").is_file()]
     todo = [layer for layer in layers if layer not in cached]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from nullsae.io_utils import atomic_write_text
+from nullsae.io_utils import atomic_write_text, ensure_dir, read_json, save_figure
+from nullsae.locks import folder_lock
 from nullsae.metrics.reconstruction import reconstruction_metrics
 from nullsae.metrics.recovery import max_cosines, mcc
 from nullsae.sae.architectures import SAE
@@ -157,7 +159,7 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
     curve_file = checkpoint_dir / "curve.json" if checkpoint_dir is not None else None
     curve: list[CurvePoint] = []
     if curve_file is not None and curve_file.exists():
-        curve = [CurvePoint.model_validate(p) for p in json.loads(curve_file.read_text())]
+        curve = [CurvePoint.model_validate(p) for p in read_json(curve_file, "synth recovery curve", "delete the resume folder and rerun")]
 
     def record(step: int) -> None:
         for b, sae in saes.items():
@@ -166,7 +168,8 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
         if curve_file is not None:
             atomic_write_text(curve_file, json.dumps([p.model_dump() for p in curve]))
 
-    train_saes(saes, data, train_cfg, checkpoint_dir=checkpoint_dir, progress=progress, callback=record, callback_every=every)
+    with folder_lock(checkpoint_dir, "synth resume folder") if checkpoint_dir is not None else contextlib.nullcontext():
+        train_saes(saes, data, train_cfg, checkpoint_dir=checkpoint_dir, progress=progress, callback=record, callback_every=every)
     results = []
     for b, sae in saes.items():
         results.append(SynthResult(arch=cfg.arch, baseline=b, decoder_drift=sae.decoder_drift(), **_evaluate(sae, data, x_eval)))
@@ -175,8 +178,7 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
 
 def write_outputs(report: SynthReport, out: str) -> None:
     """synth.json (the whole report) and recovery_curve.png (recovery and MMCS against samples seen)."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_dir(out)
     atomic_write_text(folder / "synth.json", report.model_dump_json(indent=2))
     plot_curve(report.curve, f"{report.config.arch}, {report.setting} p, lr {report.config.lr:g}", folder / "recovery_curve.png")
 
@@ -206,7 +208,5 @@ def plot_curve(curve: list[CurvePoint], title: str, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
-    tmp.replace(path)

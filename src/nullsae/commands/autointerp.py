@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nullsae.autointerp.examples import ActivationSource, ExampleConfig, sae_encoder
     from nullsae.autointerp.run import AutointerpConfig, run_autointerp
+    from nullsae.locks import folder_lock
     from nullsae.models import capture_residuals, check_layers, load_model, make_variant
     from nullsae.sae.io import load_sae
     sae = load_sae(sae_path).eval()
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         llm_cache=args.llm_cache or str(out / "llm-cache"),
         openai=openai if any(s.startswith("openai:") for s in [explainer, args.scorer_llm or ""]) else {},
     )
-    result = run_autointerp(source, loaded.tokenizer, cfg, out, sae_name=sae_path.name)
+    with folder_lock(out, "auto-interp output folder"):
+        result = run_autointerp(source, loaded.tokenizer, cfg, out, sae_name=sae_path.name)
     sel = result.selection
     print(f"SAE {sae_path.name}: {sel.n_total} latents, {sel.n_removed} removed by min_examples={args.min_examples} ({sel.n_dead} dead), {len(sel.latents)} sampled")
     if not sel.latents:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nullsae.errors import UserError
@@ -82,8 +81,12 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
 def run(args: argparse.Namespace) -> int:
     from nullsae.synth import run_synth
 
+    from nullsae.io_utils import check_writable_dir
+
     cfg = synth_config(args)
-    resume = Path(args.resume_dir) if args.resume_dir else None
+    resume = check_writable_dir(args.resume_dir) if args.resume_dir else None
+    if args.out:
+        check_writable_dir(args.out)  # before training, so a bad path never throws the results away
     report = run_synth(cfg, progress=not (args.quiet or args.json), checkpoint_dir=resume)
     if args.out:
         from nullsae.synth import write_outputs

@@ -125,8 +125,17 @@ def _train_seconds(runs: list) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nullsae.io_utils import check_writable_dir
+    from nullsae.locks import folder_lock
+
     _check_args(args)
-    out = args.out or Path("runs") / "toy" / args.experiment
+    out = check_writable_dir(args.out or Path("runs") / "toy" / args.experiment)
+    with folder_lock(out, "toy output folder"):
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    """The experiment itself, with `out` (and its checkpoints) held by this process."""
     start = time.time()
     if args.experiment == "lomax":
         result = _lomax(args, out)

@@ -135,15 +135,22 @@ def report_for(store: RunStore, p: Plan):
 
 def execute(cfg: RunConfig, run_dir: str | Path, executor: str = "local", address: str | None = None, progress: bool = True) -> RunResult:
     """Plan (all checks before compute), write the manifest, compute missing cells, write the report."""
-    from nullsae.config import dump_yaml
     from nullsae.experiment.executors import make_executor
-    from nullsae.experiment.runner import Job, run_task
-    from nullsae.experiment.store import write_text
+    from nullsae.locks import folder_lock
 
     t0 = time.time()
     p = plan_run(cfg)
     ex = make_executor(executor, address)
     store = RunStore(run_dir)
+    with folder_lock(store.root, "run folder"):  # one process per run folder; released by the kernel if it dies
+        return _execute_locked(cfg, p, ex, store, progress, t0)
+
+
+def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress: bool, t0: float) -> RunResult:
+    from nullsae.config import dump_yaml
+    from nullsae.experiment.runner import Job, run_task
+    from nullsae.experiment.store import write_text
+
     store.write_manifest(cfg.model_dump(mode="json"), seeds={"variant": cfg.variant.seed, "sae": cfg.train.seed, "data": cfg.tokens.seed,
                                                               "autointerp": cfg.autointerp.seed, "bootstrap": cfg.report.seed},
                          extra={"shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()}, "executor": ex.name})
