@@ -90,3 +90,182 @@ def test_corrupt_and_mismatched_files_are_user_errors(tmp_path):
         load_sae(tmp_path / "m")
     with pytest.raises(UserError, match="does not exist"):
         load_sae(tmp_path / "nowhere")
+
+
+# ----- every config field that changes encode or decode, against the peer libraries' own code ---------
+
+def _randomised(module, seed=0):
+    """Give every float parameter of a peer's SAE random values (their inits leave biases at zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen) + (0.05 if "threshold" in name else 0.0))
+            if "threshold" in name:
+                p.abs_()
+    return module
+
+
+def _x(n=256, seed=1):
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(seed)) + 0.5
+
+
+SAELENS_SETTINGS = [
+    ("standard", {}),
+    ("standard", {"apply_b_dec_to_input": False}),
+    ("topk", {}),
+    ("topk", {"apply_b_dec_to_input": False}),
+    ("topk", {"rescale_acts_by_decoder_norm": True}),
+    ("topk", {"rescale_acts_by_decoder_norm": True, "apply_b_dec_to_input": False}),
+    ("jumprelu", {}),
+    ("jumprelu", {"apply_b_dec_to_input": False}),
+    ("topk", {"dtype": "bfloat16"}),
+]
+
+
+@pytest.mark.parametrize("arch,fields", SAELENS_SETTINGS, ids=[f"{a}-{'-'.join(f) or 'default'}" for a, f in SAELENS_SETTINGS])
+def test_saelens_fields_encode_as_saelens_does(tmp_path, arch, fields):
+    sae_lens = pytest.importorskip("sae_lens")
+    from nullsae.sae.io import load_sae_source
+
+    cfg = {"architecture": arch, "d_in": D, "d_sae": M, "k": K, "metadata": {"hook_name": "blocks.2.hook_resid_post", "model_name": "tiny"}, **fields}
+    theirs = _randomised(sae_lens.SAE.from_dict({**cfg, "dtype": "float32"}))
+    theirs.save_model(str(tmp_path / "s"))
+    if "dtype" in fields:  # a bf16 checkpoint: nullsae upcasts and computes in float32, as SAELens does with dtype=float32
+        raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
+        raw["dtype"] = fields["dtype"]
+        (tmp_path / "s" / "cfg.json").write_text(json.dumps(raw))
+        theirs = _randomised(sae_lens.SAE.from_dict({**cfg, "dtype": "float32"}))
+        with torch.no_grad():
+            for p in theirs.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+        theirs.save_model(str(tmp_path / "s"))
+        (tmp_path / "s" / "cfg.json").write_text(json.dumps(raw))
+        theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "s"), dtype="float32")
+    ours, source = load_sae_source(tmp_path / "s")
+    assert (source.fmt, source.hook, source.layer, source.model) == ("saelens", "blocks.2.hook_resid_post", 2, "tiny")
+    x = _x()
+    with torch.no_grad():
+        z_theirs, z_ours = theirs.encode(x), ours.encode(x)
+        assert torch.equal(z_theirs != 0, z_ours != 0)  # the same active latents
+        assert torch.allclose(z_ours, z_theirs, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(ours.decode(z_ours), theirs.decode(z_theirs), atol=1e-4, rtol=1e-4)
+
+
+def test_saelens_norm_scaling_factor_folds_as_saelens_does(tmp_path):
+    sae_lens = pytest.importorskip("sae_lens")
+    from nullsae.sae.io import load_sae_source
+
+    cfg = {"architecture": "topk", "d_in": D, "d_sae": M, "k": K, "normalize_activations": "expected_average_only_in"}
+    theirs = _randomised(sae_lens.SAE.from_dict(cfg))
+    theirs.save_model(str(tmp_path / "s"))
+    with pytest.raises(UserError, match="normalize_activations = 'expected_average_only_in'.*--release"):
+        load_sae_source(tmp_path / "s")
+    ours, _ = load_sae_source(tmp_path / "s", norm_scaling_factor=2.5)
+    theirs.fold_activation_norm_scaling_factor(2.5)  # what SAELens's from_pretrained does with the registry's factor
+    x = _x()
+    with torch.no_grad():
+        assert torch.allclose(ours.encode(x), theirs.encode(x), atol=1e-4)
+        assert torch.allclose(ours.decode(ours.encode(x)), theirs.decode(theirs.encode(x)), atol=1e-4)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("normalize_activations", "constant_norm_rescale", "normalize_activations"),
+    ("normalize_activations", "layer_norm", "normalize_activations"),
+    ("reshape_activations", "hook_z", "reshape_activations"),
+    ("architecture", "gated", "architecture"),
+    ("hook_name", "blocks.2.hook_mlp_out", "residual-stream"),
+    ("hook_name", "blocks.0.hook_resid_pre", "embeddings"),
+    ("dtype", "int8", "dtype"),
+])
+def test_saelens_fields_nullsae_cannot_apply_are_refused_by_name(tmp_path, field, value, match):
+    sae, _ = _trained("topk")
+    save_sae(sae, tmp_path / "s", fmt="saelens")
+    raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    raw[field] = value
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match=match):
+        load_sae(tmp_path / "s")
+
+
+def test_sparsify_hookpoint_and_fields(tmp_path):
+    sparsify = pytest.importorskip("sparsify")
+    from nullsae.sae.io import load_sae_source
+
+    theirs = _randomised(sparsify.SparseCoder(D, sparsify.SparseCoderConfig(num_latents=M, k=K)))
+    theirs.save_to_disk(tmp_path / "model.layers.2")
+    ours, source = load_sae_source(tmp_path / "model.layers.2")
+    assert (source.fmt, source.layer) == ("sparsify", 2)
+    x = _x()
+    with torch.no_grad():
+        enc = theirs.encode(x)
+        dense = torch.zeros(x.shape[0], M).scatter_(1, enc.top_indices, enc.top_acts)
+        assert torch.allclose(ours.encode(x), dense, atol=1e-5)
+        assert torch.allclose(ours.decode(ours.encode(x)), theirs.decode(enc.top_acts, enc.top_indices), atol=1e-5)
+    for field, value in (("activation", "groupmax"), ("transcode", True), ("skip_connection", True)):
+        raw = json.loads((tmp_path / "model.layers.2" / "cfg.json").read_text())
+        (tmp_path / "f").mkdir(exist_ok=True)
+        (tmp_path / "f" / "sae.safetensors").write_bytes((tmp_path / "model.layers.2" / "sae.safetensors").read_bytes())
+        (tmp_path / "f" / "cfg.json").write_text(json.dumps({**raw, field: value}))
+        with pytest.raises(UserError, match=field):
+            load_sae(tmp_path / "f")
+
+
+def _dictionary_learning_classes():
+    dl = pytest.importorskip("dictionary_learning")
+    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE
+    from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKSAE
+    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+
+    return {
+        "AutoEncoder": lambda: dl.AutoEncoder(D, M),
+        "AutoEncoderTopK": lambda: AutoEncoderTopK(D, M, K),
+        "BatchTopKSAE": lambda: BatchTopKSAE(D, M, K),
+        "MatryoshkaBatchTopKSAE": lambda: MatryoshkaBatchTopKSAE(D, M, K, [M // 2, M // 4, M // 4]),
+        "JumpReluAutoEncoder": lambda: dl.JumpReluAutoEncoder(D, M),
+    }
+
+
+def save_dictionary_learning(ae, folder, dict_class, layer=2):
+    """What dictionary_learning's trainSAE writes: ae.pt (a state dict) and config.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(ae.state_dict(), folder / "ae.pt")
+    trainer = {"dict_class": dict_class, "activation_dim": D, "dict_size": M, "k": K, "layer": layer, "lm_name": "tiny",
+               "submodule_name": f"resid_post_layer_{layer}"}
+    (folder / "config.json").write_text(json.dumps({"trainer": trainer}))
+    return folder
+
+
+@pytest.mark.parametrize("dict_class", ["AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"])
+def test_dictionary_learning_encodes_as_dictionary_learning_does(tmp_path, dict_class):
+    from nullsae.sae.io import load_sae_source
+
+    theirs = _randomised(_dictionary_learning_classes()[dict_class]())
+    if hasattr(theirs, "threshold") and theirs.threshold.dim() == 0:
+        theirs.threshold.fill_(0.3)
+    folder = save_dictionary_learning(theirs, tmp_path / "dl", dict_class)
+    ours, source = load_sae_source(folder)
+    assert (source.fmt, source.layer, source.model) == ("dictionary_learning", 2, "tiny")
+    x = _x()
+    with torch.no_grad():
+        z_theirs, z_ours = theirs.encode(x), ours.encode(x)
+        assert torch.equal(z_theirs != 0, z_ours != 0)
+        assert torch.allclose(z_ours, z_theirs, atol=1e-5)
+        assert torch.allclose(ours.decode(z_ours), theirs.decode(z_theirs), atol=1e-5)
+
+
+def test_dictionary_learning_pickles_and_unfinished_thresholds_are_refused(tmp_path):
+    classes = _dictionary_learning_classes()
+    ae = classes["AutoEncoder"]()
+    folder = save_dictionary_learning(ae, tmp_path / "p", "AutoEncoder")
+    torch.save(ae, folder / "ae.pt")  # the whole module: loading it would run unpickling code
+    with pytest.raises(UserError, match="not a plain state dict"):
+        load_sae(folder)
+    torch.save({"encoder.weight": [1, 2]}, folder / "ae.pt")  # loads, but is no state dict of tensors
+    with pytest.raises(UserError, match="not a plain state dict"):
+        load_sae(folder)
+    folder = save_dictionary_learning(classes["BatchTopKSAE"](), tmp_path / "b", "BatchTopKSAE")
+    with pytest.raises(UserError, match="threshold"):
+        load_sae(folder)
+    folder = save_dictionary_learning(classes["AutoEncoder"](), tmp_path / "g", "GatedAutoEncoder")
+    with pytest.raises(UserError, match="dict_class"):
+        load_sae(folder)

@@ -1,10 +1,20 @@
-"""Save and load SAEs: nullsae's own format and the SAELens and sparsify on-disk formats.
+"""Save and load SAEs: nullsae's own format and the SAELens, sparsify and dictionary_learning formats.
 
 nullsae:  <dir>/cfg.json {"format": "nullsae", "version": 1, "sae": SAEConfig} + <dir>/sae.safetensors
 SAELens:  <dir>/cfg.json {"architecture": "standard"|"topk"|"jumprelu", "d_in", "d_sae", ...}
           + <dir>/sae_weights.safetensors {W_enc (d, m), b_enc, W_dec (m, d), b_dec[, threshold (m)]}
 sparsify: <dir>/cfg.json {"activation": "topk", "k", "num_latents", "d_in", ...}
           + <dir>/sae.safetensors {encoder.weight (m, d), encoder.bias, W_dec (m, d), b_dec}
+dictionary_learning: <dir>/config.json {"trainer": {"dict_class", "activation_dim", "dict_size", ...}}
+          + <dir>/ae.pt, a plain state dict read with torch.load(weights_only=True)
+
+Every config field that changes encode or decode is either applied or refused with one line naming
+it. The applicable ones are folded into nullsae's z = f(W_enc (x − b_dec) + b_enc), x̂ = W_dec z + b_dec:
+SAELens `apply_b_dec_to_input: false` (and dictionary_learning's JumpReLU) moves W_enc b_dec into b_enc;
+`rescale_acts_by_decoder_norm` scales encoder row j by ‖W_dec,j‖ and divides decoder row j by it (the
+latents are then the peer's exactly); `normalize_activations: expected_average_only_in` with a known
+scaling factor s folds as SAELens's `fold_activation_norm_scaling_factor` does. Weights stored in
+bf16/fp16 are upcast to float32, and nullsae computes in float32.
 BatchTopK and Matryoshka SAEs export to SAELens as JumpReLU with their inference threshold (as
 SAELens itself does). Every file is written to a temporary name and renamed.
 """
@@ -12,20 +22,38 @@ SAELens itself does). Every file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import json
+import pickle
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from nullsae.errors import UserError
-from nullsae.io_utils import atomic_write_text
+from nullsae.io_utils import write_text
 from nullsae.sae.architectures import SAE
 from nullsae.sae.config import SAEConfig
 
-Format = Literal["nullsae", "saelens", "sparsify"]
+Format = Literal["nullsae", "saelens", "sparsify", "dictionary_learning"]
 FORMAT_VERSION = 1
+FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64", "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64"}
+SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+DICTIONARY_LEARNING_CLASSES = {"AutoEncoder": "relu", "AutoEncoderTopK": "topk", "BatchTopKSAE": "batchtopk",
+                               "MatryoshkaBatchTopKSAE": "matryoshka", "JumpReluAutoEncoder": "jumprelu"}
+
+
+@dataclass(frozen=True)
+class SAESource:
+    """What an SAE's files say beyond its weights: its format and where it reads (hook, layer, model)."""
+
+    folder: Path
+    fmt: Format
+    hook: str | None = None
+    layer: int | None = None
+    model: str | None = None
 
 
 def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
@@ -36,31 +64,54 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
 def _load_tensors(path: Path) -> dict[str, Tensor]:
     if not path.exists():
-        raise UserError(f"{path} is missing; point --sae at a folder written by nullsae, SAELens or sparsify")
+        raise UserError(f"{path} is missing; point --sae at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise UserError(f"{path} is not a readable safetensors file ({exc}); re-save or re-download the SAE") from None
 
 
-def _read_cfg(folder: Path) -> dict:
-    path = folder / "cfg.json"
+def _load_state_dict(path: Path) -> dict[str, Tensor]:
+    """dictionary_learning's ae.pt: a plain state dict; anything that needs unpickling code is refused."""
     if not path.exists():
-        raise UserError(f"no cfg.json in {folder}; point --sae at a folder written by nullsae, SAELens or sparsify")
+        raise UserError(f"{path} is missing; a dictionary_learning SAE folder holds config.json and ae.pt")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a plain state dict of tensors (torch.load with weights_only=True refused it: {first}); "
+                        "nullsae never unpickles code: re-save it as model.state_dict()") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        raise UserError(f"{path} is not a plain state dict of tensors; re-save it as model.state_dict()")
+    return obj
+
+
+def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the SAE") from None
 
 
-def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae") -> Path:
-    """Write `sae` to folder `path` in the given format; returns the folder."""
+def _read_cfg(folder: Path) -> dict:
+    if (folder / "cfg.json").exists():
+        return _read_json(folder / "cfg.json")
+    if (folder / "config.json").exists() and (folder / "ae.pt").exists():
+        return _read_json(folder / "config.json")
+    raise UserError(f"no cfg.json in {folder}; point --sae at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
+
+
+def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | None = None, model: str | None = None) -> Path:
+    """Write `sae` to folder `path` in the given format; returns the folder.
+
+    `hook` and `model` (SAELens only) go into its metadata, so SAELens knows where the SAE reads.
+    """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = sae.cfg
     if fmt == "nullsae":
         _save_tensors(dict(sae.state_dict()), folder / "sae.safetensors")
-        atomic_write_text(folder / "cfg.json", json.dumps({"format": "nullsae", "version": FORMAT_VERSION, "sae": cfg.model_dump()}, indent=2))
+        write_text(folder / "cfg.json", json.dumps({"format": "nullsae", "version": FORMAT_VERSION, "sae": cfg.model_dump()}, indent=2))
     elif fmt == "saelens":
         tensors = {"W_enc": sae.W_enc.T, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
         extra: dict = {}
@@ -75,6 +126,11 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae") -> Path:
             else:
                 tensors["threshold"] = sae.threshold.clamp_min(0).expand(cfg.n_latents)
         _save_tensors(tensors, folder / "sae_weights.safetensors")
+        metadata: dict[str, Any] = {"nullsae_arch": cfg.arch, "nullsae_baseline": cfg.baseline}
+        if hook is not None:
+            metadata["hook_name"] = hook
+        if model is not None:
+            metadata["model_name"] = model
         saelens_cfg = {
             "architecture": architecture,
             "d_in": cfg.d_in,
@@ -84,10 +140,10 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae") -> Path:
             "apply_b_dec_to_input": True,
             "normalize_activations": "none",
             "reshape_activations": "none",
-            "metadata": {"nullsae_arch": cfg.arch, "nullsae_baseline": cfg.baseline},
+            "metadata": metadata,
             **extra,
         }
-        atomic_write_text(folder / "cfg.json", json.dumps(saelens_cfg, indent=2))
+        write_text(folder / "cfg.json", json.dumps(saelens_cfg, indent=2))
     elif fmt == "sparsify":
         if cfg.arch != "topk":
             raise UserError(f"sparsify stores TopK SAEs only; a {cfg.arch} SAE can be saved as nullsae or saelens")
@@ -104,7 +160,7 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae") -> Path:
             "transcode": False,
             "d_in": cfg.d_in,
         }
-        atomic_write_text(folder / "cfg.json", json.dumps(sp_cfg, indent=2))
+        write_text(folder / "cfg.json", json.dumps(sp_cfg, indent=2))
     else:
         raise UserError(f"unknown SAE format '{fmt}'; choose nullsae, saelens or sparsify")
     return folder
@@ -122,7 +178,26 @@ def detect_format(path: str | Path) -> Format:
         return "saelens"
     if "k" in cfg and (folder / "sae.safetensors").exists():
         return "sparsify"
-    raise UserError(f"{folder}/cfg.json is not a nullsae, SAELens or sparsify SAE config")
+    if isinstance(cfg.get("trainer"), dict) and (folder / "ae.pt").exists():
+        return "dictionary_learning"
+    raise UserError(f"{folder}/cfg.json is not a nullsae, SAELens, sparsify or dictionary_learning SAE config")
+
+
+def layer_of_hook(hook: str) -> int:
+    """The residual-stream layer a hook reads (layer ℓ = the output of block ℓ), or one UserError line.
+
+    SAELens / TransformerLens: blocks.L.hook_resid_post is block L's output, blocks.L.hook_resid_pre
+    block L−1's; sparsify: [prefix.]layers.L is block L's output; dictionary_learning: resid_post_layer_L.
+    """
+    if m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook):
+        layer = int(m.group(1)) - (m.group(2) == "pre")
+        if layer < 0:
+            raise UserError(f"the SAE reads hook '{hook}' (the embeddings), which nullsae does not hook; it audits the output of a block")
+        return layer
+    if m := re.fullmatch(r"(?:[\w.]*\.)?layers\.(\d+)|resid_post_layer_(\d+)", hook):
+        return int(m.group(1) or m.group(2))
+    raise UserError(f"the SAE reads hook '{hook}'; nullsae audits residual-stream SAEs only "
+                    "(blocks.L.hook_resid_post / hook_resid_pre, layers.L, resid_post_layer_L)")
 
 
 def _check_shapes(folder: Path, tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]]) -> None:
@@ -135,58 +210,164 @@ def _check_shapes(folder: Path, tensors: dict[str, Tensor], expected: dict[str, 
             )
 
 
-def load_sae(path: str | Path) -> SAE:
-    """Load an SAE from a nullsae, SAELens or sparsify folder (detected from cfg.json)."""
+def _refuse(folder: Path, field: str, value: Any, why: str) -> UserError:
+    return UserError(f"{folder}: {field} = {value!r} is not supported ({why})")
+
+
+def _fill(sae: SAE, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor) -> None:
+    """Copy (m, d) encoder/decoder rows and biases in, upcast to float32; the SAE then counts as initialised."""
+    with torch.no_grad():
+        sae.W_enc.copy_(W_enc.float())
+        sae.b_enc.copy_(b_enc.float())
+        sae.W_dec.copy_(W_dec.float())
+        sae.b_dec.copy_(b_dec.float())
+        sae.W_dec_init.copy_(sae.W_dec)
+        sae.initialized.fill_(True)
+
+
+def _fold_no_input_centring(sae: SAE) -> None:
+    """Encoders that read W_enc x + b_enc (no − b_dec): move W_enc b_dec into b_enc."""
+    with torch.no_grad():
+        sae.b_enc.add_(sae.W_enc.double() @ sae.b_dec.double())
+
+
+def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tuple[SAE, SAESource]:
+    meta = raw.get("metadata") or {}
+    arch = SAELENS_ARCHS.get(raw["architecture"])
+    if arch is None:
+        raise _refuse(folder, "architecture", raw["architecture"], "nullsae reads SAELens standard, topk and jumprelu SAEs")
+    if str(raw.get("dtype", "float32")) not in FLOAT_DTYPES:
+        raise _refuse(folder, "dtype", raw.get("dtype"), "nullsae reads float weights")
+    if raw.get("reshape_activations", "none") != "none":
+        raise _refuse(folder, "reshape_activations", raw["reshape_activations"], "nullsae audits residual-stream SAEs only")
+    head = raw.get("hook_head_index", meta.get("hook_head_index"))
+    if head is not None:
+        raise _refuse(folder, "hook_head_index", head, "nullsae audits residual-stream SAEs only")
+    norm = raw.get("normalize_activations", "none")
+    if norm == "expected_average_only_in" and norm_scaling_factor is None:
+        raise _refuse(folder, "normalize_activations", norm, "its scaling factor is not in the files; load it with --release/--sae-id, "
+                      "whose registry entry gives norm_scaling_factor")
+    if norm not in ("none", "expected_average_only_in"):
+        raise _refuse(folder, "normalize_activations", norm, "a per-token normalisation cannot be folded into the SAE's weights")
+    if raw.get("finetuning_scaling_factor"):
+        raise _refuse(folder, "finetuning_scaling_factor", raw["finetuning_scaling_factor"], "nullsae does not apply it")
+    cfg = SAEConfig(arch=arch, d_in=raw["d_in"], n_latents=raw["d_sae"], k=int(raw.get("k", 32)), normalize_decoder=arch != "relu")
+    m, d = cfg.n_latents, cfg.d_in
+    tensors = _load_tensors(folder / "sae_weights.safetensors")
+    _check_shapes(folder, tensors, {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)})
+    sae = SAE(cfg)
+    _fill(sae, tensors["W_enc"].T, tensors["b_enc"], tensors["W_dec"], tensors["b_dec"])
+    with torch.no_grad():
+        if arch == "jumprelu":
+            _check_shapes(folder, tensors, {"threshold": (m,)})
+            sae.log_threshold.copy_(tensors["threshold"].float().clamp_min(1e-12).log())
+        if norm == "expected_average_only_in":  # x → s·x in, x̂ → x̂/s out (SAELens fold_activation_norm_scaling_factor)
+            s = float(norm_scaling_factor)  # type: ignore[arg-type]
+            sae.W_enc.mul_(s)
+            sae.W_dec.div_(s)
+            sae.b_dec.div_(s)
+        if not raw.get("apply_b_dec_to_input", True):
+            _fold_no_input_centring(sae)
+        if raw.get("rescale_acts_by_decoder_norm", False):
+            if arch != "topk":
+                raise _refuse(folder, "rescale_acts_by_decoder_norm", True, "SAELens applies it to topk SAEs only")
+            norms = sae.W_dec.norm(dim=1)
+            sae.W_enc.mul_(norms[:, None])
+            sae.b_enc.mul_(norms)
+            sae.W_dec.div_(norms[:, None])
+        sae.W_dec_init.copy_(sae.W_dec)
+    hook = raw.get("hook_name") or meta.get("hook_name")
+    model = raw.get("model_name") or meta.get("model_name")
+    layer = layer_of_hook(hook) if hook else None
+    return sae, SAESource(folder, "saelens", hook, layer, model)
+
+
+def _sparsify(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
+    if raw.get("activation", "topk") != "topk":
+        raise _refuse(folder, "activation", raw["activation"], "nullsae reads TopK sparsify SAEs")
+    for field in ("transcode", "skip_connection"):
+        if raw.get(field):
+            raise _refuse(folder, field, raw[field], "nullsae audits SAEs that reconstruct their own input")
+    n = int(raw.get("num_latents") or raw["d_in"] * raw["expansion_factor"])
+    cfg = SAEConfig(arch="topk", d_in=raw["d_in"], n_latents=n, k=int(raw["k"]))
+    m, d = cfg.n_latents, cfg.d_in
+    tensors = _load_tensors(folder / "sae.safetensors")
+    _check_shapes(folder, tensors, {"encoder.weight": (m, d), "encoder.bias": (m,), "W_dec": (m, d), "b_dec": (d,)})
+    sae = SAE(cfg)
+    _fill(sae, tensors["encoder.weight"], tensors["encoder.bias"], tensors["W_dec"], tensors["b_dec"])
+    hook = folder.name if re.fullmatch(r"(?:[\w.]*\.)?layers\.\d+(?:\.\w+)*", folder.name) else None
+    layer = layer_of_hook(hook) if hook else None
+    return sae, SAESource(folder, "sparsify", hook, layer, None)
+
+
+def _dictionary_learning(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
+    trainer = raw["trainer"]
+    cls = trainer.get("dict_class")
+    arch = DICTIONARY_LEARNING_CLASSES.get(cls)
+    if arch is None:
+        raise _refuse(folder, "trainer.dict_class", cls, f"nullsae reads {', '.join(DICTIONARY_LEARNING_CLASSES)}")
+    state = _load_state_dict(folder / "ae.pt")
+    d, m = int(trainer["activation_dim"]), int(trainer["dict_size"])
+    k = int(trainer.get("k") or (state["k"].item() if "k" in state else 32))
+    groups = None
+    if arch == "matryoshka":
+        _check_shapes(folder, state, {"group_sizes": (state.get("group_sizes", torch.zeros(0)).numel(),)})
+        groups = [float(g) / m for g in state["group_sizes"].tolist()]
+    cfg = SAEConfig(arch=arch, d_in=d, n_latents=m, k=k, **({"matryoshka_groups": groups} if groups else {}))
+    sae = SAE(cfg)
+    if arch == "relu":
+        _check_shapes(folder, state, {"encoder.weight": (m, d), "encoder.bias": (m,), "decoder.weight": (d, m), "bias": (d,)})
+        _fill(sae, state["encoder.weight"], state["encoder.bias"], state["decoder.weight"].T, state["bias"])
+    elif arch in ("topk", "batchtopk"):
+        _check_shapes(folder, state, {"encoder.weight": (m, d), "encoder.bias": (m,), "decoder.weight": (d, m), "b_dec": (d,)})
+        _fill(sae, state["encoder.weight"], state["encoder.bias"], state["decoder.weight"].T, state["b_dec"])
+    else:
+        _check_shapes(folder, state, {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)})
+        _fill(sae, state["W_enc"].T, state["b_enc"], state["W_dec"], state["b_dec"])
+    with torch.no_grad():
+        if arch == "jumprelu":  # dictionary_learning's JumpReLU reads W_enc x + b_enc, θ per latent
+            _check_shapes(folder, state, {"threshold": (m,)})
+            sae.log_threshold.copy_(state["threshold"].float().clamp_min(1e-12).log())
+            _fold_no_input_centring(sae)
+        if arch in ("batchtopk", "matryoshka"):
+            theta = float(state["threshold"]) if "threshold" in state else -1.0
+            if theta < 0:
+                raise _refuse(folder, "threshold", theta, "the inference threshold was never estimated; finish training the SAE")
+            sae.threshold.fill_(theta)
+    sub = trainer.get("submodule_name")
+    hook = sub if sub else (f"resid_post_layer_{trainer['layer']}" if trainer.get("layer") is not None else None)
+    layer = layer_of_hook(hook) if hook else None
+    return sae, SAESource(folder, "dictionary_learning", hook, layer, trainer.get("lm_name"))
+
+
+def load_sae_source(path: str | Path, norm_scaling_factor: float | None = None, cfg_overrides: dict | None = None) -> tuple[SAE, SAESource]:
+    """Load an SAE of any supported format and what its files say about where it reads.
+
+    `norm_scaling_factor` and `cfg_overrides` come from a SAELens registry entry (see nullsae.sae.hub).
+    """
     folder = Path(path)
     fmt = detect_format(folder)
-    raw = _read_cfg(folder)
+    raw = {**_read_cfg(folder), **(cfg_overrides or {})}
     try:
         if fmt == "nullsae":
-            cfg = SAEConfig.model_validate(raw["sae"])
+            sae = SAE(SAEConfig.model_validate(raw["sae"]))
+            tensors = _load_tensors(folder / "sae.safetensors")
+            _check_shapes(folder, tensors, {k: tuple(v.shape) for k, v in sae.state_dict().items()})
+            sae.load_state_dict(tensors)
+            source = SAESource(folder, "nullsae")
         elif fmt == "saelens":
-            arch = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(raw["architecture"])
-            if arch is None:
-                raise UserError(f"SAELens architecture '{raw['architecture']}' is not supported; nullsae reads standard, topk and jumprelu")
-            cfg = SAEConfig(arch=arch, d_in=raw["d_in"], n_latents=raw["d_sae"], k=int(raw.get("k", 32)), normalize_decoder=arch != "relu")
-            if raw.get("normalize_activations", "none") != "none":
-                raise UserError(f"SAELens SAE uses normalize_activations='{raw['normalize_activations']}', which nullsae does not apply; re-export it with 'none'")
+            sae, source = _saelens(folder, raw, norm_scaling_factor)
+        elif fmt == "sparsify":
+            sae, source = _sparsify(folder, raw)
         else:
-            if raw.get("activation", "topk") != "topk" or raw.get("transcode") or raw.get("skip_connection"):
-                raise UserError("only plain TopK sparsify SAEs (no groupmax, transcoder or skip connection) are supported")
-            n = int(raw.get("num_latents") or raw["d_in"] * raw["expansion_factor"])
-            cfg = SAEConfig(arch="topk", d_in=raw["d_in"], n_latents=n, k=int(raw["k"]))
+            sae, source = _dictionary_learning(folder, raw)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{folder}/cfg.json is incomplete or invalid ({exc}); re-save the SAE") from None
-    sae = SAE(cfg)
-    m, d = cfg.n_latents, cfg.d_in
-    if fmt == "nullsae":
-        tensors = _load_tensors(folder / "sae.safetensors")
-        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
-        _check_shapes(folder, tensors, expected)
-        sae.load_state_dict(tensors)
-    elif fmt == "saelens":
-        tensors = _load_tensors(folder / "sae_weights.safetensors")
-        _check_shapes(folder, tensors, {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)})
-        with torch.no_grad():
-            sae.W_enc.copy_(tensors["W_enc"].T)
-            sae.b_enc.copy_(tensors["b_enc"])
-            sae.W_dec.copy_(tensors["W_dec"])
-            sae.b_dec.copy_(tensors["b_dec"])
-            if cfg.arch == "jumprelu":
-                _check_shapes(folder, tensors, {"threshold": (m,)})
-                sae.log_threshold.copy_(tensors["threshold"].clamp_min(1e-12).log())
-            sae.W_dec_init.copy_(sae.W_dec)
-            sae.initialized.fill_(True)
-    else:
-        tensors = _load_tensors(folder / "sae.safetensors")
-        _check_shapes(folder, tensors, {"encoder.weight": (m, d), "encoder.bias": (m,), "W_dec": (m, d), "b_dec": (d,)})
-        with torch.no_grad():
-            sae.W_enc.copy_(tensors["encoder.weight"])
-            sae.b_enc.copy_(tensors["encoder.bias"])
-            sae.W_dec.copy_(tensors["W_dec"])
-            sae.b_dec.copy_(tensors["b_dec"])
-            sae.W_dec_init.copy_(sae.W_dec)
-            sae.initialized.fill_(True)
+        raise UserError(f"{folder}: the SAE config is incomplete or invalid ({exc}); re-save the SAE") from None
     if not all(torch.isfinite(t).all() for t in sae.state_dict().values() if t.is_floating_point()):
         raise UserError(f"{folder}: the SAE weights contain NaN or inf; the checkpoint is corrupt")
-    return sae.eval()
+    return sae.eval(), source
+
+
+def load_sae(path: str | Path) -> SAE:
+    """Load an SAE from a nullsae, SAELens, sparsify or dictionary_learning folder (detected from its config)."""
+    return load_sae_source(path)[0]
