@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from nullsae import assets
 from nullsae.errors import UserError
+from nullsae.extras import require
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def _local_documents(path: Path, text_field: str) -> Iterator[Document]:
 
 def _hf_documents(spec: str, text_field: str) -> Iterator[Document]:
     """A Hugging Face dataset, streamed (nothing is downloaded in full): "DATASET[:SPLIT[:CONFIG]]"."""
-    import datasets
+    datasets = require("datasets", "hf")
 
     name, split, config = (spec.split(":") + ["", ""])[:3]
     try:

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from nullsae.errors import UserError
+from nullsae.extras import require
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
@@ -243,7 +244,7 @@ def _columns(table: dict[str, list], where: str, cfg: TaskConfig) -> tuple[list[
 def _hf_labelled(spec: str, cfg: TaskConfig) -> tuple[list[str], list[str]]:
     """(texts, labels) of an HF dataset "NAME[:SPLIT[:CONFIG]]" (a hub id or a local dataset folder),
     at most cfg.max_rows rows; ClassLabel ids become their names."""
-    import datasets
+    datasets = require("datasets", "hf")
 
     name, split, config = (spec.split(":") + ["", ""])[:3]
     try:

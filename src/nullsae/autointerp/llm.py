@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, SecretStr
 from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
+from nullsae.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class OpenAIClient(LLMClient):
     """Chat completions over HTTP with a concurrency limit, retries with backoff and timeouts."""
 
     def __init__(self, cfg: OpenAIConfig, cache_dir: str | Path | None = None):
-        import openai
+        openai = require("openai", "llm")
 
         super().__init__(cache_dir)
         self.cfg = cfg

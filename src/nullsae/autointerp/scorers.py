@@ -20,6 +20,7 @@ from nullsae.autointerp.examples import Example, LatentExamples
 from nullsae.autointerp.explainers import Explanation, TokenText, marks, parse_token_list
 from nullsae.autointerp.llm import ChatRequest, LLMClient, answer_probs
 from nullsae.errors import UserError
+from nullsae.extras import require
 
 
 @dataclass
@@ -134,7 +135,7 @@ class EmbeddingScorer:
 
     def __init__(self, text: TokenText, model: Any = None, batch_size: int = 64):
         if model is None:
-            from sentence_transformers import SentenceTransformer
+            SentenceTransformer = require("sentence_transformers", "embed").SentenceTransformer
 
             from nullsae import assets
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
+from nullsae.extras import require
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,10 +50,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None, num_cpus: float = 1.0, num_gpus: float = 0.0):
-        try:
-            import ray
-        except ImportError:
-            raise UserError("the ray executor needs Ray; `pip install 'ray[default]'` (or use --executor local)") from None
+        ray = require("ray", "ray")
         self.ray = ray
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         if not ray.is_initialized():

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from nullsae.config import RunConfig
 from nullsae.errors import UserError
+from nullsae.resources import check_plan_memory
 from nullsae.sae.config import SAEConfig
 
 PARTS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp")
@@ -151,4 +152,6 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                         parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
                         cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts))
             tasks.append(Task(model, variant, tuple(cells)))
-    return Plan(cfg, shapes, tuple(tasks))
+    result = Plan(cfg, shapes, tuple(tasks))
+    check_plan_memory(result)  # refuse what cannot fit before anything is allocated
+    return result

@@ -23,6 +23,7 @@ import torch
 
 from nullsae import assets
 from nullsae.errors import UserError
+from nullsae.extras import require
 
 BUNDLED = "smollm2"
 
@@ -100,6 +101,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, name: str) -> LoadedModel:
 
     cached = _gguf_cache_dir(path)
     if not (cached / "model.safetensors").is_file():
+        require("gguf", "gguf")
         try:
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
