@@ -1,0 +1,193 @@
+"""Why does EV order the SmolLM2 variants unlike Heap et al.'s Fig. 3? (issue 20, part 1)
+
+For each variant of the bundled SmolLM2 this measures, on held-out windows, what the residual stream
+looks like (share of Σ‖x − x̄‖² at the BOS rows, mean norms, participation ratio, top-PC and
+top-dimension variance shares, kurtosis) at a few layers, and trains the demo's SAE (topk, m = 4·d,
+k = 32, batch 512, lr 1e-3) at one layer on three views of the same cached activations:
+  raw        the residual as the demo trains on it (BOS rows left out);
+  saelens    scaled by one constant so that mean ‖x‖ = √d (SAELens' `expected_average_only_in`);
+  standard   each dimension centred and divided by its std (every direction of the basis weighs the same).
+EV (docs/spec.md#reconstruction, package metric) is read at each budget in the SAE's own space and mapped back to raw
+space, with and without the BOS rows; the raw SAE also gets the CE loss score (docs/spec.md#downstream).
+
+Every (variant, layer, view, budget) result is written to OUT/results.json as soon as it exists, and
+SAE training checkpoints, so a killed run resumes. Run:
+    OMP_NUM_THREADS=1 python benchmarks/ev_ordering.py --out /tmp/D-ev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from nullsae.activations import CachedActivations, CachedStream, DataSlice, cache_dir, fill_cache
+from nullsae.data import token_windows
+from nullsae.io_utils import atomic_write_text
+from nullsae.metrics.downstream import downstream_metrics
+from nullsae.metrics.reconstruction import reconstruction_metrics
+from nullsae.models.hooks import capture_residuals
+from nullsae.models.load import load_model
+from nullsae.models.variants import make_variant
+from nullsae.sae.architectures import SAE
+from nullsae.sae.config import SAEConfig
+from nullsae.sae.train import TrainConfig, train_saes
+
+BATCH = 512
+CONTEXT = 64
+
+
+def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float]:
+    """Shape of one layer's residuals (rows × d): how much of the variance BOS rows and a few directions carry."""
+    x = x.double()
+    dev = (x - x.mean(0)).pow(2).sum(1)
+    norms = x.norm(dim=1)
+    rest = x[~is_bos]
+    xc = rest - rest.mean(0)
+    var_dim = xc.pow(2).mean(0)
+    eig = torch.linalg.eigvalsh(xc.T @ xc / len(xc)).flip(0).clamp_min(0)
+    std = xc / var_dim.sqrt().clamp_min(1e-12)
+    eig_std = torch.linalg.eigvalsh(std.T @ std / len(std)).flip(0).clamp_min(0)
+    kurt = (xc.pow(4).mean(0) / var_dim.pow(2).clamp_min(1e-24)) - 3
+    top_dims = torch.argsort(var_dim, descending=True)[:5]
+    return {
+        "bos_row_share": float(is_bos.double().mean()),
+        "bos_var_share": float(dev[is_bos].sum() / dev.sum()),
+        "norm_bos": float(norms[is_bos].mean()),
+        "norm_other": float(norms[~is_bos].mean()),
+        "pr": float(eig.sum() ** 2 / eig.pow(2).sum()),
+        "top1_pc": float(eig[0] / eig.sum()),
+        "top10_pc": float(eig[:10].sum() / eig.sum()),
+        "top32_pc": float(eig[:32].sum() / eig.sum()),
+        "pr_standardised": float(eig_std.sum() ** 2 / eig_std.pow(2).sum()),
+        "top5_dims_var_share": float(var_dim[top_dims].sum() / var_dim.sum()),
+        "top5_dims": top_dims.tolist(),
+        "kurtosis_median": float(kurt.median()),
+        "kurtosis_max": float(kurt.max()),
+    }
+
+
+class Mapped:
+    """A batch stream seen through a fixed map (the SAE trains on f(x))."""
+
+    def __init__(self, base: CachedStream, f) -> None:
+        self.base, self.f, self.d_in = base, f, base.d_in
+
+    def batches(self, start_step: int = 0):
+        return (self.f(x) for x in self.base.batches(start_step))
+
+
+def views(sample: torch.Tensor) -> dict[str, tuple]:
+    """(forward, inverse) map of each view, fitted on a sample of training rows."""
+    d = sample.shape[1]
+    scale = math.sqrt(d) / float(sample.norm(dim=1).mean())
+    mu, sd = sample.mean(0), sample.std(0).clamp_min(1e-6)
+    return {
+        "raw": (lambda x: x, lambda x: x),
+        "saelens": (lambda x: x * scale, lambda x: x / scale),
+        "standard": (lambda x: (x - mu) / sd, lambda x: x * sd + mu),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--layer", type=int, default=6, help="layer the SAEs are trained at")
+    ap.add_argument("--stats-layers", type=int, nargs="+", default=[2, 6, 10])
+    ap.add_argument("--plan", nargs="+", default=["trained:1048576", "rerandomized:1048576", "control:262144", "rerandomized-excl-emb:262144", "step0:262144", "control-embsigma:262144"],
+                    help="variant:max_tokens; control-embsigma is the control with σ = the trained embedding's std")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[65536, 262144, 1048576])
+    ap.add_argument("--eval-windows", type=int, default=256)
+    ap.add_argument("--ce-windows", type=int, default=32)
+    ap.add_argument("--views", nargs="+", default=["raw", "saelens", "standard"])
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res_path = args.out / "results.json"
+    results: dict = json.loads(res_path.read_text()) if res_path.is_file() else {}
+
+    def save(key: str, value: dict) -> None:
+        results[key] = value
+        atomic_write_text(res_path, json.dumps(results, indent=1))
+        print(key, json.dumps(value)[:300], flush=True)
+
+    base = load_model("smollm2")
+    emb = base.model.get_input_embeddings().weight
+    save("embedding", {"std": float(emb.std()), "mean_row_norm": float(emb.norm(dim=1).mean()), "tied": bool(base.model.config.tie_word_embeddings),
+                       "control_sigma1_row_norm": math.sqrt(base.d_model)})
+    eval_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.eval_windows, split="eval")
+    eval_bos = (eval_w == base.bos_id).reshape(-1)
+    max_tokens = max(int(p.split(":")[1]) for p in args.plan)
+    n_train = math.ceil(max_tokens * 1.02 / (CONTEXT - 2))
+    train_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
+    for item in args.plan:
+        name, tokens = item.split(":")[0], int(item.split(":")[1])
+        budgets = [b for b in args.budgets if b <= tokens]
+        wanted = [f"{name}|L{args.layer}|{v}|{b}" for v in args.views for b in budgets]
+        if all(k in results for k in wanted) and all(f"{name}|L{l}|stats" in results for l in args.stats_layers):
+            continue
+        variant = name.replace("-embsigma", "")
+        kwargs = {"sigma": float(emb.std())} if name.endswith("-embsigma") else {}
+        loaded, _ = make_variant(base, variant, **kwargs)
+        t0 = time.time()
+        with torch.no_grad():
+            acts = [capture_residuals(loaded.model, eval_w[b : b + 16], args.stats_layers) for b in range(0, len(eval_w), 16)]
+        xs = {l: torch.cat([a[l].reshape(-1, base.d_model).float() for a in acts]) for l in args.stats_layers}
+        for l in args.stats_layers:
+            if f"{name}|L{l}|stats" not in results:
+                save(f"{name}|L{l}|stats", residual_stats(xs[l], eval_bos))
+        x_eval = xs[args.layer]
+        # the training windows of this budget, cached at the SAE layer (float16 halves the disk)
+        n_w = math.ceil(tokens * 1.02 / (CONTEXT - 2))
+        data = DataSlice(window=CONTEXT, n_windows=n_w)
+        directory = cache_dir(base.name, name, data, root=args.out / "cache")
+        fill_cache(loaded, train_w[:n_w], [args.layer], directory, batch_size=16, dtype="float16", progress=False)
+        cache = CachedActivations(directory, args.layer)
+        print(f"{name}: eval + cache {time.time() - t0:.0f}s", flush=True)
+        pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
+        sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
+        maps = views(sample)
+        for view in args.views:
+            fwd, inv = maps[view]
+            if all(f"{name}|L{args.layer}|{view}|{b}" in results for b in budgets):
+                continue
+            sae = SAE(SAEConfig(arch="topk", d_in=base.d_model, n_latents=4 * base.d_model, k=32, seed=0))
+            stream = Mapped(CachedStream(cache, BATCH, seed=0, epochs=1), fwd)
+            steps = max(budgets) // BATCH
+
+            def evaluate(step: int) -> None:
+                b = step * BATCH
+                key = f"{name}|L{args.layer}|{view}|{b}"
+                if b not in budgets or key in results:
+                    return
+                sae.eval()
+                with torch.no_grad():
+                    xin = fwd(x_eval)
+                    z = sae.encode(xin)
+                    rec = sae.decode(z)
+                    keep = ~eval_bos
+                    row = {
+                        "ev_own": reconstruction_metrics(xin[keep], rec[keep], z[keep]).ev,
+                        "ev_raw": reconstruction_metrics(x_eval[keep], inv(rec[keep]), z[keep]).ev,
+                        "ev_raw_with_bos": reconstruction_metrics(x_eval, inv(rec), z).ev,
+                        "l0": reconstruction_metrics(xin[keep], rec[keep], z[keep]).l0,
+                        "dead_eval": reconstruction_metrics(xin[keep], rec[keep], z[keep]).dead_fraction_eval,
+                    }
+                    if view == "raw":
+                        ds = downstream_metrics(loaded.model, eval_w[: args.ce_windows], args.layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True).summary()
+                        row.update(ce_loss_score=ds.ce_loss_score, kl_score=ds.kl_score, delta_ce=ds.delta_ce)
+                sae.train()
+                save(key, row)
+
+            train_saes({view: sae}, stream, TrainConfig(steps=steps, lr=1e-3, warmup_steps=20, checkpoint_every=128),
+                       checkpoint_dir=args.out / "ckpt" / f"{name}-L{args.layer}-{view}", progress=False, callback=evaluate, callback_every=128)
+            print(f"{name} {view}: done {time.time() - t0:.0f}s", flush=True)
+        del loaded, cache
+
+
+if __name__ == "__main__":
+    main()
