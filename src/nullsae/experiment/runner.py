@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,11 @@ def _autointerp(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any)
         if s.balanced_accuracy is not None:
             row[f"bacc_{s.scorer}"] = s.balanced_accuracy.estimate
     per = pd.read_parquet(res.latents_path)
+    if not res.selection.latents:  # no latent fires in min_examples windows: a warning and empty parts, not a crash
+        warnings.warn(f"{c.label}: no latent fires in at least {acfg.examples.min_examples} interpretation windows, so none is interpreted; "
+                      "lower --autointerp.examples.min-examples or raise --tokens.interp")
+        per = pd.DataFrame({"latent": pd.Series(dtype=int), "scorer": pd.Series(dtype=str), "auroc": pd.Series(dtype=float),
+                            "explanation": pd.Series(dtype=str), "scores": pd.Series(dtype=object), "labels": pd.Series(dtype=object)})
     per = per[per.latent.isin(res.selection.latents)]
     scores = per[["latent", "scorer", "scores", "labels"]].explode(["scores", "labels"]).rename(columns={"scores": "score", "labels": "label"})
     scores = scores.dropna(subset=["score"]).astype({"score": float, "label": int})
