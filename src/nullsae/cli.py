@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from nullsae import __version__
-from nullsae.errors import UserError
+from nullsae.errors import UserError, set_command_options
 from nullsae.io_utils import os_error
 
 COMMANDS = ["demo", "run", "audit", "synth", "toy", "activations", "autointerp", "probe", "edit", "report"]
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    set_command_options(sub.choices[args.command]._option_string_actions)
     previous = warnings.formatwarning
     warnings.formatwarning = lambda message, *_, **__: f"nullsae {args.command}: warning: {message}\n"  # one line, no source path
     try:
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         warnings.formatwarning = previous
+        set_command_options(None)
 
 
 if __name__ == "__main__":

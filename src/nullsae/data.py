@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nullsae import assets
-from nullsae.errors import UserError
+from nullsae.errors import UserError, advice
 from nullsae.extras import require
 
 
@@ -102,6 +103,7 @@ def _local_documents(path: Path, text_field: str) -> Iterator[Document]:
             if para.strip():
                 yield Document(text=para.strip())
     elif suffix == ".jsonl":
+        skipped = 0
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -111,9 +113,14 @@ def _local_documents(path: Path, text_field: str) -> Iterator[Document]:
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{lineno} is not valid JSON ({exc.msg}); fix the line or remove it") from exc
                 if not isinstance(row, dict) or text_field not in row:
-                    raise UserError(f"{path}:{lineno} has no '{text_field}' field; name the text field with --text-field")
-                if str(row[text_field]).strip():
-                    yield Document(text=str(row[text_field]), title=str(row.get("title", "")))
+                    raise UserError(f"{path}:{lineno} has no '{text_field}' field; {_field_advice()}")
+                text = _text_value(row[text_field], f"{path}:{lineno}", text_field)
+                if text is None:
+                    skipped += 1
+                else:
+                    yield Document(text=text, title=str(row.get("title") or ""))
+        if skipped:
+            warnings.warn(f"{path}: skipped {skipped} rows whose '{text_field}' is null or empty")
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -122,13 +129,27 @@ def _local_documents(path: Path, text_field: str) -> Iterator[Document]:
         except Exception as exc:
             raise UserError(f"{path} is not a readable parquet file ({type(exc).__name__}); check the file") from exc
         if text_field not in pf.schema_arrow.names:
-            raise UserError(f"{path} has no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); name it with --text-field")
+            raise UserError(f"{path} has no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); {_field_advice()}")
         for batch in pf.iter_batches(columns=[text_field]):
-            for text in batch.column(0).to_pylist():
-                if text and str(text).strip():
-                    yield Document(text=str(text))
+            for value in batch.column(0).to_pylist():
+                if (text := _text_value(value, str(path), text_field)) is not None:
+                    yield Document(text=text)
     else:
         raise UserError(f"unsupported text file {path.name}; use one of {', '.join(LOCAL_SUFFIXES)}")
+
+
+def _field_advice() -> str:
+    return advice("--text-field", "name the text field with --text-field", "give the text in a field named 'text'")
+
+
+def _text_value(value: Any, where: str, text_field: str) -> str | None:
+    """The text of one row, or None for a null or blank one (skipped); anything but a string is refused,
+    so a number or a list is never cached as its printed form."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field '{text_field}' holds a {type(value).__name__}, not text; give strings (or null to skip a row)")
+    return value
 
 
 def _hf_documents(spec: str, text_field: str) -> Iterator[Document]:
@@ -145,10 +166,10 @@ def _hf_documents(spec: str, text_field: str) -> Iterator[Document]:
     if first is None:
         return
     if text_field not in first:
-        raise UserError(f"dataset '{name}' has no field '{text_field}' (fields: {', '.join(first)}); name it with --text-field")
+        raise UserError(f"dataset '{name}' has no field '{text_field}' (fields: {', '.join(first)}); {_field_advice()}")
     for row in itertools.chain([first], rows):
-        if row[text_field] and str(row[text_field]).strip():
-            yield Document(text=str(row[text_field]))
+        if (text := _text_value(row[text_field], f"dataset '{name}'", text_field)) is not None:
+            yield Document(text=text)
 
 
 # --- splits ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import torch
 
 from nullsae import assets
-from nullsae.errors import UserError
+from nullsae.errors import UserError, advice
 from nullsae.extras import require
 
 BUNDLED = "smollm2"
@@ -83,7 +83,7 @@ def load_model(spec: str = BUNDLED, revision: str | None = None, trust_remote_co
         if not path.is_dir():
             raise UserError(f"model path {spec} does not exist or is not a folder; give a model folder, a .gguf file, a hub id or 'smollm2'")
         if revision is not None:
-            raise UserError(f"--revision applies to hub ids, not to the local folder {spec}; drop it or pass a hub id")
+            raise UserError(f"a revision applies to hub ids, not to the local folder {spec}; drop it or pass a hub id")
         _check_remote_code(path / "config.json", spec, trust_remote_code)
         return _from_pretrained(str(path.resolve()), spec=spec, name=path.name, revision=None, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True)
     return _load_hub(spec, revision, trust_remote_code, dtype)
@@ -140,14 +140,19 @@ def _from_pretrained(where: str, spec: str, name: str, revision: str | None, tru
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise UserError(f"model {spec} needs its own code from the hub; rerun with --trust-remote-code if you trust it") from exc
+            raise UserError(f"model {spec} needs its own code from the hub; {_remote_code_advice()}") from exc
         raise UserError(f"could not load model {spec}: {_first_line(exc)}") from exc
-    except OSError as exc:
-        raise UserError(f"could not load model {spec}: {_first_line(exc)}") from exc
+    except Exception as exc:  # a truncated or corrupt weight file raises the safetensors or torch error types
+        raise UserError(f"could not load model {spec} ({type(exc).__name__}: {_first_line(exc)}); check that the folder holds a complete checkpoint") from exc
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     return LoadedModel.from_model(model, tokenizer, name=name, source=spec, revision=revision)
+
+
+def _remote_code_advice() -> str:
+    return advice("--trust-remote-code", "rerun with --trust-remote-code if you trust it",
+                  "this command does not run a model's own code; give a model of an architecture transformers supports")
 
 
 def _check_remote_code(config_file: Path, spec: str, trust_remote_code: bool) -> None:
@@ -159,7 +164,7 @@ def _check_remote_code(config_file: Path, spec: str, trust_remote_code: bool) ->
     except json.JSONDecodeError as exc:
         raise UserError(f"{config_file} is not valid JSON ({exc.msg}); fix or replace the checkpoint") from exc
     if "auto_map" in cfg and not trust_remote_code:
-        raise UserError(f"model {spec} needs its own code (config.json has auto_map); rerun with --trust-remote-code if you trust it")
+        raise UserError(f"model {spec} needs its own code (config.json has auto_map); {_remote_code_advice()}")
 
 
 def _load_hub(repo_id: str, revision: str | None, trust_remote_code: bool, dtype: torch.dtype) -> LoadedModel:
