@@ -181,3 +181,27 @@ def test_bundled_model_knows_capitals_and_entity_positions_are_right(smollm2):
     assert prep.counts.n_facts == 6
     assert prep.counts.n_facts_correct >= 4  # SmolLM2-135M knows Paris, Tokyo, Berlin, Rome, ...
     assert next(p for p in prep.prompts if p.entity == "France").correct
+
+
+@pytest.mark.parametrize("keep_error", [True, False])
+def test_learned_mask_finds_planted_latents_without_eta2(planted, keep_error):
+    """SAEBench's learned mask alone recovers each attribute's latents, with no η² ranking and no size
+    grid; the same config under η² (grid cut to one size, all 8 latents) swaps size along with colour."""
+    loaded, sae, _, prep = planted
+    cfg = EditingConfig(min_facts=3, n_latents_grid=[8], max_pairs=16, selection="mask", keep_error=keep_error)
+    res = run_editing(sae, loaded, 0, cfg, prepared=prep)
+    by = {a.attribute: a for a in res.attributes}
+    assert by["thing/color"].latents == [0, 1] and by["thing/size"].latents == [2, 3]
+    assert by["thing/color"].score == 1.0 and res.score == 1.0 and res.selection == "mask"
+    assert "min_facts" in res.skipped["thing/shape"]  # too few correct facts: skipped with the reason, as under η²
+    eta2 = run_editing(sae, loaded, 0, cfg.model_copy(update={"selection": "eta2"}), prepared=prep)
+    assert eta2.isolation < 1.0  # the same grid under η² swaps every latent
+
+
+def test_references_sit_beside_every_score(planted):
+    loaded, sae, cfg, prep = planted
+    res = run_editing(sae, loaded, 0, cfg, prepared=prep)
+    for a in res.attributes:
+        assert (a.none_cause, a.none_isolation, a.none_score) == (0.0, 1.0, 0.5)  # correct prompts only: nothing moves
+        assert a.full_cause == 1.0 and a.full_score == (a.full_cause + a.full_isolation) / 2
+    assert res.none_score == 0.5 and res.full_score is not None

@@ -9,20 +9,29 @@ reconstruction error stays in place):
   cause     = the A-prompt of the base entity now answers the source entity's A value;
   isolation = the base entity's prompts of the other attributes keep their answers;
   score     = (cause + isolation) / 2 per attribute, as in RAVEL (Huang et al. 2024).
-S = the n latents whose activation best separates A's values (η², between-value over total variance),
-with n chosen by the RAVEL score on training entities; the scores are measured on other entities.
+S is chosen on training entities and scored on other entities, by one of two methods (`selection`):
+  eta2  the n latents whose activation best separates A's values (η², between-value over total
+        variance), n chosen by the RAVEL score on the training entities (cheap: one pass per n);
+  mask  SAEBench's learned binary mask: a relaxed mask m = σ(logit / T) over all latents, trained by
+        gradient descent on the training pairs (cross-entropy towards the source's value on cause items
+        and the base's own value on isolation items) while T falls from 1 to 1e-4, then S = {logit > 0}.
+Every score comes with its two references on the same items: no intervention (cause 0, isolation 1 by
+construction, since only correctly answered prompts are used) and the whole-residual swap x' = x_src.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -85,6 +94,11 @@ class EditingConfig(BaseModel):
     min_facts: int = Field(5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped")
     max_pairs: int = Field(48, gt=0, description="base/source pairs per attribute and split")
     batch_size: int = Field(32, gt=0, description="prompts per forward pass")
+    selection: Literal["eta2", "mask"] = Field("eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask")
+    mask_epochs: int = Field(8, gt=0, description="mask: passes over the training items")
+    mask_lr: float = Field(1e-2, gt=0, description="mask: Adam learning rate of the mask logits")
+    mask_batch_size: int = Field(16, gt=0, description="mask: items per gradient step")
+    keep_error: bool = Field(True, description="the edit keeps the SAE's reconstruction error (x' = x + Δ); False decodes the edited code alone (x' = x̂ + Δ), as SAEBench does")
     seed: int = 0
 
 
@@ -124,6 +138,11 @@ class AttributeEdit(BaseModel):
     score: float
     full_cause: float  # the same items with the whole residual swapped: the ceiling of cause
     full_isolation: float
+    full_score: float
+    none_cause: float  # the same items with no intervention (0 by construction)
+    none_isolation: float  # (1 by construction)
+    none_score: float
+    selection: str = "eta2"
 
 
 class EditingResult(BaseModel):
@@ -138,6 +157,9 @@ class EditingResult(BaseModel):
     score: float | None
     full_cause: float | None  # whole-residual swap at the entity position (ceiling of cause)
     full_isolation: float | None
+    full_score: float | None = None
+    none_score: float | None = None  # no intervention: the chance level of the score
+    selection: str = "eta2"
 
 
 @dataclass
@@ -150,6 +172,7 @@ class _Prompt:
     answer: int  # first token of the value
     value: str
     correct: bool = False
+    pred: int = -1  # the clean model's greedy next token
 
 
 @dataclass
@@ -204,32 +227,38 @@ def _pad(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _predict(loaded: LoadedModel, prompts: list[_Prompt], layer: int, edit, batch_size: int, desc: str) -> tuple[Tensor, Tensor]:
-    """Greedy next token of each prompt and its residual at (layer, entity position), with
-    `edit(h, batch_rows, positions, prompt_indices)` applied to the layer's output (None: clean run).
+Edit = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (h, batch rows, entity positions, item indices) -> h'
 
-    Prompts run in length order (little padding); only the last real position is unembedded."""
+
+def _last_logits(loaded: LoadedModel, batch: list[_Prompt], layer: int, edit: Edit | None, idx: Tensor, resid: Tensor | None = None) -> Tensor:
+    """(B, V) next-token logits of `batch` with `edit` applied to the layer's output (None: clean run);
+    the clean residual at the entity position goes to resid[idx] when given. Differentiable through `edit`."""
     device = next(loaded.model.parameters()).device
-    base, head = loaded.model.base_model, loaded.model.get_output_embeddings()
+    ids, mask = _pad([p.ids for p in batch])
+    pos = torch.tensor([p.pos for p in batch])
+    r = torch.arange(len(batch))
+
+    def hook(h: Tensor) -> Tensor:
+        if resid is not None:
+            resid[idx] = h[r, pos].detach().float().cpu()
+        return h if edit is None else edit(h, r, pos, idx)
+
+    with patch_residual(loaded.model, layer, hook):
+        hidden = loaded.model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
+    last = (mask.sum(1) - 1).to(hidden.device)  # only the last real position is unembedded
+    return loaded.model.get_output_embeddings()(hidden[r.to(hidden.device), last])
+
+
+def _predict(loaded: LoadedModel, prompts: list[_Prompt], layer: int, edit: Edit | None, batch_size: int, desc: str) -> tuple[Tensor, Tensor]:
+    """Greedy next token of each prompt and its clean residual at (layer, entity position), with `edit`
+    applied (None: clean run). Prompts run in length order (little padding)."""
     preds = torch.empty(len(prompts), dtype=torch.long)
     resid = torch.empty(len(prompts), loaded.d_model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
     chunks = [torch.tensor(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
     for idx in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=len(chunks) < 8):
-        batch = [prompts[i] for i in idx.tolist()]
-        ids, mask = _pad([p.ids for p in batch])
-        pos = torch.tensor([p.pos for p in batch])
-        r = torch.arange(len(batch))
-
-        def hook(h: Tensor) -> Tensor:
-            resid[idx] = h[r, pos].detach().float().cpu()
-            return h if edit is None else edit(h, r, pos, idx)
-
-        with torch.inference_mode(), patch_residual(loaded.model, layer, hook):
-            hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
-        last = (mask.sum(1) - 1).to(hidden.device)
         with torch.inference_mode():
-            preds[idx] = head(hidden[r.to(hidden.device), last]).argmax(-1).cpu()
+            preds[idx] = _last_logits(loaded, [prompts[i] for i in idx.tolist()], layer, edit, idx, resid).argmax(-1).cpu()
     return preds, resid
 
 
@@ -243,7 +272,7 @@ def prepare_facts(loaded: LoadedModel, layer: int, cfg: EditingConfig | None = N
         raise UserError("no usable prompt in the facts file (each entity must tokenise as a prefix of its prompt); check the templates")
     preds, resid = _predict(loaded, prompts, layer, None, cfg.batch_size, "checking facts")
     for p, pred in zip(prompts, preds.tolist()):
-        p.correct = pred == p.answer
+        p.pred, p.correct = pred, pred == p.answer
     known: set[tuple[str, str, str]] = set()
     for p in prompts:
         key = f"{p.etype}/{p.attribute}"
@@ -312,7 +341,41 @@ def _encode(sae: SAE, x: Tensor) -> Tensor:
         return sae.encode(x.to(sae.W_dec.device, sae.W_dec.dtype))
 
 
-def interchange(loaded: LoadedModel, sae: SAE | None, prep: PreparedFacts, items: list[_Item], latents: list[int] | None, batch_size: int) -> tuple[float, float]:
+def _latent_edit(sae: SAE, z_src: Tensor, weights: Callable[[], Tensor], keep_error: bool) -> Edit:
+    """The interchange at the entity position: x' = x + ((z_src − z_base) ⊙ w) · W_dec, w the latent
+    weights (0/1 for a latent set, σ(logit/T) while a mask trains); without `keep_error` the base is
+    the SAE's reconstruction x̂ instead of x (SAEBench's form: decode((1 − w) z_base + w z_src))."""
+    W = sae.W_dec.detach()
+
+    def edit(h: Tensor, r: Tensor, pos: Tensor, idx: Tensor) -> Tensor:
+        x = h[r, pos]
+        z = _encode(sae, x)
+        delta = ((z_src[idx.to(z.device)] - z) * weights()) @ W
+        base = x if keep_error else sae.decode(z).detach().to(x.dtype)
+        h = h.clone()
+        h[r, pos] = base + delta.to(h.device, h.dtype)
+        return h
+
+    return edit
+
+
+def _accuracy(hit: Tensor, items: list[_Item]) -> tuple[float, float]:
+    """(cause, isolation): mean hit over the items of each kind (nan for a kind with no item)."""
+    kind = np.array([it.kind for it in items])
+    hit = hit.float()
+    cause = float(hit[torch.from_numpy(kind == "cause")].mean()) if (kind == "cause").any() else float("nan")
+    iso = float(hit[torch.from_numpy(kind == "isolation")].mean()) if (kind == "isolation").any() else float("nan")
+    return cause, iso
+
+
+def no_intervention(prep: PreparedFacts, items: list[_Item]) -> tuple[float, float]:
+    """(cause, isolation) of the clean model on `items`: the floor of cause and ceiling of isolation."""
+    if not items:
+        return float("nan"), float("nan")
+    return _accuracy(torch.tensor([prep.prompts[it.prompt].pred == it.expected for it in items]), items)
+
+
+def interchange(loaded: LoadedModel, sae: SAE | None, prep: PreparedFacts, items: list[_Item], latents: list[int] | None, batch_size: int, keep_error: bool = True) -> tuple[float, float]:
     """(cause, isolation) accuracy of the interchange on `latents` over `items`; `latents=None` swaps the
     whole residual at the entity position (x' = x_src), the ceiling any latent set is measured against."""
     if not items:
@@ -325,25 +388,47 @@ def interchange(loaded: LoadedModel, sae: SAE | None, prep: PreparedFacts, items
             return h
     else:
         assert sae is not None
-        sel = torch.tensor(latents, dtype=torch.long, device=sae.W_dec.device)
-        z_src = _encode(sae, x_src)[:, sel]
-        W = sae.W_dec.detach()[sel]
-
-        def edit(h: Tensor, r: Tensor, pos: Tensor, idx: Tensor) -> Tensor:
-            x = h[r, pos]
-            z = _encode(sae, x)[:, sel]
-            delta = (z_src[idx.to(z.device)] - z) @ W
-            h = h.clone()
-            h[r, pos] = x + delta.to(h.device, h.dtype)
-            return h
-
+        w = torch.zeros(sae.cfg.n_latents, device=sae.W_dec.device, dtype=sae.W_dec.dtype)
+        w[torch.tensor(latents, dtype=torch.long)] = 1.0
+        edit = _latent_edit(sae, _encode(sae, x_src), lambda: w, keep_error)
     prompts = [prep.prompts[it.prompt] for it in items]
     preds, _ = _predict(loaded, prompts, prep.layer, edit, batch_size, "interchange")
-    hit = (preds == torch.tensor([it.expected for it in items])).float()
-    kind = np.array([it.kind for it in items])
-    cause = float(hit[torch.from_numpy(kind == "cause")].mean()) if (kind == "cause").any() else float("nan")
-    iso = float(hit[torch.from_numpy(kind == "isolation")].mean()) if (kind == "isolation").any() else float("nan")
-    return cause, iso
+    return _accuracy(preds == torch.tensor([it.expected for it in items]), items)
+
+
+def learn_mask(loaded: LoadedModel, sae: SAE, prep: PreparedFacts, items: list[_Item], cfg: EditingConfig) -> list[int]:
+    """SAEBench's learned binary mask over the SAE's latents (MDBM, `sae_bench/evals/ravel/mdbm.py` in
+    github.com/adamkarvonen/SAEBench, v0.6.0): logits start at 0, the relaxed mask σ(logit / T) is
+    trained with Adam on the cross-entropy of the intervened prediction (the source's value on cause
+    items, the base's own value on isolation items) while T falls log-linearly from 1 to 1e-4; the
+    latents with logit > 0 are the mask. Items are shuffled per epoch with `cfg.seed`."""
+    if not items:
+        return []
+    logits = torch.zeros(sae.cfg.n_latents, device=sae.W_dec.device, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=cfg.mask_lr)
+    z_src = _encode(sae, prep.residuals[[it.source for it in items]])
+    target = torch.tensor([it.expected for it in items])
+    bs = cfg.mask_batch_size
+    n_steps = cfg.mask_epochs * -(-len(items) // bs)
+    temps = torch.logspace(0, -4, n_steps).tolist()
+    step = 0
+    state = {"t": 1.0}
+    edit = _latent_edit(sae, z_src, lambda: torch.sigmoid(logits / state["t"]), cfg.keep_error)
+    rng = random.Random(f"{cfg.seed}/mask")
+    order = list(range(len(items)))
+    for _ in tqdm(range(cfg.mask_epochs), desc="learning mask", unit="epoch", leave=False):
+        rng.shuffle(order)
+        for b in range(0, len(order), bs):
+            idx = torch.tensor(order[b : b + bs])
+            state["t"] = temps[step]
+            with torch.enable_grad():
+                out = _last_logits(loaded, [prep.prompts[items[i].prompt] for i in idx.tolist()], prep.layer, edit, idx)
+                loss = F.cross_entropy(out.float(), target[idx].to(out.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            opt.step()
+            step += 1
+    return torch.nonzero(logits.detach() > 0).flatten().cpu().tolist()
 
 
 def ravel_score(cause: float, isolation: float) -> float:
@@ -363,6 +448,17 @@ def rank_latents(sae: SAE, prep: PreparedFacts, prompt_ids: list[int]) -> list[i
         between += zi.shape[0] * (zi.mean(0) - mean).pow(2)
     eta2 = torch.where(total > 1e-12, between / total.clamp_min(1e-12), torch.zeros_like(total))
     return torch.argsort(-eta2, stable=True).tolist()
+
+
+def _select_by_eta2(loaded: LoadedModel, sae: SAE, prep: PreparedFacts, train_prompts: list[int], train_items: list[_Item], grid: list[int], cfg: EditingConfig, key: str) -> tuple[list[int], float]:
+    """The top-n latents by η², n from `grid` with the best RAVEL score on the training items; (latents, that score)."""
+    order = rank_latents(sae, prep, train_prompts)
+    best_n, best = grid[0], -1.0
+    for n in tqdm(grid, desc=f"selecting latents for {key}", unit="size", leave=False):
+        s = ravel_score(*interchange(loaded, sae, prep, train_items, order[:n], cfg.batch_size, cfg.keep_error))
+        if s > best + 1e-9:
+            best_n, best = n, s
+    return order[:best_n], best
 
 
 def run_editing(sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | None = None, prepared: PreparedFacts | None = None) -> EditingResult:
@@ -395,21 +491,21 @@ def run_editing(sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | 
             if not any(it.kind == "cause" for it in train_items) or not any(it.kind == "cause" for it in eval_items):
                 skipped[key] = "the correctly answered entities of a split all share one value; no cause pair"
                 continue
-            train_prompts = [i for i, p in enumerate(prep.prompts) if p.correct and p.etype == tname and p.attribute == attr and p.entity in groups["train"]]
-            order = rank_latents(sae, prep, train_prompts)
-            best_n, best = grid[0], -1.0
-            for n in tqdm(grid, desc=f"selecting latents for {key}", unit="size", leave=False):
-                s = ravel_score(*interchange(loaded, sae, prep, train_items, order[:n], cfg.batch_size))
-                if s > best + 1e-9:
-                    best_n, best = n, s
-            cause, iso = interchange(loaded, sae, prep, eval_items, order[:best_n], cfg.batch_size)
+            if cfg.selection == "mask":
+                latents = learn_mask(loaded, sae, prep, train_items, cfg)
+                best = ravel_score(*interchange(loaded, sae, prep, train_items, latents, cfg.batch_size, cfg.keep_error))
+            else:
+                train_prompts = [i for i, p in enumerate(prep.prompts) if p.correct and p.etype == tname and p.attribute == attr and p.entity in groups["train"]]
+                latents, best = _select_by_eta2(loaded, sae, prep, train_prompts, train_items, grid, cfg, key)
+            cause, iso = interchange(loaded, sae, prep, eval_items, latents, cfg.batch_size, cfg.keep_error)
             full_cause, full_iso = interchange(loaded, None, prep, eval_items, None, cfg.batch_size)
+            none_cause, none_iso = no_intervention(prep, eval_items)
             results.append(AttributeEdit(
                 attribute=key,
                 n_train_entities=len(groups["train"]),
                 n_eval_entities=len(groups["eval"]),
-                n_latents=best_n,
-                latents=order[:best_n],
+                n_latents=len(latents),
+                latents=latents,
                 train_score=best,
                 n_cause=sum(it.kind == "cause" for it in eval_items),
                 n_isolation=sum(it.kind == "isolation" for it in eval_items),
@@ -418,6 +514,11 @@ def run_editing(sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | 
                 score=ravel_score(cause, iso),
                 full_cause=full_cause,
                 full_isolation=full_iso,
+                full_score=ravel_score(full_cause, full_iso),
+                none_cause=none_cause,
+                none_isolation=none_iso,
+                none_score=ravel_score(none_cause, none_iso),
+                selection=cfg.selection,
             ))
 
     def mean(values: list[float]) -> float | None:
@@ -434,4 +535,7 @@ def run_editing(sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | 
         score=mean([a.score for a in results]),
         full_cause=mean([a.full_cause for a in results]),
         full_isolation=mean([a.full_isolation for a in results]),
+        full_score=mean([a.full_score for a in results]),
+        none_score=mean([a.none_score for a in results]),
+        selection=cfg.selection,
     )
