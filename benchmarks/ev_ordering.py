@@ -2,8 +2,9 @@
 
 For each variant of the bundled SmolLM2 this measures, on held-out windows, what the residual stream
 looks like (share of Σ‖x − x̄‖² at the BOS rows, mean norms, participation ratio, top-PC and
-top-dimension variance shares, kurtosis) at a few layers, and trains the demo's SAE (topk, m = 4·d,
-k = 32, batch 512, lr 1e-3) at one layer on three views of the same cached activations:
+top-dimension variance shares, kurtosis) at a few layers, and trains the demo's SAE (topk, m = 4·d
+unless --expansion, k = 32, batch 512, lr 1e-3) at one layer on three views of the same cached
+activations (a budget past the cached tokens repeats them, each epoch in a new order):
   raw        the residual as the demo trains on it (BOS rows left out);
   saelens    scaled by one constant so that mean ‖x‖ = √d (SAELens' `expected_average_only_in`);
   standard   each dimension centred and divided by its std (every direction of the basis weighs the same).
@@ -39,6 +40,7 @@ from nullsae.sae.train import TrainConfig, train_saes
 
 BATCH = 512
 CONTEXT = 64
+MAX_WINDOWS = 13_000  # the bundled train split holds ~841K tokens
 
 
 def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float]:
@@ -98,16 +100,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--layer", type=int, default=6, help="layer the SAEs are trained at")
     ap.add_argument("--stats-layers", type=int, nargs="+", default=[2, 6, 10])
-    ap.add_argument("--plan", nargs="+", default=["trained:1048576", "rerandomized:1048576", "control:262144", "rerandomized-excl-emb:262144", "step0:262144", "control-embsigma:262144"],
-                    help="variant:max_tokens; control-embsigma is the control with σ = the trained embedding's std")
+    ap.add_argument("--plan", nargs="+", default=["trained:262144:1048576", "rerandomized:262144:1048576", "control:131072:262144", "rerandomized-excl-emb:131072:262144",
+                                                  "step0:131072:262144", "control-embsigma:131072:262144"],
+                    help="variant:cached_tokens:max_budget (a budget past the cached tokens repeats them in new epochs); "
+                         "control-embsigma is the control with σ = the trained embedding's std")
     ap.add_argument("--budgets", type=int, nargs="+", default=[65536, 262144, 1048576])
+    ap.add_argument("--expansion", type=int, default=4, help="m = expansion · d (results of another expansion than 4 are keyed '|x<R>')")
     ap.add_argument("--eval-windows", type=int, default=256)
     ap.add_argument("--ce-windows", type=int, default=32)
-    ap.add_argument("--views", nargs="+", default=["raw", "saelens", "standard"])
+    ap.add_argument("--views", nargs="+", default=["raw:1048576", "standard:262144", "saelens:262144"], help="view:max_budget")
     args = ap.parse_args()
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     res_path = args.out / "results.json"
+    tag = "" if args.expansion == 4 else f"|x{args.expansion}"
     results: dict = json.loads(res_path.read_text()) if res_path.is_file() else {}
 
     def save(key: str, value: dict) -> None:
@@ -121,13 +127,13 @@ def main() -> None:
                        "control_sigma1_row_norm": math.sqrt(base.d_model)})
     eval_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.eval_windows, split="eval")
     eval_bos = (eval_w == base.bos_id).reshape(-1)
-    max_tokens = max(int(p.split(":")[1]) for p in args.plan)
-    n_train = math.ceil(max_tokens * 1.02 / (CONTEXT - 2))
+    view_max = {v.split(":")[0]: int(v.split(":")[1]) for v in args.views}
+    plan = [(p.split(":")[0], int(p.split(":")[1]), int(p.split(":")[2])) for p in args.plan]
+    n_train = min(math.ceil(max(c for _, c, _ in plan) * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
     train_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
-    for item in args.plan:
-        name, tokens = item.split(":")[0], int(item.split(":")[1])
-        budgets = [b for b in args.budgets if b <= tokens]
-        wanted = [f"{name}|L{args.layer}|{v}|{b}" for v in args.views for b in budgets]
+    for name, cached, tokens in plan:
+        budgets = {v: [b for b in args.budgets if b <= min(tokens, view_max[v])] for v in view_max}
+        wanted = [f"{name}|L{args.layer}|{v}|{b}{tag}" for v in view_max for b in budgets[v]]
         if all(k in results for k in wanted) and all(f"{name}|L{l}|stats" in results for l in args.stats_layers):
             continue
         variant = name.replace("-embsigma", "")
@@ -141,8 +147,9 @@ def main() -> None:
             if f"{name}|L{l}|stats" not in results:
                 save(f"{name}|L{l}|stats", residual_stats(xs[l], eval_bos))
         x_eval = xs[args.layer]
-        # the training windows of this budget, cached at the SAE layer (float16 halves the disk)
-        n_w = math.ceil(tokens * 1.02 / (CONTEXT - 2))
+        # the training windows of this budget, cached at the SAE layer (float16 halves the disk); past the
+        # split's size the stream starts a new epoch in a new order
+        n_w = min(math.ceil(cached * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
         data = DataSlice(window=CONTEXT, n_windows=n_w)
         directory = cache_dir(base.name, name, data, root=args.out / "cache")
         fill_cache(loaded, train_w[:n_w], [args.layer], directory, batch_size=16, dtype="float16", progress=False)
@@ -151,18 +158,18 @@ def main() -> None:
         pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
         sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
         maps = views(sample)
-        for view in args.views:
+        for view in view_max:
             fwd, inv = maps[view]
-            if all(f"{name}|L{args.layer}|{view}|{b}" in results for b in budgets):
+            if all(f"{name}|L{args.layer}|{view}|{b}{tag}" in results for b in budgets[view]):
                 continue
-            sae = SAE(SAEConfig(arch="topk", d_in=base.d_model, n_latents=4 * base.d_model, k=32, seed=0))
-            stream = Mapped(CachedStream(cache, BATCH, seed=0, epochs=1), fwd)
-            steps = max(budgets) // BATCH
+            sae = SAE(SAEConfig(arch="topk", d_in=base.d_model, n_latents=args.expansion * base.d_model, k=32, seed=0))
+            stream = Mapped(CachedStream(cache, BATCH, seed=0, epochs=None), fwd)
+            steps = max(budgets[view]) // BATCH
 
             def evaluate(step: int) -> None:
                 b = step * BATCH
-                key = f"{name}|L{args.layer}|{view}|{b}"
-                if b not in budgets or key in results:
+                key = f"{name}|L{args.layer}|{view}|{b}{tag}"
+                if b not in budgets[view] or key in results:
                     return
                 sae.eval()
                 with torch.no_grad():
@@ -184,7 +191,7 @@ def main() -> None:
                 save(key, row)
 
             train_saes({view: sae}, stream, TrainConfig(steps=steps, lr=1e-3, warmup_steps=20, checkpoint_every=128),
-                       checkpoint_dir=args.out / "ckpt" / f"{name}-L{args.layer}-{view}", progress=False, callback=evaluate, callback_every=128)
+                       checkpoint_dir=args.out / "ckpt" / f"{name}-L{args.layer}-{view}-x{args.expansion}", progress=False, callback=evaluate, callback_every=128)
             print(f"{name} {view}: done {time.time() - t0:.0f}s", flush=True)
         del loaded, cache
 

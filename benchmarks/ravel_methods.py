@@ -1,0 +1,88 @@
+"""RAVEL on the bundled SmolLM2 under both latent selections (η² and SAEBench's learned mask), for a
+TopK SAE and its three random baselines, each score beside its two references (issue 20, part 2).
+
+Trains the demo's SAE (topk, m = 4·d, k = 32, batch 512, lr 1e-3) and its frozen-decoder,
+soft-frozen-decoder and frozen-encoder baselines (same seed, same batches) at one middle layer, on a
+cached activation set (`--cache`, a layer folder's parent written by `fill_cache`) or on a live stream
+of the train split, then runs `run_editing` with `selection` = eta2 and mask on the bundled facts.
+Every (SAE, selection) result goes to OUT/results.json as soon as it exists, so a killed run resumes.
+
+    OMP_NUM_THREADS=1 python benchmarks/ravel_methods.py --out /tmp/D-ravel [--cache DIR] [--keep-error both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from nullsae.activations import CachedActivations, CachedStream, LiveStream
+from nullsae.data import token_windows
+from nullsae.editing import EditingConfig, prepare_facts, run_editing
+from nullsae.io_utils import atomic_write_text
+from nullsae.models import load_model
+from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.io import load_sae, save_sae
+from nullsae.sae.train import TrainConfig, train_saes
+
+BASELINES = ("none", "frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--layer", type=int, default=6)
+    ap.add_argument("--cache", type=Path, default=None, help="activation cache folder holding layer_<layer> of the trained model")
+    ap.add_argument("--tokens", type=int, default=262_144, help="training tokens per SAE")
+    ap.add_argument("--max-pairs", type=int, default=24)
+    ap.add_argument("--mask-epochs", type=int, default=6)
+    ap.add_argument("--keep-error", choices=["true", "false", "both"], default="true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res_path = args.out / "results.json"
+    results: dict = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    loaded = load_model("smollm2")
+    d, batch = loaded.d_model, 512
+
+    if not all((args.out / "saes" / b).is_dir() for b in BASELINES):
+        t = time.perf_counter()
+        saes = {b: SAE(SAEConfig(arch="topk", d_in=d, n_latents=4 * d, k=32, baseline=b, seed=0)) for b in BASELINES}
+        if args.cache is not None:
+            stream = CachedStream(CachedActivations(args.cache, args.layer), batch, seed=0, epochs=1)
+        else:
+            windows = token_windows(loaded.tokenizer, loaded.bos_id, 64, -(-args.tokens * 102 // 100 // 62), split="train")
+            stream = LiveStream(loaded, windows, args.layer, batch_size=batch, seed=0)
+        train = train_saes(saes, stream, TrainConfig(steps=args.tokens // batch, lr=1e-3, warmup_steps=20, checkpoint_every=64),
+                           checkpoint_dir=args.out / "train", progress=False)
+        for name, sae in saes.items():
+            save_sae(sae, args.out / "saes" / name)
+        results["train"] = {k: {"fvu": v.fvu, "tokens": v.tokens, "dead_fraction": v.dead_fraction} for k, v in train.items()}
+        results["train_seconds"] = time.perf_counter() - t
+        atomic_write_text(res_path, json.dumps(results, indent=1))
+    saes = {b: load_sae(args.out / "saes" / b) for b in BASELINES}
+
+    base_cfg = EditingConfig(max_pairs=args.max_pairs, mask_epochs=args.mask_epochs)
+    prep = prepare_facts(loaded, args.layer, base_cfg)
+    results["counts"] = prep.counts.model_dump()
+    errors = {"true": [True], "false": [False], "both": [True, False]}[args.keep_error]
+    for keep_error in errors:
+        for selection in ("eta2", "mask"):
+            for name, sae in saes.items():
+                key = f"{name}|{selection}|keep_error={keep_error}"
+                if key in results:
+                    continue
+                t = time.perf_counter()
+                cfg = base_cfg.model_copy(update={"selection": selection, "keep_error": keep_error})
+                res = run_editing(sae, loaded, args.layer, cfg, prepared=prep)
+                results[key] = {**res.model_dump(exclude={"counts"}), "seconds": time.perf_counter() - t}
+                atomic_write_text(res_path, json.dumps(results, indent=1))
+                print(f"{key}: cause {res.cause} isolation {res.isolation} score {res.score} "
+                      f"(none {res.none_score}, full swap {res.full_cause}/{res.full_isolation}) {time.perf_counter() - t:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
