@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
-from nullsae.io_utils import atomic_write_text, save_safetensors
+from nullsae.io_utils import atomic_write_text, read_json, save_safetensors
 from nullsae.locks import folder_lock
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel, cache_root
@@ -117,7 +117,7 @@ def _fill_locked(loaded: LoadedModel, windows: Tensor, layers: list[int], direct
         keep = _keep_rows(windows[lo:hi].cpu(), loaded.bos_id, True)
         for layer in todo:
             if layer not in missing:  # a finished shard of an interrupted run: its rows still count
-                checks[layer].update(load_file(paths[layer])["acts"][keep].float(), f"windows {lo}-{hi}")
+                checks[layer].update(_load(paths[layer], "acts")[keep].float(), f"windows {lo}-{hi}")
         if missing:
             parts: dict[int, list[Tensor]] = {layer: [] for layer in missing}
             for b in range(lo, hi, batch_size):
@@ -151,7 +151,7 @@ def _write_tokens(directory: Path, windows: Tensor, loaded: LoadedModel) -> None
     path = directory / "tokens.safetensors"
     windows = windows.to("cpu", torch.long).contiguous()
     if path.is_file():
-        old = load_file(path)["tokens"]
+        old = _load(path, "tokens")
         if not torch.equal(old, windows):
             raise UserError(f"the activation cache {directory} holds other token windows than these; delete that folder or use another cache root")
         return
@@ -207,14 +207,14 @@ class CachedActivations:
         meta_path = self.directory / f"layer_{layer}" / "meta.json"
         if not meta_path.is_file():
             raise UserError(f"no complete activations for layer {layer} in {self.directory}; run `nullsae activations` first")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        top = json.loads((self.directory / "meta.json").read_text(encoding="utf-8"))
+        meta = read_json(meta_path, "activation cache layer index", f"delete {meta_path.parent} and rerun")
+        top = read_json(self.directory / "meta.json", "activation cache index", f"delete {self.directory} and rerun")
         self.layer = layer
         self.d_in: int = int(meta["d"])
         self.n_rows: int = int(meta["n_rows"])
         self.window: int = int(meta["window"])
         self.bos_id: int | None = top.get("bos_id")
-        self.tokens: Tensor = load_file(self.directory / "tokens.safetensors")["tokens"]  # (N, T)
+        self.tokens: Tensor = _load(self.directory / "tokens.safetensors", "tokens")  # (N, T)
         self._shards: list[np.ndarray] = []
         self._dtype = torch.float32
         for name in meta["shards"]:
@@ -249,16 +249,32 @@ class CachedActivations:
         return self.rows(torch.arange(self.n_rows))
 
 
+def _corrupt(path: Path, exc: BaseException) -> UserError:
+    return UserError(f"activation cache file {path} is corrupt or unreadable ({type(exc).__name__}); delete {path.parent} and rerun")
+
+
+def _load(path: Path, key: str) -> Tensor:
+    """One tensor of a cache file, or one error line if the file is truncated or corrupt."""
+    try:
+        return load_file(path)[key]
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise _corrupt(path, exc) from None
+
+
 def _memmap(path: Path, key: str) -> tuple[np.ndarray, torch.dtype]:
     """A read-only memory map of one tensor in a safetensors file (8-byte header size, JSON header, data)."""
-    with path.open("rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_len))
-    info = header[key]
-    start, end = info["data_offsets"]
-    shape = tuple(info["shape"])
-    arr = np.memmap(path, dtype=_ST_NUMPY[info["dtype"]], mode="r", offset=8 + header_len + start, shape=shape)
-    assert arr.nbytes == end - start
+    try:
+        with path.open("rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(header_len))
+        info = header[key]
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if path.stat().st_size < 8 + header_len + end or end - start != int(np.prod(shape)) * np.dtype(_ST_NUMPY[info["dtype"]]).itemsize:
+            raise ValueError("truncated")
+        arr = np.memmap(path, dtype=_ST_NUMPY[info["dtype"]], mode="r", offset=8 + header_len + start, shape=shape)
+    except (OSError, ValueError, KeyError, struct.error) as exc:
+        raise _corrupt(path, exc) from None
     return arr, _ST_TORCH[info["dtype"]]
 
 

@@ -15,7 +15,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.extras import require
+from nullsae.io_utils import write_text
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,7 @@ class DiskCache:
             return None  # a corrupt entry is recomputed
 
     def put(self, key: str, completion: Completion) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(completion.model_dump_json(exclude={"cached"}))
-        os.replace(tmp, path)
+        write_text(self._path(key), completion.model_dump_json(exclude={"cached"}))
 
 
 class LLMClient(ABC):

@@ -88,10 +88,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_writable_dir(args.out)  # before training, so a bad path never throws the results away
     report = run_synth(cfg, progress=not (args.quiet or args.json), checkpoint_dir=resume)
-    if args.out:
-        from nullsae.synth import write_outputs
-
-        write_outputs(report, args.out)
     print(f"synthetic {report.setting} p, m = {cfg.n_latents}, L0 = {cfg.l0}, {cfg.steps} steps × {cfg.batch_size} ({report.seconds:.0f} s)")
     print(f"{'arch':<11}{'baseline':<22}{'EV':>7}{'L0':>7}{'recovered':>11}{'MMCS':>7}{'MCC':>7}{'silent':>8}")
     for r in report.results:
@@ -99,4 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         keys = ("arch", "baseline", "ev", "l0", "recovered_fraction", "mmcs", "mcc")
         print(json.dumps({"setting": report.setting, "results": [{k: getattr(r, k) for k in keys} for r in report.results]}))
+    if args.out:  # after the results are printed: a failing disk cannot take them away
+        from nullsae.synth import write_outputs
+
+        write_outputs(report, args.out)
     return 0

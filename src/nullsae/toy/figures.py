@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from nullsae.io_utils import save_figure  # noqa: E402
 from nullsae.toy.data import LomaxExample  # noqa: E402
 from nullsae.toy.sweep import SweepPoint  # noqa: E402
 
@@ -27,17 +26,11 @@ COLORS = {"inputs": "tab:cyan", "gaussian": "tab:green", "mlp-inputs": "tab:blue
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    """Write atomically: a temp file in the target folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
+    """Write through the one write path (temp file, then rename) and close the figure."""
     try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        save_figure(fig, path, dpi=150, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nullsae.errors import UserError
-from nullsae.io_utils import atomic_torch_save, atomic_write_text
+from nullsae.io_utils import atomic_torch_save, atomic_write_text, read_json
 from nullsae.metrics import recovery, sparsity
 from nullsae.metrics.stacked import explained_variance
 from nullsae.sae.train import fused_adam
@@ -327,7 +327,7 @@ def run_sweep(
             cells = grid[lo : lo + stack]
             done = folder / f"m{m}-runs{lo}-{lo + len(cells)}.json" if folder is not None else None
             if done is not None and done.exists():
-                results += [RunResult.model_validate(r) for r in json.loads(done.read_text())]
+                results += [RunResult.model_validate(r) for r in read_json(done, "sweep checkpoint", "delete it to retrain that part")]
                 continue
             if budget is not None and budget <= 0:
                 return results
