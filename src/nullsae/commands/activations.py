@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.devices import resolve_device
     from nullsae.errors import UserError
     from nullsae.models import VARIANTS, check_layers, load_model, make_variant
+    from nullsae.resources import check_disk
 
     layers = int_list(args.layers, "--layers")
     if args.variant not in VARIANTS:
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     variant, manifest = make_variant(loaded, args.variant, seed=args.seed, keep_norms=args.keep_norms, noise=args.noise, sigma=args.sigma)
     variant.model.to(device)
     directory = cache_dir(loaded.name, manifest.slug, data, root=args.cache_dir)
+    itemsize = 4 if args.dtype == "float32" else 2
+    check_disk(windows.numel() * loaded.d_model * itemsize * len(layers), directory, f"caching {len(layers)} layers of {windows.numel():,} tokens",
+               "lower --tokens, cache fewer --layers at once, use --dtype bfloat16, or give another --cache-dir")
     manifest.write(directory / "manifest.json")
     report = fill_cache(variant, windows, layers, directory, batch_size=args.batch_size, dtype=args.dtype)
     for layer in report.cached:
