@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from nullsae.metrics.ev_conventions import BATCH_DEPENDENT
 from nullsae.metrics.reconstruction import ReconstructionAccumulator, reconstruction_metrics
 
 
@@ -44,7 +45,8 @@ def test_streaming_equals_one_shot():
         acc.update(tx[sl], txh[sl], tz[sl])
     streamed, once = acc.result(), reconstruction_metrics(tx, txh, tz)
     for key, value in once.model_dump().items():
-        assert getattr(streamed, key) == pytest.approx(value, rel=1e-9), key
+        if key not in BATCH_DEPENDENT:  # the peers' per-batch figures differ by design
+            assert getattr(streamed, key) == pytest.approx(value, rel=1e-9), key
 
 
 def test_without_known_mean_the_legacy_figure_is_absent_and_empty_input_fails():

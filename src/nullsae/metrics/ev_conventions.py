@@ -40,6 +40,11 @@ class LibraryEV(BaseModel):
     dictionary_learning_frac_variance_explained: float
 
 
+# Figures that depend on how the tokens are split into batches (each library's own batching).
+BATCH_DEPENDENT: tuple[str, ...] = ("saelens_explained_variance_legacy", "saebench_explained_variance", "saebench_explained_variance_legacy",
+                                    "sparsify_fvu", "dictionary_learning_frac_variance_explained")
+
+
 class LibraryEVAccumulator:
     """Feed the evaluation batches (x, x̂) in order; `result()` gives every library's figure.
 

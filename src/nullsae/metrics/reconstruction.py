@@ -8,12 +8,13 @@ The legacy per-token EV needs x̄ first, so it takes a second pass or a known me
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel
 from torch import Tensor
 
+from nullsae.metrics.ev_conventions import LibraryEV, LibraryEVAccumulator
 
-class ReconstructionMetrics(BaseModel):
-    """Typed result: one SAE on one evaluation set."""
+
+class ReconstructionMetrics(LibraryEV):
+    """Typed result: one SAE on one evaluation set, with each peer library's EV figure beside nullsae's."""
 
     n_tokens: int
     fvu: float
@@ -48,6 +49,7 @@ class ReconstructionAccumulator:
         self.xhat_sq = 0.0
         self.ev_tok = 0.0
         self.fired = torch.zeros(n_latents, dtype=torch.bool)
+        self.library = LibraryEVAccumulator()
 
     @torch.no_grad()
     def update(self, x: Tensor, recon: Tensor, z: Tensor) -> None:
@@ -67,6 +69,7 @@ class ReconstructionAccumulator:
             dev = (x - self.mean.to(x.device)).pow(2).sum(1)
             self.ev_tok += float((1 - err / dev.clamp_min(1e-12)).sum())
         self.fired |= (z != 0).any(0).cpu()
+        self.library.update(x, recon)
 
     def result(self) -> ReconstructionMetrics:
         if self.n == 0 or self.sum_x is None:
@@ -85,6 +88,7 @@ class ReconstructionAccumulator:
             l2_ratio=self.l2_ratio / n,
             relative_reconstruction_bias=self.xhat_sq / max(self.xhat_dot_x, 1e-300),
             dead_fraction_eval=float((~self.fired).float().mean()),
+            **self.library.result().model_dump(),
         )
 
 
