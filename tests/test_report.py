@@ -12,7 +12,8 @@ import pytest
 
 from nullsae.report import build_report
 from nullsae.report.tables import ResultTables
-from nullsae.report.verdicts import PooledAUROC, paper_findings, pooled_auroc, summarize
+from nullsae.autointerp.results import PooledAUROC, auroc
+from nullsae.report.verdicts import paper_findings, summarize
 
 VARIANTS = ["trained", "rerandomized", "rerandomized-excl-emb", "step0", "control"]
 BASELINES = ["frozen-decoder", "soft-frozen-decoder", "frozen-encoder"]
@@ -57,7 +58,7 @@ def synthetic_tables(seed: int = 0, layers=(2, 8, 14), n_tok: int = 300, n_lat: 
                "ce_score": (zero.sum() - sae.sum()) / (zero.sum() - clean.sum()), "kl_score": 0.5,
                "ce_ill_conditioned": v != "trained", "entropy": ent.mean()}
         for scorer in ("tokens", "embedding"):
-            row[f"auroc_{scorer}"] = pooled_auroc(sc[sc.scorer == scorer])
+            row[f"auroc_{scorer}"] = auroc(sc[sc.scorer == scorer].score.to_numpy(), sc[sc.scorer == scorer].label.to_numpy())
             row[f"auroc_{scorer}_mean"] = row[f"auroc_{scorer}"]
         rows.append(row)
         examples[key] = [{"latent": 3, "explanation": EVIL, "scores": {"tokens": 0.9}, "entropy": 0.4,
@@ -86,6 +87,7 @@ def test_pooled_auroc_matches_sklearn_and_resamples_latents():
     draw = np.array([0, 0, 3, 7, 7, 7, 9, 1, 1, 2])  # a resample with repeats = examples repeated
     idx = np.concatenate([np.nonzero(lat == j)[0] for j in draw])
     assert f(draw) == pytest.approx(roc_auc_score(lab[idx], score[idx]))
+    assert auroc(score, lab) == pytest.approx(roc_auc_score(lab, score))  # one formula, weighted or not
 
 
 def test_verdicts_follow_the_planted_pattern(report):
@@ -97,11 +99,12 @@ def test_verdicts_follow_the_planted_pattern(report):
         assert v[("control", "auroc_embedding", layer)].verdict == "distinguishes"
         for null in ("rerandomized", "rerandomized-excl-emb", "step0"):
             x = v[(null, "ev", layer)]
-            assert x.verdict == "does not distinguish" and abs(x.diff) < 0.02
+            assert x.verdict in ("does not distinguish", "equal within tolerance") and abs(x.diff) < 0.02
+            assert x.tolerance_source == "default" and x.n_seeds == 1 and x.chance == 0.0
         assert v[("rerandomized", "ce_score", layer)].warning  # ill-conditioned CE for random variants
         assert v[("control", "l1", layer)].verdict in ("no expected direction", "differs")
     assert v[("frozen-decoder", "ev", 8)].verdict == "distinguishes"
-    assert v[("frozen-encoder", "ev", 8)].verdict == "does not distinguish"
+    assert v[("frozen-encoder", "ev", 8)].verdict == "equal within tolerance"  # planted equal: inside ±δ (default 0.01)
     summary = summarize(rep.verdicts)
     assert set(summary.null) == set(VARIANTS[1:]) | set(BASELINES)
     findings = {f.claim: f.holds for f in paper_findings(synthetic_tables())}

@@ -18,11 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from nullsae.autointerp.run import AutointerpConfig
+from nullsae.editing import EditingConfig
 from nullsae.errors import UserError
+from nullsae.probing import ProbingConfig
 from nullsae.sae.config import ARCHS, BASELINES, SAEConfig
 
 VARIANTS: tuple[str, ...] = ("trained", "rerandomized", "rerandomized-excl-emb", "step0", "control")
-METRICS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp")
+METRICS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
 RANDOM_BASELINES: tuple[str, ...] = tuple(b for b in BASELINES if b != "none")
 
 
@@ -118,7 +120,25 @@ class TrainSettings(_Section):
     checkpoint_every: int = Field(100, gt=0, description="steps between trainer checkpoints (an interrupted run resumes there)")
     stream: Literal["cache", "live"] = Field("cache", description="cache: train split's activations on disk (one model pass for all layers); live: computed per layer through a shuffle buffer (no disk)")
     buffer_tokens: int = Field(262_144, gt=0, description="live stream: activations held in the shuffle buffer")
-    seed: int = Field(0, description="SAE initialisation and data-order seed (shared by an SAE and its baselines)")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="SAE seeds: every SAE cell, trained and null, is trained once per seed on the same activations (the seed sets its initialisation and batch order; an SAE and its baselines share it)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one seed, e.g. --train.seeds 0,1,2")
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"seed {dup[0]} is listed twice; give each seed once")
+        return v
+
+
+class ProbingSettings(ProbingConfig):
+    """Sparse probing as a metric family (`metrics: [..., probing]`): the tasks, their sizes and the probes."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["builtin"], description="task names, families, files or hf:DATASET (builtin = every built-in task)")
+    n_train: int = Field(100, gt=0, description="training texts per class")
+    n_test: int = Field(50, gt=0, description="test texts per class")
 
 
 class ReportSettings(_Section):
@@ -143,6 +163,8 @@ class RunConfig(_Section):
     train: TrainSettings = Field(default_factory=TrainSettings)
     metrics: list[str] = Field(default_factory=lambda: list(METRICS), description=f"metric families: {', '.join(METRICS)}")
     autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
+    probing: ProbingSettings = Field(default_factory=ProbingSettings)
+    editing: EditingConfig = Field(default_factory=EditingConfig)
     variant: VariantSettings = Field(default_factory=VariantSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -227,10 +249,20 @@ def _check_keys(data: Any, model: type[BaseModel], prefix: str = "") -> None:
             _check_keys(value, ann, f"{prefix}{key}.")
 
 
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A config written before `train.seeds` existed (`train.seed: S`) reads as `train.seeds: [S]`."""
+    train = data.get("train")
+    if isinstance(train, dict) and "seed" in train and "seeds" not in train:
+        train = {k: v for k, v in train.items() if k != "seed"} | {"seeds": [train["seed"]]}
+        data = {**data, "train": train}
+    return data
+
+
 def parse_config(data: dict[str, Any]) -> RunConfig:
     """Validate a config mapping; any problem becomes one UserError line."""
     if not isinstance(data, dict):
         raise UserError(f"a run config must be a mapping of keys to values, got {type(data).__name__}")
+    data = _upgrade(data)
     _check_keys(data, RunConfig)
     try:
         return RunConfig.model_validate(data)

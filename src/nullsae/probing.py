@@ -9,16 +9,19 @@ full pooled residual is the ceiling, and on k random projections of it the floor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
+from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel
 from nullsae.sae.architectures import SAE
@@ -46,6 +49,7 @@ class TaskProbe(BaseModel):
     n_train: int
     n_test: int
     sae: dict[int, float]
+    correct: dict[int, list[bool]]  # per k, whether each test text (in task order) was labelled right
     latents: dict[int, list[int]]  # the latents each k-probe used, by decreasing |mean difference|
     raw: float
     random: dict[int, float]
@@ -118,32 +122,49 @@ def top_latents(z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-diff, kind="stable")[:k]
 
 
-def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, cfg: ProbingConfig) -> float:
-    """Test accuracy of a logistic-regression probe on standardised features."""
+def probe_correct(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, cfg: ProbingConfig) -> np.ndarray:
+    """Per test text, whether a logistic-regression probe on standardised features labels it right."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
     probe.fit(x_train, y_train)
-    return float(probe.score(x_test, y_test))
+    return probe.predict(x_test) == y_test
+
+
+def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, cfg: ProbingConfig) -> float:
+    """Test accuracy of a logistic-regression probe on standardised features."""
+    return float(probe_correct(x_train, y_train, x_test, y_test, cfg).mean())
+
+
+def mean_task_accuracy(task: np.ndarray, correct: np.ndarray) -> float:
+    """Sparse-probing accuracy of an SAE: per task the fraction of its test texts labelled right, then
+    the mean over tasks (tasks with no text drawn are left out)."""
+    task = np.asarray(task)
+    n = np.bincount(task)
+    hits = np.bincount(task, weights=np.asarray(correct, dtype=float), minlength=n.size)
+    drawn = n > 0
+    return float((hits[drawn] / n[drawn]).mean()) if drawn.any() else math.nan
 
 
 def probe_task(task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train: np.ndarray, z_test: np.ndarray, cfg: ProbingConfig) -> TaskProbe:
     """All probes of one task from pooled features of its train and test texts."""
     y_tr, y_te = np.asarray(task.train_labels), np.asarray(task.test_labels)
     rng = np.random.default_rng(cfg.seed)
-    sae, latents, rand = {}, {}, {}
+    sae, correct, latents, rand = {}, {}, {}, {}
     for k in cfg.ks:
         if k > z_train.shape[1]:
             raise UserError(f"k = {k} is larger than the SAE's {z_train.shape[1]} latents; lower --ks")
         cols = top_latents(z_train, y_tr, k)
         latents[k] = cols.tolist()
-        sae[k] = probe_accuracy(z_train[:, cols], y_tr, z_test[:, cols], y_te, cfg)
+        hit = probe_correct(z_train[:, cols], y_tr, z_test[:, cols], y_te, cfg)
+        correct[k] = hit.tolist()
+        sae[k] = float(hit.mean())
         proj = rng.standard_normal((raw_train.shape[1], k))
         rand[k] = probe_accuracy(raw_train @ proj, y_tr, raw_test @ proj, y_te, cfg)
     raw = probe_accuracy(raw_train, y_tr, raw_test, y_te, cfg)
-    return TaskProbe(task=task.name, n_train=len(y_tr), n_test=len(y_te), sae=sae, latents=latents, raw=raw, random=rand)
+    return TaskProbe(task=task.name, n_train=len(y_tr), n_test=len(y_te), sae=sae, correct=correct, latents=latents, raw=raw, random=rand)
 
 
 def run_probing_many(saes: dict[str, SAE], loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> dict[str, ProbingResult]:
@@ -172,11 +193,42 @@ def run_probing_many(saes: dict[str, SAE], loaded: LoadedModel, layer: int, task
             pooling=cfg.pooling,
             ks=list(cfg.ks),
             tasks=per_task,
-            mean_sae={k: float(np.mean([p.sae[k] for p in per_task])) for k in cfg.ks},
+            mean_sae={k: mean_task_accuracy(*_task_units(per_task, k)) for k in cfg.ks},
             mean_raw=float(np.mean([p.raw for p in per_task])),
             mean_random={k: float(np.mean([p.random[k] for p in per_task])) for k in cfg.ks},
         )
     return results
+
+
+def _task_units(per_task: list[TaskProbe], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(task index, correct) of every test text of the k-probes."""
+    task = np.concatenate([np.full(p.n_test, t) for t, p in enumerate(per_task)])
+    return task, np.concatenate([np.asarray(p.correct[k], dtype=bool) for p in per_task])
+
+
+def unit_table(result: ProbingResult) -> pd.DataFrame:
+    """One row per (k, task, test text): whether the k-probe labelled it right (the verdict's units)."""
+    frames = []
+    for k in result.ks:
+        task, correct = _task_units(result.tasks, k)
+        item = np.concatenate([np.arange(p.n_test) for p in result.tasks])
+        frames.append(pd.DataFrame({"k": k, "task": [result.tasks[t].task for t in task], "item": item, "correct": correct}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _accuracy_terms(df: pd.DataFrame) -> Terms | None:
+    if not has_columns(df, "task", "correct"):
+        return None
+    task = pd.factorize(df["task"])[0]
+    correct = df["correct"].to_numpy(bool)
+    return len(task), lambda i: mean_task_accuracy(task[i], correct[i])
+
+
+def probing_metric(k: int) -> VerdictMetric:
+    """Sparse-probing accuracy at k latents as a verdict metric: test texts are the unit, paired (the
+    same texts for every SAE); chance 0.5 (balanced classes); default δ 0.02."""
+    return VerdictMetric(f"probe_acc_k{k}", f"probing accuracy, k = {k}", +1, "test text", "probing", _accuracy_terms,
+                         tolerance=0.02, chance=0.5, paired=True, ids=("task", "item"), select=(("k", k),))
 
 
 def run_probing(sae: SAE, loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> ProbingResult:

@@ -1,14 +1,17 @@
-"""Seeded bootstrap confidence intervals: one function for every interval the project reports.
+"""Seeded bootstrap confidence intervals: every interval the project reports.
 
 Autointerp resamples latents; the report's verdicts (docs/spec.md#verdicts) resample the units of two groups.
 Each group is resampled independently with replacement; `statistic` receives one index array per
 group and returns a number, so paired, unpaired and pooled statistics all fit the same call.
+With several SAE seeds, `seed_bootstrap` adds the outer level: resample the seeds (paired), then
+each drawn seed's own units, and average the seeds' statistics.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
@@ -51,7 +54,13 @@ def bootstrap(
     draws = np.empty(n_boot)
     for b in range(n_boot):
         draws[b] = statistic(*[rng.integers(0, n, size=n) for n in sizes])
+    return _percentile_ci(estimate, draws, level)
+
+
+def _percentile_ci(estimate: float, draws: np.ndarray, level: float) -> BootstrapCI:
+    """The percentile interval of the non-NaN draws; NaN draws are counted as failed."""
     ok = draws[~np.isnan(draws)]
+    n_boot = draws.size
     if ok.size == 0:
         return BootstrapCI(estimate=estimate, low=math.nan, high=math.nan, level=level, n_boot=n_boot, n_failed=n_boot)
     tail = (1 - level) / 2
@@ -66,3 +75,43 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, n_boot: int = 1000, see
     if arr.size == 0:
         return BootstrapCI(estimate=math.nan, low=math.nan, high=math.nan, level=level, n_boot=0)
     return bootstrap(lambda idx: float(arr[idx].mean()), arr.size, n_boot=n_boot, seed=seed, level=level)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One seed's statistic over its own units: `statistic(*index_arrays)` on groups of `sizes` units."""
+
+    statistic: Callable[..., float]
+    sizes: tuple[int, ...]
+
+
+def seed_bootstrap(replicates: Sequence[Replicate], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> BootstrapCI:
+    """Two-level percentile bootstrap of the mean over seeds of each seed's statistic (docs/spec.md#verdicts).
+
+    Each resample draws S seeds with replacement, then each drawn seed's units with replacement, and
+    averages the drawn seeds' statistics. The estimate is the mean of the statistics on the full data.
+    One replicate is the ordinary bootstrap of its units (`bootstrap`), seed noise unmeasured.
+    """
+    if not replicates:
+        raise ValueError("seed_bootstrap needs at least one replicate")
+    if len(replicates) == 1:
+        return bootstrap(replicates[0].statistic, list(replicates[0].sizes), n_boot=n_boot, seed=seed, level=level)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    for r in replicates:
+        if not r.sizes or min(r.sizes) < 1:
+            raise ValueError(f"bootstrap needs at least one unit per group, got sizes {list(r.sizes)}")
+    estimate = float(np.mean([r.statistic(*[np.arange(n) for n in r.sizes]) for r in replicates]))
+    rng = np.random.default_rng(seed)
+    n_seeds = len(replicates)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = [replicates[s] for s in rng.integers(0, n_seeds, size=n_seeds)]
+        draws[b] = np.mean([r.statistic(*[rng.integers(0, n, size=n) for n in r.sizes]) for r in picked])
+    return _percentile_ci(estimate, draws, level)
+
+
+def resolvable_difference(seed_sd: float, n_seeds: int, z: float = 1.96) -> float:
+    """The smallest difference between two settings' means over `n_seeds` seeds that seed noise of
+    standard deviation `seed_sd` lets a 95 % interval resolve: z · sd · √(2 / S)."""
+    return z * seed_sd * math.sqrt(2 / n_seeds) if n_seeds >= 2 else math.nan

@@ -18,23 +18,65 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
-from scipy.stats import rankdata
 
 from nullsae.autointerp.scorers import ScoreResult
+from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.stats import BootstrapCI, bootstrap
 
 THRESHOLDED = {"detection", "fuzzing", "tokens"}  # scorers whose scores are probabilities or 0/1
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half), NaN items dropped; NaN without both classes."""
-    ok = ~np.isnan(scores)
-    s, y = scores[ok], labels[ok].astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
+def _ranked_auroc(rank: np.ndarray, pos: np.ndarray, weight: np.ndarray, n_ranks: int) -> float:
+    """Weighted Mann–Whitney AUROC from dense score ranks (ties count half): the one AUROC formula."""
+    wp = np.bincount(rank[pos], weights=weight[pos], minlength=n_ranks)
+    wn = np.bincount(rank[~pos], weights=weight[~pos], minlength=n_ranks)
+    den = wp.sum() * wn.sum()
+    if den == 0:
         return math.nan
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    below = np.cumsum(wn) - wn
+    return float((wp * (below + 0.5 * wn)).sum() / den)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Area under the ROC curve (ties count half, items optionally weighted), NaN items dropped;
+    NaN without both classes."""
+    scores = np.asarray(scores, dtype=float)
+    ok = ~np.isnan(scores)
+    _, rank = np.unique(scores[ok], return_inverse=True)
+    w = np.ones(int(ok.sum())) if weights is None else np.asarray(weights, dtype=float)[ok]
+    return _ranked_auroc(rank, np.asarray(labels)[ok].astype(bool), w, int(rank.max()) + 1 if rank.size else 0)
+
+
+class PooledAUROC:
+    """Pooled AUROC of an SAE's scored examples with its latents resampled (each latent brings its
+    examples): `auroc` with per-example weight = how often its latent was drawn, ranks computed once."""
+
+    def __init__(self, latent: np.ndarray, label: np.ndarray, score: np.ndarray):
+        score = np.asarray(score, dtype=float)
+        ok = ~np.isnan(score)
+        lat_ids, self.lat = np.unique(np.asarray(latent)[ok], return_inverse=True)
+        self.n_latents = lat_ids.size
+        _, self.rank = np.unique(score[ok], return_inverse=True)
+        self.n_ranks = int(self.rank.max()) + 1 if self.rank.size else 0
+        self.pos = np.asarray(label)[ok].astype(bool)
+
+    def __call__(self, latent_idx: np.ndarray) -> float:
+        w = np.bincount(latent_idx, minlength=self.n_latents)[self.lat].astype(float)
+        return _ranked_auroc(self.rank, self.pos, w, self.n_ranks)
+
+
+def _auroc_terms(df: pd.DataFrame) -> Terms | None:
+    if not has_columns(df, "latent", "label", "score"):
+        return None
+    f = PooledAUROC(df["latent"].to_numpy(), df["label"].to_numpy(), df["score"].to_numpy(float))
+    return (f.n_latents, f) if f.n_latents else None
+
+
+def auroc_metric(scorer: str) -> VerdictMetric:
+    """The pooled AUROC of one scorer as a verdict metric: latents (with their test examples) are the
+    unit, each SAE's own; chance 0.5; default δ 0.02."""
+    return VerdictMetric(f"auroc_{scorer}", f"AUROC ({scorer} scorer, pooled)", +1, "latent", "scores", _auroc_terms,
+                         tolerance=0.02, chance=0.5, select=(("scorer", scorer),))
 
 
 def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:

@@ -67,6 +67,29 @@ def _frame(store: RunStore, key: str, part: str, part_hash: str) -> pd.DataFrame
     return store.read_part(key, part, part_hash) if store.has_part(key, part, part_hash) else pd.DataFrame()
 
 
+SUMMARY_PARTS = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
+UNIT_PARTS = {"tokens": ("reconstruction-tokens", "reconstruction"), "chunks": ("downstream-units", "downstream"),
+              "scores": ("autointerp-scores", "autointerp"), "probing": ("probing-units", "probing"), "editing": ("editing-units", "editing")}
+
+
+def _merge(row: dict[str, Any], part: str, values: dict[str, Any]) -> None:
+    """Add one result part's scalars to an SAE's row; a column two parts both write is an error, never an overwrite."""
+    clash = sorted(set(row) & set(values))
+    if clash:
+        raise ValueError(f"result part '{part}' writes column(s) {', '.join(clash)} that another part already wrote")
+    row.update(values)
+
+
+def same_weights(store: RunStore, a: str, b: str) -> bool:
+    """Whether two cells' SAEs hold numerically the same parameters (a null that never left its initial state)."""
+    import torch
+
+    from nullsae.sae.io import load_sae
+
+    sa, sb = load_sae(store.sae_dir(a)).state_dict(), load_sae(store.sae_dir(b)).state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-5, atol=1e-7) for k in sa)
+
+
 def load_tables(store: RunStore, p: Plan):
     """Gather every finished result part of the plan's cells into the report's tables (and run-level Parquet)."""
     import json
@@ -74,27 +97,30 @@ def load_tables(store: RunStore, p: Plan):
     from nullsae.experiment.runner import TRAIN_INFO
     from nullsae.report.tables import ResultTables
 
-    rows, tokens, units, latents, scores, latent_scores, examples = [], [], [], [], [], [], {}
+    rows, latents, latent_scores, examples = [], [], [], {}
+    units: dict[str, list[pd.DataFrame]] = {name: [] for name in UNIT_PARTS}
+    trained = {(c.model, c.layer, c.arch, c.seed): c.key for c in p.cells if c.variant == "trained" and c.baseline == "none"}
     for c in p.cells:
         row: dict[str, Any] = {"key": c.key, "model": c.model, "variant": c.variant, "layer": c.layer, "arch": c.arch, "baseline": c.baseline,
-                               "n_latents": c.sae_config.n_latents}
+                               "seed": c.seed, "n_latents": c.sae_config.n_latents}
         info = store.sae_dir(c.key) / TRAIN_INFO
         if not info.exists():
             continue
         tr = json.loads(info.read_text(encoding="utf-8"))
-        row.update({"train_steps": tr["steps"], "train_tokens": tr["tokens"], "train_fvu": tr["fvu"], "train_l0": tr["l0"],
-                    "dead_fraction_train": tr["dead_fraction"], "decoder_drift": tr["decoder_drift"]})
+        _merge(row, "train", {"train_steps": tr["steps"], "train_tokens": tr["tokens"], "train_fvu": tr["fvu"], "train_l0": tr["l0"],
+                              "dead_fraction_train": tr["dead_fraction"], "decoder_drift": tr["decoder_drift"]})
+        ref = trained.get((c.model, c.layer, c.arch, c.seed))
+        row["same_weights"] = ref is not None and ref != c.key and store.has_sae(ref) and same_weights(store, ref, c.key)
         pk = c.part_keys
-        for part in ("reconstruction", "downstream", "latents", "autointerp"):
+        for part in SUMMARY_PARTS:
             df = _frame(store, c.key, part, pk[part])
             if len(df):
-                row.update(df.iloc[0].to_dict())
+                _merge(row, part, df.iloc[0].to_dict())
         rows.append(row)
-        for name, part, sink in (("reconstruction-tokens", "reconstruction", tokens), ("downstream-units", "downstream", units),
-                                 ("autointerp-scores", "autointerp", scores)):
+        for sink, (name, part) in UNIT_PARTS.items():
             df = _frame(store, c.key, name, pk[part])
             if len(df):
-                sink.append(df.assign(key=c.key))
+                units[sink].append(df.assign(key=c.key))
         lat = _frame(store, c.key, "latents-per-latent", pk["latents"])
         ai = _frame(store, c.key, "autointerp-latents", pk["autointerp"])
         if len(lat):
@@ -112,10 +138,20 @@ def load_tables(store: RunStore, p: Plan):
     metrics = store.gather("metrics", [pd.DataFrame(rows)])
     latents_df = store.gather("latents", latents)
     store.gather("latent_scores", latent_scores)
-    return ResultTables(metrics=metrics, tokens=pd.concat(tokens, ignore_index=True) if tokens else pd.DataFrame(),
-                        chunks=pd.concat(units, ignore_index=True) if units else pd.DataFrame(), latents=latents_df,
-                        scores=pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(), examples=examples,
-                        manifest=store.manifest())
+    tables = {name: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame() for name, frames in units.items()}
+    return ResultTables(metrics=metrics, latents=latents_df, examples=examples, manifest=store.manifest(), **tables)
+
+
+def skipped_notes(metrics: pd.DataFrame) -> list[str]:
+    """Report lines for results a family left out and why (editing on a variant that knows too few facts)."""
+    if "editing_skipped" not in metrics:
+        return []
+    out = []
+    sel = metrics[metrics.editing_skipped.fillna("") != ""].drop_duplicates(["model", "variant", "layer"])
+    for r in sel.itertuples():
+        scored = "not scored" if r.editing_attributes == 0 else f"{r.editing_attributes} attribute(s) scored"
+        out.append(f"editing, {r.model} {r.variant} layer {r.layer}: {scored}; {r.editing_skipped}")
+    return out
 
 
 def report_for(store: RunStore, p: Plan):
@@ -128,6 +164,7 @@ def report_for(store: RunStore, p: Plan):
     missing = len(p.cells) - len(tables.metrics)
     if missing:
         notes.append(f"{missing} of {len(p.cells)} SAE cells have no results yet; rerun the same command to finish them")
+    notes += skipped_notes(tables.metrics)
     r = cfg.report
     return build_report(tables, store.root, title=f"nullsae report: {cfg.name}", n_boot=r.n_bootstrap, seed=r.seed, level=r.confidence,
                         examples_per_variant=r.example_latents, notes=notes)
@@ -153,7 +190,7 @@ def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress:
     from nullsae.experiment.runner import Job, run_task
     from nullsae.experiment.store import write_text
 
-    store.write_manifest(cfg.model_dump(mode="json"), seeds={"variant": cfg.variant.seed, "sae": cfg.train.seed, "data": cfg.tokens.seed,
+    store.write_manifest(cfg.model_dump(mode="json"), seeds={"variant": cfg.variant.seed, "sae": cfg.train.seeds, "data": cfg.tokens.seed,
                                                               "autointerp": cfg.autointerp.seed, "bootstrap": cfg.report.seed},
                          extra={"shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()}, "executor": ex.name})
     write_text(store.root / "config.yaml", dump_yaml(cfg))

@@ -19,7 +19,7 @@ from nullsae.errors import UserError
 from nullsae.resources import check_plan_memory
 from nullsae.sae.config import SAEConfig
 
-PARTS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp")
+PARTS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
 
 
 def digest(obj: Any) -> str:
@@ -48,15 +48,16 @@ class Cell:
     sae_config: SAEConfig
     key: str
     part_keys: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    seed: int = 0  # the SAE seed (initialisation and batch order), shared by an SAE and its baselines
 
     @property
     def label(self) -> str:
         tail = self.arch if self.baseline == "none" else f"{self.arch}/{self.baseline}"
-        return f"{self.model}/{self.variant}/L{self.layer}/{tail}"
+        return f"{self.model}/{self.variant}/L{self.layer}/{tail}/seed{self.seed}"
 
     def info(self) -> dict[str, Any]:
-        return {"model": self.model, "variant": self.variant, "layer": self.layer, "arch": self.arch,
-                "baseline": self.baseline, "key": self.key, "sae_config": self.sae_config.model_dump(mode="json")}
+        return {"model": self.model, "variant": self.variant, "layer": self.layer, "arch": self.arch, "baseline": self.baseline,
+                "seed": self.seed, "key": self.key, "sae_config": self.sae_config.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,16 @@ def data_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
     return {"source": t.source, "context": t.context, "skip_bos": t.skip_bos, "seed": t.seed, "split": split, "tokens": n}
 
 
-def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int) -> SAEConfig:
+def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int, seed: int) -> SAEConfig:
     shared = cfg.sae.model_dump(exclude={"archs", "expansion", "n_latents"})
     m = cfg.sae.n_latents or cfg.sae.expansion * d_model
     return SAEConfig(arch=arch, d_in=d_model, n_latents=m, baseline=baseline,
-                     tau=cfg.baselines.tau, seed=cfg.train.seed, **shared)
+                     tau=cfg.baselines.tau, seed=seed, **shared)
+
+
+def train_settings(cfg: RunConfig, seed: int) -> dict[str, Any]:
+    """What of the training settings determines one SAE: the shared ones and its own seed."""
+    return {**cfg.train.model_dump(mode="json", exclude={"checkpoint_every", "seeds"}), "seed": seed}
 
 
 def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:
@@ -122,6 +128,10 @@ def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:
                 "example_latents": cfg.report.example_latents}
     if part == "autointerp":
         return {**interp, **cfg.autointerp.model_dump(mode="json", exclude={"llm_cache", "n_boot"})}
+    if part == "probing":
+        return {"probing": cfg.probing.model_dump(mode="json")}
+    if part == "editing":
+        return {"editing": cfg.editing.model_dump(mode="json")}
     raise ValueError(part)
 
 
@@ -143,14 +153,15 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                     baselines = ["none"]
                     if variant in cfg.baselines.variants and layer in cfg.baseline_layers():
                         baselines += cfg.baselines.kinds
-                    for baseline in baselines:
-                        sc = make_sae_config(cfg, arch, baseline, d)
-                        ident = {"model": model, "variant": variant, "variant_settings": variant_settings(cfg, variant),
-                                 "layer": layer, "data": data_settings(cfg, "train"), "model_batch": cfg.tokens.model_batch,
-                                 "train": cfg.train.model_dump(mode="json", exclude={"checkpoint_every"}), "sae": sc.key_fields()}
-                        key = digest(ident)
-                        parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
-                        cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts))
+                    for seed in cfg.train.seeds:
+                        for baseline in baselines:
+                            sc = make_sae_config(cfg, arch, baseline, d, seed)
+                            ident = {"model": model, "variant": variant, "variant_settings": variant_settings(cfg, variant),
+                                     "layer": layer, "data": data_settings(cfg, "train"), "model_batch": cfg.tokens.model_batch,
+                                     "train": train_settings(cfg, seed), "sae": sc.key_fields()}
+                            key = digest(ident)
+                            parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
+                            cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts, seed=seed))
             tasks.append(Task(model, variant, tuple(cells)))
     result = Plan(cfg, shapes, tuple(tasks))
     check_plan_memory(result)  # refuse what cannot fit before anything is allocated

@@ -1,9 +1,11 @@
 """Compute one task of a plan — every SAE cell of one (model, variant) — stage by stage, resuming.
 
-Stages: `train` (cache the train split at all layers in one pass; one stream per layer feeds the SAE
-and its random baselines), `reconstruction` (eval split; per-token terms kept for the bootstrap),
-`downstream` (CE/KL with the residual patched; per-window sums kept), `latents` (firing density,
-token entropy, example windows) and `autointerp` (explain and score). A result part is written
+Stages: `train` (cache the train split at all layers in one pass; per layer and SAE seed one stream
+feeds the SAE and its random baselines), `reconstruction` (eval split; per-token terms kept for the
+bootstrap), `downstream` (CE/KL with the residual patched; per-window sums kept), `latents` (firing
+density, token entropy, example windows), `autointerp` (explain and score), `probing` (sparse probes
+on labelled texts; per-text correctness kept) and `editing` (RAVEL interchange on the facts the
+variant's model answers right; per-attribute scores kept). A result part is written
 atomically when complete and skipped when present. The variant is rebuilt before every stage that
 runs it, so the control variant's fresh noise starts from its seed whatever ran before: a resumed
 run gives the numbers an uninterrupted one gives.
@@ -173,20 +175,20 @@ def _train(job: Job, store: RunStore, cells: list[Cell]) -> int:
     live = cfg.train.stream == "live"
     directory = None if live else activations(cfg, store, task, "train", layers, job.progress)
     trained = 0
-    for layer in layers:
-        group = [c for c in cells if c.layer == layer]
+    for layer, seed in sorted({(c.layer, c.seed) for c in cells}):
+        group = [c for c in cells if c.layer == layer and c.seed == seed]  # an SAE and its baselines: one stream, one seed
         if live:
             variant, _ = build_variant(cfg, task.model, task.variant)
-            stream = LiveStream(variant, split_windows(cfg, task.model, "train"), layer, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+            stream = LiveStream(variant, split_windows(cfg, task.model, "train"), layer, batch_size=cfg.train.batch_size, seed=seed,
                                 buffer_tokens=cfg.train.buffer_tokens, epochs=1, exclude_bos=cfg.tokens.skip_bos, model_batch=cfg.tokens.model_batch)
         else:
-            stream = CachedStream(CachedActivations(directory, layer), batch_size=cfg.train.batch_size, seed=cfg.train.seed, epochs=1,
+            stream = CachedStream(CachedActivations(directory, layer), batch_size=cfg.train.batch_size, seed=seed, epochs=1,
                                   exclude_bos=cfg.tokens.skip_bos, device=device_of(cfg))
         tc = TrainConfig(steps=stream.steps_per_epoch, lr=cfg.train.lr, warmup_steps=min(cfg.train.warmup_steps, stream.steps_per_epoch),
                          decay_fraction=cfg.train.decay_fraction, checkpoint_every=cfg.train.checkpoint_every)
         saes = {c.key: SAE(c.sae_config).to(device_of(cfg)) for c in group}
         ckpt = store.checkpoint_dir(digest(sorted(saes)))
-        _seed(task, "train", str(layer))
+        _seed(task, "train", f"{layer}/seed{seed}")
         results = train_saes(saes, stream, tc, checkpoint_dir=ckpt, progress=job.progress)
         for c in group:
             def fill(tmp: Path, c: Cell = c) -> None:
@@ -309,7 +311,7 @@ def _example_config(cfg: RunConfig):
 def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None:
     """Firing density of every latent; token entropy and example windows of the sampled latents (docs/spec.md#latent-statistics)."""
     from nullsae.autointerp.examples import collect_examples, count_firing, select_latents
-    from nullsae.metrics.latents import is_single_token, token_entropy
+    from nullsae.metrics.latents import is_single_token, mean_entropy, token_entropy
 
     cfg = job.config
     ecfg = _example_config(cfg)
@@ -324,7 +326,7 @@ def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None
     df["entropy_raw"] = df.latent.map({k: s.entropy for k, s in stats.items()}).astype(float)
     df["single_token"] = df.latent.map({k: float(is_single_token(s)) for k, s in stats.items()}).astype(float)
     sampled = df.dropna(subset=["entropy"])
-    row = {"entropy": float(sampled.entropy.mean()) if len(sampled) else math.nan,
+    row = {"entropy": mean_entropy(sampled.entropy.to_numpy()),
            "entropy_raw": float(sampled.entropy_raw.mean()) if len(sampled) else math.nan,
            "single_token_fraction": float(sampled.single_token.mean()) if len(sampled) else math.nan,
            "n_latents_sampled": len(selection.latents), "n_latents_eligible": selection.n_eligible,
@@ -396,6 +398,72 @@ def _interp(job: Job, store: RunStore, latents: list[Cell], autointerp: list[Cel
     return len(latents) + len(autointerp)
 
 
+_TASKS: dict[str, Any] = {}
+
+
+def probing_tasks(cfg: RunConfig) -> Any:
+    """The run's labelled probing tasks (a `TaskSet`), built once per process."""
+    from nullsae.tasks import TaskConfig, load_tasks
+
+    p = cfg.probing
+    key = digest([p.tasks, p.n_train, p.n_test, p.seed])
+    if key not in _TASKS:
+        _TASKS[key] = load_tasks(p.tasks, TaskConfig(n_train=p.n_train, n_test=p.n_test, seed=p.seed))
+    return _TASKS[key]
+
+
+def _probing(job: Job, store: RunStore, cells: list[Cell]) -> int:
+    """Sparse probing (probing.py) of every SAE of a layer on one pass of the variant over the task texts."""
+    from nullsae.probing import ProbingConfig, run_probing_many, unit_table
+
+    cfg, task = job.config, job.task
+    tasks = probing_tasks(cfg)
+    pcfg = ProbingConfig(**cfg.probing.model_dump(include=set(ProbingConfig.model_fields)))
+    for layer in sorted({c.layer for c in cells}):
+        group = [c for c in cells if c.layer == layer]
+        variant, _ = build_variant(cfg, task.model, task.variant)  # control: fresh, its noise restarts from its seed
+        _seed(task, "probing", str(layer))
+        results = run_probing_many({c.key: _load(store, c, cfg) for c in group}, variant, layer, tasks.tasks, pcfg)
+        for c in group:
+            r, pk = results[c.key], c.part_keys["probing"]
+            row = {**{f"probe_acc_k{k}": v for k, v in r.mean_sae.items()}, "probe_raw": r.mean_raw,
+                   **{f"probe_random_k{k}": v for k, v in r.mean_random.items()}, "probe_tasks": len(r.tasks)}
+            store.write_json_part(c.key, "probing-result", pk, r.model_dump(mode="json"))
+            store.write_part(c.key, "probing-units", pk, unit_table(r))
+            store.write_part(c.key, "probing", pk, pd.DataFrame([row]))
+    return len(cells)
+
+
+def _editing(job: Job, store: RunStore, cells: list[Cell]) -> int:
+    """RAVEL-style editing (editing.py) on the facts this variant's model answers right; attributes it
+    knows too few entities of are skipped with the reason (`editing_skipped`)."""
+    from nullsae.editing import prepare_facts, run_editing
+
+    cfg, task = job.config, job.task
+    for layer in sorted({c.layer for c in cells}):
+        variant, _ = build_variant(cfg, task.model, task.variant)
+        _seed(task, "editing", str(layer))
+        prep = prepare_facts(variant, layer, cfg.editing)
+        for c in [c for c in cells if c.layer == layer]:
+            r, pk = run_editing(_load(store, c, cfg), variant, layer, cfg.editing, prepared=prep), c.part_keys["editing"]
+            units = pd.DataFrame([a.model_dump(include={"attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"})
+                                  for a in r.attributes], columns=["attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"])
+            counts = r.counts
+            skipped = "; ".join(f"{k}: {why}" for k, why in r.skipped.items())
+            row = {"ravel_cause": _nan(r.cause), "ravel_isolation": _nan(r.isolation), "ravel_score": _nan(r.score),
+                   "ravel_full_cause": _nan(r.full_cause), "editing_attributes": len(r.attributes),
+                   "editing_facts_correct": counts.n_facts_correct, "editing_facts": counts.n_facts,
+                   "editing_skipped": (f"{counts.n_facts_correct}/{counts.n_facts} facts answered right; skipped {skipped}" if skipped else "")}
+            store.write_json_part(c.key, "editing-result", pk, r.model_dump(mode="json"))
+            store.write_part(c.key, "editing-units", pk, units)
+            store.write_part(c.key, "editing", pk, pd.DataFrame([row]))
+    return len(cells)
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
 def run_task(job: Job) -> TaskOutcome:
     """Compute whatever is missing for the cells of one task; finished parts are skipped."""
     t0 = time.time()
@@ -419,6 +487,8 @@ def run_task(job: Job) -> TaskOutcome:
         "reconstruction": (bool(todo["reconstruction"]), lambda: _reconstruction(job, store, todo["reconstruction"])),
         "downstream": (bool(todo["downstream"]), lambda: _downstream(job, store, todo["downstream"])),
         "interp": (bool(todo["latents"] or todo["autointerp"]), lambda: _interp(job, store, todo["latents"], todo["autointerp"])),
+        "probing": (bool(todo["probing"]), lambda: _probing(job, store, todo["probing"])),
+        "editing": (bool(todo["editing"]), lambda: _editing(job, store, todo["editing"])),
     }
     for stage, (needed, run_stage) in stages.items():
         if needed:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, patch_residual
 
 ILL_CONDITIONED_NATS = 0.1
@@ -53,6 +55,28 @@ def ce_loss_score(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
 def kl_score(kl_sae: float, kl_zero: float) -> float:
     """(KL_zero − KL_sae) / KL_zero."""
     return (kl_zero - kl_sae) / kl_zero
+
+
+def _ce_terms(df: pd.DataFrame) -> Terms | None:
+    if not has_columns(df, "ce_clean", "ce_sae", "ce_zero"):
+        return None
+    clean, sae, zero = (df[c].to_numpy(float) for c in ("ce_clean", "ce_sae", "ce_zero"))
+    return len(clean), lambda i: ce_loss_score(clean[i].sum(), sae[i].sum(), zero[i].sum())
+
+
+def _kl_terms(df: pd.DataFrame) -> Terms | None:
+    if not has_columns(df, "kl_sae", "kl_zero"):
+        return None
+    ks, kz = df["kl_sae"].to_numpy(float), df["kl_zero"].to_numpy(float)
+    return len(ks), lambda i: kl_score(ks[i].sum(), kz[i].sum())
+
+
+# Evaluation windows are the unit (paired: the same text under both SAEs); the scores are ratios of
+# sums over the drawn windows. Chance 0 is zero ablation; default δ 0.01.
+VERDICT_METRICS = (
+    VerdictMetric("ce_score", "CE loss score", +1, "window", "chunks", _ce_terms, tolerance=0.01, chance=0.0, paired=True, ids=("unit",)),
+    VerdictMetric("kl_score", "KL score", +1, "window", "chunks", _kl_terms, tolerance=0.01, chance=0.0, paired=True, ids=("unit",)),
+)
 
 
 def mean_activation(model: nn.Module, windows: Tensor, layer: int, batch_size: int = 16) -> Tensor:

@@ -12,9 +12,12 @@ import math
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel
 from torch import Tensor
+
+from nullsae.metrics.verdict import Terms, VerdictMetric
 
 SINGLE_TOKEN_MASS = 0.9
 
@@ -84,3 +87,22 @@ def firing_density(fire_counts: Tensor, n_tokens: int, bins: int = 50, lo: float
     logf = np.clip(np.log10(counts[alive] / n_tokens), lo, hi)
     hist, edges = np.histogram(logf, bins=bins, range=(lo, hi))
     return FiringDensity(edges=edges.tolist(), counts=hist.tolist(), n_dead=int((~alive).sum()), n_latents=len(counts), n_tokens=n_tokens)
+
+
+def mean_entropy(normalized: np.ndarray) -> float:
+    """An SAE's token entropy: the mean normalised entropy over its sampled latents (NaN if none)."""
+    v = np.asarray(normalized, dtype=float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def _entropy_terms(df: pd.DataFrame) -> Terms | None:
+    if "entropy" not in df:
+        return None
+    v = df["entropy"].dropna().to_numpy(float)
+    return (v.size, lambda i: mean_entropy(v[i])) if v.size else None
+
+
+# Sampled latents are the unit (each SAE's own, resampled independently); trained is expected higher.
+# Default δ 0.02 of normalised entropy; no chance level.
+VERDICT_METRICS = (VerdictMetric("entropy", "token-distribution entropy", +1, "latent", "latents", _entropy_terms, tolerance=0.02),)

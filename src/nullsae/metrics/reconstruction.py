@@ -7,10 +7,54 @@ The legacy per-token EV needs x̄ first, so it takes a second pass or a known me
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from nullsae.metrics.ev_conventions import LibraryEV, LibraryEVAccumulator
+
+from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
+
+
+def fvu_from_sums(sq_err: float, sq_dev: float) -> float:
+    """FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖² (docs/spec.md#reconstruction), from the two sums."""
+    return sq_err / max(sq_dev, 1e-300)
+
+
+def explained_variance(sq_err: np.ndarray, sq_dev: np.ndarray) -> float:
+    """EV = 1 − FVU over tokens with per-token ‖x − x̂‖² and ‖x − x̄‖² (x̄ the evaluation-set mean)."""
+    return 1 - fvu_from_sums(float(np.sum(sq_err)), float(np.sum(sq_dev)))
+
+
+def token_mean(values: np.ndarray) -> float:
+    """Mean over tokens of a per-token metric (cosine similarity, L1, L0)."""
+    return float(np.mean(values))
+
+
+def _ev_terms(df: pd.DataFrame) -> Terms | None:
+    if not has_columns(df, "sq_err", "sq_dev"):
+        return None
+    err, dev = df["sq_err"].to_numpy(float), df["sq_dev"].to_numpy(float)
+    return len(err), lambda i: explained_variance(err[i], dev[i])
+
+
+def _mean_terms(column: str):
+    def terms(df: pd.DataFrame) -> Terms | None:
+        if not has_columns(df, column):
+            return None
+        v = df[column].to_numpy(float)
+        return len(v), lambda i: token_mean(v[i])
+    return terms
+
+
+# Evaluation tokens are the unit (paired: both SAEs read the same text). Default δ: 0.01 of EV or
+# cosine, well above float error and below the gaps the papers discuss (≥ 0.03).
+VERDICT_METRICS = (
+    VerdictMetric("ev", "explained variance", +1, "token", "tokens", _ev_terms, tolerance=0.01, chance=0.0, paired=True, ids=("token",)),
+    VerdictMetric("cosine", "cosine similarity", +1, "token", "tokens", _mean_terms("cos"), tolerance=0.01, chance=0.0, paired=True, ids=("token",)),
+    VerdictMetric("l1", "L1 norm of latents", 0, "token", "tokens", _mean_terms("l1"), tolerance=0.0, paired=True, ids=("token",)),
+)
 
 
 class ReconstructionMetrics(LibraryEV):
@@ -61,7 +105,7 @@ class ReconstructionAccumulator:
         self.sse += float(err.sum())
         self.cos += float(torch.nn.functional.cosine_similarity(x, recon, dim=1).sum())
         self.l0 += float((z != 0).sum())
-        self.l1 += float(z.abs().sum())
+        self.l1 += float(z.double().abs().sum())
         self.l2_ratio += float((recon.norm(dim=1) / x.norm(dim=1).clamp_min(1e-12)).sum())
         self.xhat_dot_x += float((recon * x).sum())
         self.xhat_sq += float(recon.pow(2).sum())
@@ -76,7 +120,7 @@ class ReconstructionAccumulator:
             raise ValueError("no tokens were fed to the reconstruction metrics")
         n = self.n
         total = self.sum_sq_x - float(self.sum_x.pow(2).sum()) / n
-        fvu = self.sse / max(total, 1e-300)
+        fvu = fvu_from_sums(self.sse, total)
         return ReconstructionMetrics(
             n_tokens=n,
             fvu=fvu,

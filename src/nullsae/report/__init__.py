@@ -20,13 +20,14 @@ class Report:
 def build_report(t: ResultTables, out_dir: Path, title: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  examples_per_variant: int = 4, notes: list[str] | None = None) -> Report:
     """Verdicts, findings and figures from the tables, written as `out_dir/report.html` (+ figures/*.png)."""
+    from nullsae.experiment.families import chance_levels
     from nullsae.report.figures import make_figures
     from nullsae.report.html import write_report
 
     out_dir = Path(out_dir)
     verdicts = compute_verdicts(t, n_boot=n_boot, seed=seed, level=level)
     findings = paper_findings(t)
-    figures = make_figures(t, out_dir / "figures")
+    figures = make_figures(t, out_dir / "figures", chance_levels(t.units))
     path = write_report(out_dir / "report.html", t, verdicts, findings, figures, title, notes, examples_per_variant)
     return Report(path, verdicts, findings, figures)
 

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from nullsae.autointerp.results import roc_curve  # noqa: E402
 from nullsae.experiment.store import atomic_write  # noqa: E402
 from nullsae.report.tables import ResultTables, auroc_columns  # noqa: E402
 
@@ -54,11 +55,13 @@ def _auroc_column(m: pd.DataFrame) -> str | None:
     return cols[0] if cols else None
 
 
-def fig3(t: ResultTables, path: Path) -> Path:
-    """Metrics against layer, one line per variant, for the fully trained SAEs (first architecture).
+def fig3(t: ResultTables, path: Path, chance: dict[str, float] | None = None) -> Path:
+    """Metrics against layer, one line per variant (mean over SAE seeds), for the fully trained SAEs
+    (first architecture); a dotted line marks a metric's chance level.
 
     One model: a 2 × 3 grid of panels; several: one row per metric, one column per model (as the paper).
     """
+    chance = chance or {}
     m = t.metrics[t.metrics.baseline == "none"]
     models = list(dict.fromkeys(m.model))
     auroc = _auroc_column(m)
@@ -74,10 +77,13 @@ def fig3(t: ResultTables, path: Path) -> Path:
             ax = panels[i][j]
             col = auroc if col == "auroc" else col
             for variant, (color, name) in VARIANT_STYLE.items():
-                sel = mm[mm.variant == variant].sort_values("layer")
+                sel = mm[mm.variant == variant]
                 if col is None or col not in sel or sel[col].isna().all():
                     continue
-                ax.plot(sel.layer, sel[col], marker="o", ms=3, color=color, label=name)
+                by_layer = sel.groupby("layer")[col].mean()
+                ax.plot(by_layer.index, by_layer.to_numpy(), marker="o", ms=3, color=color, label=name)
+            if col in chance:
+                ax.axhline(chance[col], color="#999999", lw=0.8, ls=":")
             label = f"AUROC ({col.removeprefix('auroc_')})" if title == "AUROC" and col else title
             ax.set_ylabel(label, fontsize=8)
             ax.set_xlabel("Layer", fontsize=8)
@@ -94,18 +100,6 @@ def fig3(t: ResultTables, path: Path) -> Path:
     return _save(fig, path)
 
 
-def roc_points(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve (fpr, tpr) of pooled scored examples (columns label, score)."""
-    order = np.argsort(-df.score.to_numpy(float), kind="stable")
-    lab = df.label.to_numpy()[order].astype(bool)
-    s = df.score.to_numpy(float)[order]
-    last = np.r_[np.diff(s) != 0, True]  # thresholds between distinct scores
-    tp, fp = np.cumsum(lab)[last], np.cumsum(~lab)[last]
-    tpr = np.r_[0, tp / max(lab.sum(), 1)]
-    fpr = np.r_[0, fp / max((~lab).sum(), 1)]
-    return fpr, tpr
-
-
 def roc(t: ResultTables, scorer: str, path: Path) -> Path:
     """ROC curves per layer, one per variant (and one per SAE baseline, dashed)."""
     sc = t.scores[t.scores.scorer == scorer]
@@ -119,8 +113,13 @@ def roc(t: ResultTables, scorer: str, path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
     for idx, layer in enumerate(layers):
         ax = axes[idx // cols][idx % cols]
-        for key, row in info[info.layer == layer].iterrows():
-            fpr, tpr = roc_points(sc[sc.key == key])
+        here = info[info.layer == layer]
+        if "seed" in here:
+            here = here[here.seed == here.seed.min()]
+        for key, row in here.iterrows():
+            cell = sc[sc.key == key]
+            curve = roc_curve(cell.score.to_numpy(float), cell.label.to_numpy(int), max_points=10_000)
+            fpr, tpr = curve["fpr"], curve["tpr"]
             if row.baseline == "none":
                 color, name = VARIANT_STYLE.get(row.variant, ("#333333", row.variant))
                 ax.plot(fpr, tpr, color=color, label=name, lw=1.2)
@@ -134,7 +133,7 @@ def roc(t: ResultTables, scorer: str, path: Path) -> Path:
         ax.legend(fontsize=6, loc="lower right")
     for idx in range(len(layers), rows * cols):
         axes[idx // cols][idx % cols].axis("off")
-    fig.suptitle(f"ROC curves, {scorer} scorer (pooled over sampled latents)", fontsize=10)
+    fig.suptitle(f"ROC curves, {scorer} scorer (pooled over sampled latents; first SAE seed; dotted: chance)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -143,14 +142,15 @@ BASELINE_COLUMNS = [("ev", "EV"), ("cosine", "cosine"), ("ce_score", "CE score")
 
 
 def baseline_table(t: ResultTables) -> pd.DataFrame:
-    """Trained SAE beside its random baselines (trained transformer), one row per SAE."""
+    """Trained SAE beside its random baselines (trained transformer), one row per SAE setting (mean over seeds)."""
     m = t.metrics
     sel = m[(m.variant == "trained")]
     layers = sel[sel.baseline != "none"].layer.unique()
     sel = sel[sel.layer.isin(layers)]
-    cols = [c for c, _ in BASELINE_COLUMNS] + auroc_columns(m) + ["l0", "dead_fraction_eval"]
+    cols = [c for c, _ in BASELINE_COLUMNS] + auroc_columns(m) + sorted(c for c in m if c.startswith("probe_acc_k")) + ["ravel_score", "l0", "dead_fraction_eval"]
     cols = [c for c in cols if c in sel]
     order = {b: i for i, b in enumerate(BASELINE_STYLE)}
+    sel = sel.groupby(["model", "layer", "arch", "baseline"], as_index=False, sort=False)[cols].mean()
     sel = sel.assign(_o=sel.baseline.map(order)).sort_values(["model", "layer", "arch", "_o"])
     return sel[["model", "layer", "arch", "baseline", *cols]].reset_index(drop=True)
 
@@ -212,13 +212,13 @@ def density(t: ResultTables, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def make_figures(t: ResultTables, out_dir: Path) -> dict[str, Path]:
+def make_figures(t: ResultTables, out_dir: Path, chance: dict[str, float] | None = None) -> dict[str, Path]:
     """Every figure the tables allow, as {name: PNG path}, in report order."""
     out_dir = Path(out_dir)
     figs: dict[str, Path] = {}
     if t.metrics.empty:
         return figs
-    figs["fig3"] = fig3(t, out_dir / "fig3_metrics_by_layer.png")
+    figs["fig3"] = fig3(t, out_dir / "fig3_metrics_by_layer.png", chance)
     if not t.scores.empty:
         for scorer in sorted(t.scores.scorer.unique()):
             figs[f"roc_{scorer}"] = roc(t, scorer, out_dir / f"roc_{scorer}.png")

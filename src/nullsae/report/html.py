@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from nullsae.experiment.families import chance_levels
 from nullsae.experiment.store import write_text
 from nullsae.report.figures import VARIANT_STYLE, baseline_table
 from nullsae.report.tables import ResultTables
@@ -26,6 +27,7 @@ h1{font-size:1.6em;margin-bottom:0} h2{border-bottom:1px solid #ccc;padding-bott
 table{border-collapse:collapse;font-size:13px;margin:8px 0;display:block;overflow-x:auto} th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.yes td.v,td.yes{background:#c7ecc7} tr.no td.v,td.no{background:#f6d0d0} tr.part td.v,td.part{background:#fbedc0} tr.na td.v,td.na{background:#eee}
+tr.eq td.v,td.eq{background:#d6e4f5} tr.rev td.v,td.rev{background:#f3b27a}
 .muted{color:#666;font-size:13px} img{max-width:100%;border:1px solid #ddd;margin:8px 0}
 .win{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;margin:2px 0;white-space:pre-wrap;word-break:break-word}
 .latent{border:1px solid #ddd;border-radius:4px;padding:6px 10px;margin:8px 0}
@@ -65,14 +67,42 @@ def _table(df: pd.DataFrame, table_id: str = "", row_class: list[str] | None = N
 
 
 def _verdict_class(word: str) -> str:
-    """CSS class of a verdict: yes (distinguishes), no, part (at some layers), na (n/a or no direction)."""
-    if word.startswith(("distinguishes at", "differs at")):
-        return "na" if " 0/" in word else "part"
-    if word in ("distinguishes", "differs"):
-        return "yes"
-    if word == "does not distinguish":
-        return "no"
-    return "na"
+    """CSS class of a verdict: yes (distinguishes), no, eq (equal within tolerance), rev (null is
+    better), part (different words at different layers), na (n/a, not scored, no direction)."""
+    if " at " in word:
+        return "part"
+    return {"distinguishes": "yes", "differs": "yes", "does not distinguish": "no", "equal within tolerance": "eq",
+            "null is better": "rev"}.get(word, "na")
+
+
+def _chance(x: Any) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else _fmt(float(x))
+
+
+def _seed_note(verdicts: list[Verdict]) -> str:
+    """Whether seed noise was measured: how many seeds, and where δ comes from."""
+    n = min((v.n_seeds for v in verdicts), default=1)
+    if n < 2:
+        return ("<p class='muted'><b>Seed noise was not measured</b>: every SAE was trained with one seed, so each interval resamples "
+                "the metric's units of one SAE per setting and δ is each metric's documented default (“δ default”). "
+                "Train several seeds (<code>--train.seeds 0,1,2</code>) to measure it.</p>")
+    return (f"<p class='muted'>Seed noise measured over {n} SAE seeds: intervals are two-level bootstraps (seeds resampled paired, "
+            "then each seed's units), and δ is the standard deviation of the trained setting across seeds (“δ from seed noise”).</p>")
+
+
+def _seed_table(verdicts: list[Verdict]) -> str:
+    """Per metric: chance level, δ and its source, spread of the trained setting across seeds, smallest resolvable difference."""
+    if not verdicts:
+        return ""
+    df = pd.DataFrame([v.model_dump() for v in verdicts]).drop_duplicates(["metric", "model", "layer", "arch"])
+    rows = []
+    for label, g in df.groupby("metric_label", sort=False):
+        rows.append({"metric": label, "unit resampled": g.unit.iloc[0], "chance": _chance(g.chance.iloc[0]), "seeds": int(g.n_seeds.min()),
+                     "δ": ", ".join(f"L{r.layer}: {_fmt(r.tolerance)}" for r in g.itertuples()),
+                     "δ from": "seed noise" if g.tolerance_source.iloc[0] == "seed noise" else "δ default",
+                     "across-seed sd (trained)": ", ".join(f"L{r.layer}: {_fmt(r.seed_sd)}" for r in g.itertuples()) if g.n_seeds.min() >= 2 else "not measured",
+                     "smallest resolvable difference": ", ".join(f"L{r.layer}: {_fmt(r.resolvable)}" for r in g.itertuples()) if g.n_seeds.min() >= 2 else "not measured"})
+    return _table(pd.DataFrame(rows), "seed-noise")
 
 
 def _img(path: Path, alt: str) -> str:
@@ -140,7 +170,9 @@ def _verdict_matrix(verdicts: list[Verdict]) -> str:
         f"<th>{escape(n)}<br><span class='muted'>{'variant' if kinds[n] == 'variant' else 'SAE baseline'}</span></th>" for n in nulls)
     rows = []
     for metric, g in summary.groupby("metric", sort=False):
-        cells = [f"<td>{escape(str(metric))}</td>"]
+        first = g.iloc[0]
+        delta = f"δ {_fmt(first.tolerance)} ({'seed noise' if first.tolerance_source == 'seed noise' else 'default'})"
+        cells = [f"<td>{escape(str(metric))}<br><span class='muted'>chance {_chance(first.chance)}; {escape(delta)}</span></td>"]
         by_null = {r.null: r for r in g.itertuples()}
         for n in nulls:
             r = by_null.get(n)
@@ -165,9 +197,14 @@ def render(t: ResultTables, verdicts: list[Verdict], findings: list[Finding], fi
         f"layers: {escape(', '.join(map(str, cfg.get('layers', []))))}; SAE: {escape(', '.join(map(str, cfg.get('sae', {}).get('archs', []))))}; "
         f"created {escape(str(t.manifest.get('created', '')))}; commit {escape(str(t.manifest.get('git_commit', '')))}</p>",
         "<h2>Verdicts: does the trained setting beat each null?</h2>",
-        "<p class='muted'>Difference trained − null with a bootstrap interval; <b>distinguishes</b> only when the interval excludes 0 in the expected direction "
-        "(higher is better for every metric except L1, which has no expected direction). Per-layer intervals are in the detailed table below.</p>",
+        "<p class='muted'>Difference trained − null with a bootstrap interval (docs/spec.md#verdicts): <b>distinguishes</b> when the interval excludes 0 in the "
+        "expected direction and |Δ| ≥ δ; <b>null is better</b> when it excludes 0 the other way and |Δ| ≥ δ; <b>equal within tolerance</b> when it "
+        "lies inside (−δ, δ); <b>does not distinguish</b> otherwise. Higher is better for every metric except L1, which has no expected direction. "
+        "A null whose weights equal the trained SAE's is <b>not scored</b>. Each metric shows its chance level. Per-layer intervals are in the detailed table below.</p>",
+        _seed_note(verdicts),
         _verdict_matrix(verdicts),
+        "<h3>Seed noise and tolerance per metric</h3>",
+        _seed_table(verdicts),
         "<h2>The paper's qualitative findings on this run</h2>",
         _findings_html(findings),
     ]
@@ -180,15 +217,17 @@ def render(t: ResultTables, verdicts: list[Verdict], findings: list[Finding], fi
     for name, path in figures.items():
         cap = captions.get(name, f"ROC curves, {name.removeprefix('roc_')} scorer (Heap et al. Figs. 1–2)")
         parts.append(f"<figure id='fig-{escape(name)}'>{_img(path, cap)}<figcaption class='muted'>{escape(cap)}</figcaption></figure>")
+    chance = chance_levels(t.units)
+    with_chance = {c: f"{c} (chance {v:g})" for c, v in chance.items()}
     tab = baseline_table(t)
     if len(tab) and (tab.baseline != "none").any():
-        parts += ["<h2>Random SAE baselines</h2>", _table(tab, "baselines")]
+        parts += ["<h2>Random SAE baselines</h2>", _table(tab.rename(columns=with_chance), "baselines")]
     parts += ["<h2>Example windows of sampled latents</h2>", _examples_html(t, examples_per_variant)]
     if verdicts:
         vd = pd.DataFrame([v.model_dump() for v in verdicts])
-        vd = vd[["model", "layer", "arch", "metric", "null", "trained", "null_value", "diff", "low", "high", "verdict", "warning"]]
+        vd = vd[["model", "layer", "arch", "metric", "null", "chance", "trained", "null_value", "diff", "low", "high", "tolerance", "n_seeds", "verdict", "warning"]]
         parts += ["<h2>All verdicts</h2>", _table(vd, "verdicts-detail", [_verdict_class(w) for w in vd.verdict], "verdict")]
-    m = t.metrics.drop(columns=[c for c in ("key",) if c in t.metrics]).copy()
+    m = t.metrics.drop(columns=[c for c in ("key",) if c in t.metrics]).rename(columns=with_chance)
     parts += ["<h2>All metrics</h2>", _table(m, "metrics")]
     pk = t.manifest.get("packages", {})
     parts.append(f"<p class='muted'>packages: {escape(', '.join(f'{k} {v}' for k, v in pk.items()))}</p>")

@@ -9,7 +9,11 @@
 - `latents`: one row per (SAE, latent): firing density for every latent; entropy, explanation and
   per-latent scores for the interpreted ones.
 - `scores`: one row per (SAE, scorer, latent, test example): label (1 activating, 0 not) and score.
+- `probing`: one row per (SAE, k, task, test text): whether the k-latent probe labelled it right.
+- `editing`: one row per (SAE, scored attribute): RAVEL cause, isolation and score.
 - `examples`: per SAE, a few interpreted latents with their explanation, score and example windows.
+The metrics table carries `seed` (the SAE seed) and `same_weights` (a null whose weights equal
+the trained SAE's of the same seed), and the per-unit tables are what the verdicts resample.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-ID_COLUMNS = ["key", "model", "variant", "layer", "arch", "baseline"]
+ID_COLUMNS = ["key", "model", "variant", "layer", "arch", "baseline", "seed"]
+
 
 @dataclass
 class ResultTables:
@@ -28,8 +33,14 @@ class ResultTables:
     chunks: pd.DataFrame = field(default_factory=pd.DataFrame)
     latents: pd.DataFrame = field(default_factory=pd.DataFrame)
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
+    probing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    editing: pd.DataFrame = field(default_factory=pd.DataFrame)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def units(self, name: str) -> pd.DataFrame:
+        """A per-unit table by name (tokens, chunks, latents, scores, probing, editing)."""
+        return getattr(self, name)
 
     def cell(self, model: str, variant: str, layer: int, arch: str, baseline: str = "none") -> pd.Series | None:
         m = self.metrics

@@ -2,53 +2,38 @@
 
 The trained setting is the fully trained SAE on the trained transformer; a null is another
 transformer variant (same layer and architecture) or a random SAE baseline (same layer, trained
-transformer). Each verdict is the difference trained − null with a percentile bootstrap interval
-(`nullsae.stats.bootstrap`): reconstruction metrics resample evaluation tokens and CE / KL scores
-evaluation windows, paired (both SAEs read the same text); latent-level metrics resample latents of each SAE independently; pooled AUROC
-resamples latents with their test examples. "distinguishes" only when the interval excludes 0 in
-the expected direction.
+transformer), each trained once per SAE seed. Each verdict is the difference trained − null with a
+percentile bootstrap interval: with one seed over the metric's own units, with S ≥ 2 seeds two-level
+(seeds resampled paired, seed s of trained with seed s of the null, then the units within each seed;
+`nullsae.stats.seed_bootstrap`). Which metrics there are, their units, chance levels and default
+tolerances come from the metric families (`nullsae.experiment.families`); the statistic resampled is
+the family's own function of the per-unit terms, so no metric formula lives here.
+
+Words (docs/spec.md#verdicts), with δ the across-seed standard deviation of the trained setting (S ≥ 2) or the
+metric's documented default: distinguishes (interval excludes 0 in the expected direction and
+|Δ| ≥ δ), null is better (excludes 0 the other way, |Δ| ≥ δ), equal within tolerance (interval inside
+(−δ, δ)), does not distinguish (otherwise). A null whose weights equal the trained SAE's is not scored.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from nullsae.experiment.families import FAMILIES
+from nullsae.metrics.verdict import Terms, VerdictMetric
 from nullsae.report.tables import ResultTables, auroc_columns
-from nullsae.stats import bootstrap
+from nullsae.stats import Replicate, resolvable_difference, seed_bootstrap
 
-
-@dataclass(frozen=True)
-class VerdictMetric:
-    """A metric a verdict is given on: its column, label, expected direction and resampling unit."""
-
-    name: str
-    label: str
-    direction: int  # +1: trained expected higher; -1: lower; 0: no expected direction
-    unit: str  # "token" | "chunk" (evaluation window) | "latent" | "example"
-
-
-TOKEN_METRICS = (
-    VerdictMetric("ev", "explained variance", +1, "token"),
-    VerdictMetric("cosine", "cosine similarity", +1, "token"),
-    VerdictMetric("l1", "L1 norm of latents", 0, "token"),
-    VerdictMetric("ce_score", "CE loss score", +1, "chunk"),
-    VerdictMetric("kl_score", "KL score", +1, "chunk"),
-)
-LATENT_METRICS = (VerdictMetric("entropy", "token-distribution entropy", +1, "latent"),)
-
-
-def auroc_metric(scorer: str) -> VerdictMetric:
-    return VerdictMetric(f"auroc_{scorer}", f"AUROC ({scorer} scorer, pooled)", +1, "example")
+WORDS = ("distinguishes", "null is better", "equal within tolerance", "does not distinguish")
 
 
 class Verdict(BaseModel):
-    """One comparison: trained vs one null on one metric, at one (model, layer, architecture)."""
+    """One comparison: trained vs one null on one metric, at one (model, layer, architecture), over seeds."""
 
     model: str
     layer: int
@@ -57,198 +42,160 @@ class Verdict(BaseModel):
     metric_label: str
     null: str  # variant name, or the SAE baseline name
     null_kind: str  # "variant" | "sae-baseline"
-    trained: float
+    trained: float  # the metric of the trained SAE (mean over seeds)
     null_value: float
     diff: float
     low: float
     high: float
     direction: int
-    verdict: str  # "distinguishes" | "does not distinguish" | "differs" | "no expected direction" | "n/a"
+    verdict: str  # one of WORDS, or "differs" / "no expected direction" (no direction), "not scored", "n/a"
+    chance: float | None = None
+    unit: str = ""
+    n_seeds: int = 1
+    tolerance: float = 0.0  # δ
+    tolerance_source: str = "default"  # "seed noise" | "default"
+    seed_sd: float = math.nan  # standard deviation of the trained setting across seeds (NaN with one seed)
+    resolvable: float = math.nan  # smallest difference its seed noise resolves (NaN with one seed)
     warning: str = ""
 
 
-def _token_stat(name: str, a: pd.DataFrame, b: pd.DataFrame) -> Callable[[np.ndarray], float] | None:
-    """Paired statistic metric(a[idx]) − metric(b[idx]) over aligned token rows, or None if not available."""
-    def cols(*names: str) -> bool:
-        return all(n in a and n in b and a[n].notna().all() and b[n].notna().all() for n in names)
-
-    if name == "ev" and cols("sq_err", "sq_dev"):
-        ae, ad, be, bd = (df[c].to_numpy(float) for df in (a, b) for c in ("sq_err", "sq_dev"))
-        return lambda i: (1 - ae[i].sum() / ad[i].sum()) - (1 - be[i].sum() / bd[i].sum())
-    if name in ("cosine", "l1") and cols("cos" if name == "cosine" else "l1"):
-        c = "cos" if name == "cosine" else "l1"
-        av, bv = a[c].to_numpy(float), b[c].to_numpy(float)
-        return lambda i: av[i].mean() - bv[i].mean()
-    if name == "ce_score" and cols("ce_clean", "ce_sae", "ce_zero"):
-        def score(df: pd.DataFrame) -> Callable[[np.ndarray], float]:
-            clean, sae, zero = (df[c].to_numpy(float) for c in ("ce_clean", "ce_sae", "ce_zero"))
-            return lambda i: (zero[i].sum() - sae[i].sum()) / (zero[i].sum() - clean[i].sum())
-        sa, sb = score(a), score(b)
-        return lambda i: sa(i) - sb(i)
-    if name == "kl_score" and cols("kl_sae", "kl_zero"):
-        def score_kl(df: pd.DataFrame) -> Callable[[np.ndarray], float]:
-            ks, kz = df["kl_sae"].to_numpy(float), df["kl_zero"].to_numpy(float)
-            return lambda i: (kz[i].sum() - ks[i].sum()) / kz[i].sum()
-        sa, sb = score_kl(a), score_kl(b)
-        return lambda i: sa(i) - sb(i)
-    return None
-
-
-class PooledAUROC:
-    """Pooled AUROC of an SAE's test examples with latents resampled (each latent brings its examples).
-
-    Rank form of the Mann–Whitney statistic with per-example weights = how often its latent was
-    drawn (ties count one half); O(examples) per resample.
-    """
-
-    def __init__(self, latent: np.ndarray, label: np.ndarray, score: np.ndarray):
-        lat_ids, self.lat = np.unique(latent, return_inverse=True)
-        self.n_latents = lat_ids.size
-        _, self.rank = np.unique(score, return_inverse=True)
-        self.n_ranks = int(self.rank.max()) + 1 if self.rank.size else 0
-        self.pos = label.astype(bool)
-
-    def __call__(self, latent_idx: np.ndarray) -> float:
-        w = np.bincount(latent_idx, minlength=self.n_latents)[self.lat].astype(float)
-        wp = np.bincount(self.rank[self.pos], weights=w[self.pos], minlength=self.n_ranks)
-        wn = np.bincount(self.rank[~self.pos], weights=w[~self.pos], minlength=self.n_ranks)
-        den = wp.sum() * wn.sum()
-        if den == 0:
-            return math.nan
-        below = np.cumsum(wn) - wn
-        return float((wp * (below + 0.5 * wn)).sum() / den)
-
-
-def pooled_auroc(df: pd.DataFrame) -> float:
-    """Pooled AUROC of one SAE's scored examples (columns latent, label, score)."""
-    if df.empty:
-        return math.nan
-    f = PooledAUROC(df["latent"].to_numpy(), df["label"].to_numpy(), df["score"].to_numpy(float))
-    return f(np.arange(f.n_latents))
-
-
-def _classify(diff: float, low: float, high: float, direction: int) -> str:
+def classify(diff: float, low: float, high: float, direction: int, tolerance: float) -> str:
+    """The docs/spec.md#verdicts word for a difference, its interval, the expected direction and the tolerance δ."""
     if any(math.isnan(v) for v in (diff, low, high)):
         return "n/a"
-    excludes = low > 0 or high < 0
+    if -tolerance < low and high < tolerance:
+        return "equal within tolerance"
+    big = abs(diff) >= tolerance
     if direction == 0:
-        return "differs" if excludes else "no expected direction"
-    if direction > 0:
-        return "distinguishes" if low > 0 else "does not distinguish"
-    return "distinguishes" if high < 0 else "does not distinguish"
-
-
-class _ByKey:
-    """A results table split by SAE key once (the verdict loop looks each SAE up many times)."""
-
-    def __init__(self, df: pd.DataFrame):
-        self.groups = {k: g for k, g in df.groupby("key", sort=False)} if len(df) and "key" in df else {}
-
-    def get(self, key: str) -> pd.DataFrame:
-        return self.groups.get(key, pd.DataFrame())
-
-
-def _compare(t: ResultTables, by: dict[str, _ByKey], metric: VerdictMetric, ref: pd.Series, other: pd.Series, n_boot: int, seed: int, level: float):
-    """(trained value, null value, BootstrapCI of the difference) or None when the data is missing."""
-    if metric.unit in ("token", "chunk"):
-        index = "token" if metric.unit == "token" else "unit"
-        a, b = by[metric.unit].get(ref.key), by[metric.unit].get(other.key)
-        if a.empty or b.empty:
-            return None
-        a, b = a.set_index(index), b.set_index(index)
-        common = a.index.intersection(b.index)
-        if common.empty:
-            return None
-        a, b = a.loc[common].reset_index(), b.loc[common].reset_index()
-        stat = _token_stat(metric.name, a, b)
-        if stat is None:
-            return None
-        ci = bootstrap(stat, len(common), n_boot=n_boot, seed=seed, level=level)
-    elif metric.unit == "latent":
-        la, lb = by["latent"].get(ref.key), by["latent"].get(other.key)
-        if metric.name not in la or metric.name not in lb:
-            return None
-        a = la[metric.name].dropna().to_numpy(float)
-        b = lb[metric.name].dropna().to_numpy(float)
-        if a.size == 0 or b.size == 0:
-            return None
-        ci = bootstrap(lambda i, j: a[i].mean() - b[j].mean(), [a.size, b.size], n_boot=n_boot, seed=seed, level=level)
-    else:
-        scorer = metric.name.removeprefix("auroc_")
-        sa, sb = by["example"].get(ref.key), by["example"].get(other.key)
-        if sa.empty or sb.empty:
-            return None
-        a, b = sa[sa.scorer == scorer], sb[sb.scorer == scorer]
-        if a.empty or b.empty:
-            return None
-        fa = PooledAUROC(a.latent.to_numpy(), a.label.to_numpy(), a.score.to_numpy(float))
-        fb = PooledAUROC(b.latent.to_numpy(), b.label.to_numpy(), b.score.to_numpy(float))
-        ci = bootstrap(lambda i, j: fa(i) - fb(j), [fa.n_latents, fb.n_latents], n_boot=n_boot, seed=seed, level=level)
-    ref_val = float(ref[metric.name]) if metric.name in ref and pd.notna(ref[metric.name]) else math.nan
-    null_val = float(other[metric.name]) if metric.name in other and pd.notna(other[metric.name]) else math.nan
-    return ref_val, null_val, ci
+        return "differs" if (low > 0 or high < 0) and big else "no expected direction"
+    if big and (low > 0 if direction > 0 else high < 0):
+        return "distinguishes"
+    if big and (high < 0 if direction > 0 else low > 0):
+        return "null is better"
+    return "does not distinguish"
 
 
 def verdict_metrics(t: ResultTables) -> list[VerdictMetric]:
-    scorers = sorted(t.scores.scorer.unique()) if not t.scores.empty else []
-    return [*TOKEN_METRICS, *(auroc_metric(s) for s in scorers), *LATENT_METRICS]
+    """Every verdict metric the families offer on this run's per-unit tables."""
+    return [m for f in FAMILIES.values() for m in f.verdict_metrics(t.units(f.units))]
+
+
+class _Units:
+    """Per-unit tables split by SAE key once, and each SAE's terms per metric built once."""
+
+    def __init__(self, t: ResultTables):
+        self.groups = {f.units: ({k: g for k, g in t.units(f.units).groupby("key", sort=False)} if len(t.units(f.units)) else {})
+                       for f in FAMILIES.values()}
+        self.cache: dict[tuple[str, str], Terms | None] = {}
+
+    def rows(self, metric: VerdictMetric, key: str) -> pd.DataFrame:
+        return metric.rows(self.groups[metric.table].get(key, pd.DataFrame()))
+
+    def terms(self, metric: VerdictMetric, key: str) -> Terms | None:
+        if (metric.name, key) not in self.cache:
+            self.cache[metric.name, key] = metric.terms(self.rows(metric, key))
+        return self.cache[metric.name, key]
+
+    def value(self, metric: VerdictMetric, key: str) -> float:
+        """The metric of one SAE on all of its units (the family's function on the identity indices)."""
+        terms = self.terms(metric, key)
+        return math.nan if terms is None else float(terms[1](np.arange(terms[0])))
+
+    def replicate(self, metric: VerdictMetric, ref: str, other: str) -> Replicate | None:
+        """One seed's trained − null statistic: paired on the shared units, or each side's own units."""
+        if not metric.paired:
+            a, b = self.terms(metric, ref), self.terms(metric, other)
+            if a is None or b is None:
+                return None
+            fa, fb = a[1], b[1]
+            return Replicate(lambda i, j: fa(i) - fb(j), (a[0], b[0]))
+        ra, rb = self.rows(metric, ref), self.rows(metric, other)
+        if ra.empty or rb.empty or not all(c in ra and c in rb for c in metric.ids):
+            return None
+        ra, rb = ra.set_index(list(metric.ids)), rb.set_index(list(metric.ids))
+        common = ra.index.intersection(rb.index)
+        if common.empty:
+            return None
+        a, b = metric.terms(ra.loc[common].reset_index()), metric.terms(rb.loc[common].reset_index())
+        if a is None or b is None:
+            return None
+        fa, fb = a[1], b[1]
+        return Replicate(lambda i: fa(i) - fb(i), (a[0],))
+
+
+def _by_seed(rows: pd.DataFrame) -> dict[int, pd.Series]:
+    return {int(r.seed): r for _, r in rows.sort_values("seed").iterrows()}
+
+
+def _warning(metric: VerdictMetric, null_name: str, trained: dict[int, pd.Series], null: dict[int, pd.Series]) -> str:
+    if metric.name not in ("ce_score", "kl_score"):
+        return ""
+    bad = [n for n, rows in (("trained", trained), (null_name, null)) if any(bool(r.get("ce_ill_conditioned", False)) for r in rows.values())]
+    return f"ill-conditioned (CE_zero − CE_clean < 0.1 nats) for {', '.join(bad)}" if bad else ""
 
 
 def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[Verdict]:
-    """Every (model, layer, arch) × null × metric comparison the tables allow."""
+    """Every (model, layer, arch) × null × metric comparison the tables allow, over the seeds both share."""
     m = t.metrics
     out: list[Verdict] = []
     if m.empty:
         return out
-    refs = m[(m.variant == "trained") & (m.baseline == "none")]
+    if "seed" not in m:
+        m = m.assign(seed=0)
     metrics = verdict_metrics(t)
-    by = {"token": _ByKey(t.tokens), "chunk": _ByKey(t.chunks), "latent": _ByKey(t.latents), "example": _ByKey(t.scores)}
-    for _, ref in refs.sort_values(["model", "arch", "layer"]).iterrows():
-        same = m[(m.model == ref.model) & (m.layer == ref.layer) & (m.arch == ref.arch)]
-        nulls = [(r, r.variant, "variant") for _, r in same[(same.baseline == "none") & (same.variant != "trained")].iterrows()]
-        nulls += [(r, r.baseline, "sae-baseline") for _, r in same[(same.variant == "trained") & (same.baseline != "none")].iterrows()]
-        for other, null_name, kind in nulls:
+    units = _Units(t)
+    refs = m[(m.variant == "trained") & (m.baseline == "none")]
+    for (model, layer, arch), ref_rows in refs.groupby(["model", "layer", "arch"], sort=True):
+        trained = _by_seed(ref_rows)
+        same = m[(m.model == model) & (m.layer == layer) & (m.arch == arch)]
+        nulls = [(name, "variant", g) for name, g in same[(same.baseline == "none") & (same.variant != "trained")].groupby("variant", sort=False)]
+        nulls += [(name, "sae-baseline", g) for name, g in same[(same.variant == "trained") & (same.baseline != "none")].groupby("baseline", sort=False)]
+        for null_name, kind, null_rows in nulls:
+            null = _by_seed(null_rows)
+            seeds = sorted(set(trained) & set(null))
+            flagged = [s for s in seeds if bool(null[s].get("same_weights", False))]
             for metric in metrics:
-                res = _compare(t, by, metric, ref, other, n_boot, seed, level)
-                if res is None:
+                reps = [units.replicate(metric, trained[s].key, null[s].key) for s in seeds]
+                if not seeds or any(r is None for r in reps):
                     continue
-                ref_val, null_val, ci = res
-                warning = ""
-                if metric.name in ("ce_score", "kl_score"):
-                    bad = [n for n, row in (("trained", ref), (null_name, other)) if bool(row.get("ce_ill_conditioned", False))]
-                    if bad:
-                        warning = f"ill-conditioned (CE_zero − CE_clean < 0.1 nats) for {', '.join(bad)}"
-                out.append(Verdict(
-                    model=ref.model, layer=int(ref.layer), arch=ref.arch, metric=metric.name, metric_label=metric.label,
-                    null=null_name, null_kind=kind, trained=ref_val, null_value=null_val, diff=ci.estimate,
-                    low=ci.low, high=ci.high, direction=metric.direction,
-                    verdict=_classify(ci.estimate, ci.low, ci.high, metric.direction), warning=warning,
-                ))
+                ref_vals = np.array([units.value(metric, trained[s].key) for s in seeds])
+                null_vals = np.array([units.value(metric, null[s].key) for s in seeds])
+                n_seeds = len(seeds)
+                sd = float(np.std(ref_vals, ddof=1)) if n_seeds >= 2 else math.nan
+                tol, source = (sd, "seed noise") if n_seeds >= 2 else (metric.tolerance, "default")
+                common: dict[str, Any] = dict(
+                    model=model, layer=int(layer), arch=arch, metric=metric.name, metric_label=metric.label, null=null_name,
+                    null_kind=kind, trained=float(ref_vals.mean()), null_value=float(null_vals.mean()), direction=metric.direction,
+                    chance=metric.chance, unit=metric.unit, n_seeds=n_seeds, tolerance=tol, tolerance_source=source, seed_sd=sd,
+                    resolvable=resolvable_difference(sd, n_seeds))
+                if flagged:
+                    out.append(Verdict(**common, diff=float(ref_vals.mean() - null_vals.mean()), low=math.nan, high=math.nan, verdict="not scored",
+                                       warning=f"weights equal the trained SAE's (seed {', '.join(map(str, flagged))}): this null never left its initial state"))
+                    continue
+                ci = seed_bootstrap([r for r in reps if r is not None], n_boot=n_boot, seed=seed, level=level)
+                out.append(Verdict(**common, diff=ci.estimate, low=ci.low, high=ci.high, verdict=classify(ci.estimate, ci.low, ci.high, metric.direction, tol),
+                                   warning=_warning(metric, null_name, trained, null)))
     return out
 
 
 def summarize(verdicts: list[Verdict]) -> pd.DataFrame:
-    """One row per (metric, null): at how many layers the trained setting is distinguished, mean difference."""
+    """One row per (metric, null): the verdict over layers, mean difference, chance level, δ and seed noise."""
+    cols = ["metric", "null", "null_kind", "layers", "distinguishes", "comparisons", "mean_diff", "verdict", "chance", "tolerance",
+            "tolerance_source", "n_seeds", "seed_sd", "resolvable", "warning"]
     if not verdicts:
-        return pd.DataFrame(columns=["metric", "null", "layers", "distinguishes", "mean_diff", "verdict"])
+        return pd.DataFrame(columns=cols)
     df = pd.DataFrame([v.model_dump() for v in verdicts])
     rows = []
     for (metric, label, null, kind), g in df.groupby(["metric", "metric_label", "null", "null_kind"], sort=False):
         n, k = len(g), int((g.verdict.isin(["distinguishes", "differs"])).sum())
-        if (g.verdict == "n/a").all():
-            word = "n/a"
-        elif g.direction.iloc[0] == 0:
-            word = f"differs at {k}/{n}"
-        elif k == n:
-            word = "distinguishes"
-        elif k == 0:
-            word = "does not distinguish"
-        else:
-            word = f"distinguishes at {k}/{n}"
+        words = list(dict.fromkeys(g.verdict))
+        word = words[0] if len(words) == 1 else ", ".join(f"{w} at {int((g.verdict == w).sum())}/{n}" for w in words)
         rows.append({"metric": label, "null": null, "null_kind": kind, "layers": ", ".join(str(x) for x in g.layer),
                      "distinguishes": k, "comparisons": n, "mean_diff": float(g["diff"].mean()), "verdict": word,
+                     "chance": g.chance.iloc[0], "tolerance": float(g.tolerance.mean()), "tolerance_source": g.tolerance_source.iloc[0],
+                     "n_seeds": int(g.n_seeds.min()), "seed_sd": float(g.seed_sd.mean()), "resolvable": float(g.resolvable.mean()),
                      "warning": "; ".join(sorted({w for w in g.warning if w}))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=cols)
 
 
 class Finding(BaseModel):
