@@ -31,20 +31,19 @@ def _saelens_sae(tmp_path):
     return theirs
 
 
-class _CachedModel:
-    """Stands in for the transformer in the peers' eval loops: each call returns the next batch of
-    activations at the hook (the library's own code does everything else)."""
+class _Replay:
+    """Stands in for the transformer and the token store of the peers' eval loops: each batch of
+    tokens is a placeholder, and the model's cache at the hook is the next batch of activations (the
+    library's own code computes every metric)."""
 
     def __init__(self, xs):
         self.xs = list(xs)
 
+    def get_batch_tokens(self, n):
+        return torch.zeros(1, self.xs[0].shape[0], dtype=torch.long)
+
     def run_with_cache(self, tokens, names_filter, **_):
         return None, {names_filter[0]: self.xs.pop(0)[None]}
-
-
-class _Tokens:
-    def get_batch_tokens(self, n):
-        return torch.zeros(1, B, dtype=torch.long)
 
 
 def test_saelens_figures_match_saelens(tmp_path):
@@ -60,8 +59,9 @@ def test_saelens_figures_match_saelens(tmp_path):
     for x, r in zip(xs, recons):
         calc.add_batch(sae_output=r, hidden_acts=x)
     assert ours.saelens_explained_variance == pytest.approx(calc.compute(), rel=1e-5)  # SAELens squares in float32
+    replay = _Replay(xs)
     theirs, _ = get_sparsity_and_variance_metrics(
-        sae, _CachedModel(xs), _Tokens(), ActivationScaler(), n_batches=NB, compute_l2_norms=True, compute_sparsity_metrics=True,
+        sae, replay, replay, ActivationScaler(), n_batches=NB, compute_l2_norms=True, compute_sparsity_metrics=True,
         compute_variance_metrics=True, compute_featurewise_density_statistics=False, eval_batch_size_prompts=1, model_kwargs={})
     assert ours.saelens_explained_variance == pytest.approx(theirs["explained_variance"], abs=1e-6)
     assert ours.saelens_explained_variance_legacy == pytest.approx(theirs["explained_variance_legacy"], abs=1e-5)
@@ -83,8 +83,9 @@ def test_saebench_figures_match_saebench(tmp_path):
     with torch.no_grad():
         recons = [sae.decode(sae.encode(x)) for x in xs]
     ours = library_ev(list(zip(xs, recons)))
+    replay = _Replay(xs)
     theirs, _ = core.get_sparsity_and_variance_metrics(
-        sae, _CachedModel(xs), _Tokens(), n_batches=NB, compute_l2_norms=True, compute_sparsity_metrics=True,
+        sae, replay, replay, n_batches=NB, compute_l2_norms=True, compute_sparsity_metrics=True,
         compute_variance_metrics=True, compute_featurewise_density_statistics=False, eval_batch_size_prompts=1, model_kwargs={})
     assert ours.saebench_explained_variance == pytest.approx(theirs["explained_variance"], rel=1e-5)
     assert ours.saebench_explained_variance_legacy == pytest.approx(theirs["explained_variance_legacy"], abs=1e-5)
