@@ -1,0 +1,131 @@
+"""Fault suite, file-system faults: a file-size limit (what a full disk looks like to a process), a folder
+nothing may be written to, a file where a folder should be and a folder where a file should be. Every
+one is one error line naming the path and the fix; no half-written target and no temp file is left."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fault_helpers import assert_clean_error, nullsae, python, temp_files, tiny_folder, write_run_config  # noqa: F401
+
+from nullsae.errors import UserError
+from nullsae.io_utils import atomic_dir, check_writable_dir, write_json, write_text
+
+LIMIT = 64 * 1024
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    """A folder no file may be created in, even by root (sysfs refuses), else a read-only folder."""
+    if os.geteuid() == 0:
+        return Path("/sys/nullsae-fault-test")
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return ro / "out"
+
+
+@pytest.mark.parametrize("writer", ["write_bytes", "save_safetensors", "atomic_torch_save", "write_parquet"])
+def test_a_write_past_the_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, writer):
+    target = tmp_path / "big.out"
+    make = {
+        "write_bytes": f"io_utils.write_bytes(p, b'x' * {4 * LIMIT})",
+        "save_safetensors": f"io_utils.save_safetensors({{'a': torch.zeros({LIMIT})}}, p)",
+        "atomic_torch_save": f"io_utils.atomic_torch_save({{'a': torch.zeros({LIMIT})}}, p)",
+        "write_parquet": f"io_utils.write_parquet(p, pd.DataFrame({{'a': np.random.rand({LIMIT})}}))",
+    }[writer]
+    code = ("import sys, numpy as np, pandas as pd, torch\nfrom nullsae import io_utils\nfrom nullsae.errors import UserError\n"
+            f"p = {str(target)!r}\ntry:\n    {make}\nexcept UserError as e:\n    print(e); sys.exit(2)\n")
+    res = python(code, file_size_limit=LIMIT)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"cannot write {target}" in res.stdout and "ulimit -f" in res.stdout
+    assert not target.exists() and not temp_files(tmp_path)
+
+
+def test_a_failed_overwrite_keeps_the_old_file(tmp_path):
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"old")
+    code = (f"from nullsae import io_utils\nfrom nullsae.errors import UserError\ntry:\n    io_utils.write_bytes({str(target)!r}, b'y' * {4 * LIMIT})\n"
+            "except UserError as e:\n    print(e)\n")
+    res = python(code, file_size_limit=LIMIT)
+    assert "cannot write" in res.stdout, res.stderr[-2000:]
+    assert target.read_bytes() == b"old" and not temp_files(tmp_path)
+
+
+def test_a_failed_folder_fill_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "sae"
+    atomic_dir(target, lambda d: (d / "w.txt").write_text("old"))
+
+    def fill(d: Path) -> None:
+        (d / "w.txt").write_text("new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(UserError, match="disk is full"):
+        atomic_dir(target, fill)
+    assert (target / "w.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["sae"]
+
+
+def test_a_file_where_a_folder_should_be(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match=r"is a file, not a folder"):
+        write_json(tmp_path / "f" / "out.json", {})
+    with pytest.raises(UserError, match=r"is a file, not a folder"):
+        check_writable_dir(tmp_path / "f")
+
+
+def test_a_folder_where_a_file_should_be(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UserError, match=r"cannot write .*d: it is a folder"):
+        write_text(tmp_path / "d", "x")
+    assert not temp_files(tmp_path)
+
+
+def test_an_unwritable_folder_is_refused_by_the_probe(tmp_path):
+    with pytest.raises(UserError, match="(no permission|read-only)"):
+        check_writable_dir(_unwritable(tmp_path))
+
+
+def test_synth_with_a_bad_out_fails_before_training(tmp_path):
+    """The issue's example: `synth --out` on a bad path used to crash after training, losing the results."""
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub", _unwritable(tmp_path)):
+        t0 = time.time()
+        res = nullsae("synth", "--steps", "100000", "--out", str(out), "--quiet")
+        assert_clean_error(res, str(out))
+        assert time.time() - t0 < 60  # 100,000 steps would take hours: it stopped before training
+
+
+def test_synth_results_are_printed_when_out_hits_the_size_limit(tmp_path):
+    res = nullsae("synth", "--steps", "3", "--curve-points", "1", "--out", str(tmp_path / "out"), "--quiet", file_size_limit=2048)
+    assert_clean_error(res, "cannot write", str(tmp_path / "out"), "ulimit -f")
+    assert "batchtopk" in res.stdout and "EV" in res.stdout  # the results table came before the failed write
+    assert not temp_files(tmp_path)
+
+
+def test_activations_past_the_size_limit_leave_no_layer(tiny_folder, tmp_path):
+    cache = tmp_path / "cache"
+    res = nullsae("activations", "--model", str(tiny_folder), "--layers", "1", "--tokens", "4096", "--window", "32", "--cache-dir", str(cache),
+                  file_size_limit=LIMIT)
+    assert_clean_error(res, "cannot write", "shard_", "ulimit -f")
+    assert not list(cache.rglob("layer_1/meta.json")) and not list(cache.rglob("shard_*")) and not temp_files(cache)
+
+
+def test_run_out_naming_a_file(tiny_folder, tmp_path):
+    cfg = write_run_config(tmp_path / "run.yaml", tiny_folder, variants=["trained"], layers=[1], baselines=dict(layers=[], kinds=[]))
+    (tmp_path / "taken").write_text("not a folder")
+    res = nullsae("run", str(cfg), "--out", str(tmp_path / "taken"), "--quiet")
+    assert_clean_error(res, "taken is a file, not a folder")
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_toy_out_naming_a_file(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    res = nullsae("toy", "superposition", "--out", str(tmp_path / "taken"))
+    assert_clean_error(res, "taken is a file, not a folder")
+
+
+def test_a_folder_given_as_the_config_file(tmp_path):
+    res = nullsae("run", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert_clean_error(res, str(tmp_path))
