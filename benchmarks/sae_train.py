@@ -1,6 +1,6 @@
 """TopK SAE training throughput and FVU, nullsae vs sparsify (and SAELens), in one process run.
 
-Config (issue 2): d = 576, m = 9,216, k = 32, batch 4,096, fp32, CPU, Adam, the same data and the
+Config: d = 576, m = 9,216, k = 32, batch 4,096, fp32, CPU, Adam, the same data and the
 same initial weights for every library. Prints tokens/s, FVU on a held-out batch after equal tokens,
 the fraction of this machine's dense-matmul FLOP/s the step reaches, and the cost of training K
 SAEs on one stream against K separate runs. Last line: `ratio vs sparsify: X.XX`.

@@ -28,7 +28,7 @@ DEFAULT_LR = 2e-3
 
 class PaperSetting(BaseModel):
     """What `--paper` trains with: the length and lr schedule at which recovery plateaued, per
-    architecture (README "Synthetic ground truth" has each one's curve)."""
+    architecture (docs/results/synthetic.md has each one's curve)."""
 
     steps: int = 40_000
     lr: float = 3e-3
@@ -37,11 +37,8 @@ class PaperSetting(BaseModel):
     dead_tokens: int = 2_000_000
 
 
-# TopK on constant p climbs from 1 % to 96 % between 6M and 33M samples and is at 98.9 % by 45M;
-# JumpReLU holds 2.5–2.9 % (variable p) and 0.0 % (constant p) from 16M samples on. BatchTopK
-# levels off at 3.1–3.4 % on variable p at a constant 3e-3 and climbs again to 4.1 % once the lr
-# drops to 1e-3 at step 7,000; AuxK then needs a dead window short enough to reach latents that
-# fire once every few hundred thousand samples. relu and matryoshka keep the generic setting.
+# BatchTopK needs the lr drop to keep recovering, and a dead window short enough for AuxK to reach
+# latents that fire once every few hundred thousand samples; relu and matryoshka keep the generic setting.
 PAPER_SETTINGS: dict[str, PaperSetting] = {
     "topk": PaperSetting(steps=11_000, decay_fraction=0.0),
     "jumprelu": PaperSetting(steps=20_000, decay_fraction=0.0),

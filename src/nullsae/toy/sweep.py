@@ -242,9 +242,8 @@ def _evaluate(sae: StackedToySAE, x_eval: Tensor, src: Tensor, chunk: int = 16) 
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-# On a CPU a stack is fastest while its (batch, m) activations stay in the last-level cache: on a
-# 32 MiB-L3 EPYC core, m = 1,024 at batch 256 took 0.84 min per SAE for stacks of 4–21 runs
-# (activations ≤ 22 MiB) and 1.45–1.49 min from 32 runs on (≥ 33 MiB).
+# On a CPU a stack is fastest while its (batch, m) activations stay in the last-level cache
+# (docs/benchmarks.md#toy-sweep-stacked-training).
 CPU_STACK_ACTIVATION_BYTES = 24 * 2**20
 
 
