@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", action="store_true", help="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
     p.add_argument("--steps", type=int, default=None, help="training batches of 4,096 samples (default 2,000; --paper: per architecture)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3; --paper: 3e-3)")
-    p.add_argument("--paper", action="store_true", help="train to the recovery plateau with its per-architecture steps, lr, lr drop and dead window (see README); explicit options override it")
+    p.add_argument("--paper", action="store_true", help="train to the recovery plateau with its per-architecture steps, lr, lr drop and dead window (docs/results/synthetic.md); explicit options override it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dead-tokens", type=int, default=None, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000; --paper: per architecture)")
     p.add_argument("--lr-drop-step", type=int, default=None, help="from this step on the lr is multiplied by --lr-drop-factor (default: no drop)")
