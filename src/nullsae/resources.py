@@ -79,7 +79,7 @@ def check_plan_memory(plan: Any) -> None:
         for layer in task.layers:
             group = [c for c in task.cells if c.layer == layer]
             need = sum(sae_train_bytes(c.sae_config.d_in, c.sae_config.n_latents, cfg.train.batch_size) for c in group)
-            check_memory(need, f"training the {len(group)} SAEs of {task.label} layer {layer} (m = {group[0].sae_config.n_latents:,} latents each)",
+            check_memory(need, f"training {len(group)} SAE{'s' if len(group) > 1 else ''} of {task.label} layer {layer} together (m = {group[0].sae_config.n_latents:,} latents)",
                          "lower --sae.n-latents or --sae.expansion, or --train.batch-size", device)
         if cfg.train.stream == "live":
             check_memory(2 * FLOAT * cfg.train.buffer_tokens * plan.shapes[task.model].d_model, f"the live stream's shuffle buffer of {task.label}",
