@@ -73,6 +73,24 @@ def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float]:
     }
 
 
+def token_lookup_ev(cache: CachedActivations, x_eval: torch.Tensor, eval_ids: torch.Tensor, bos_id: int) -> float:
+    """EV (SPEC §2) on the eval rows of x̂ = the mean training activation of the row's token id (the global
+    mean for ids unseen in training): how far the residual is a function of the current token alone."""
+    keep = cache.token_ids != bos_id
+    ids = cache.token_ids[keep]
+    vocab = int(max(int(ids.max()), int(eval_ids.max()))) + 1
+    sums = torch.zeros(vocab, cache.d_in, dtype=torch.float64)
+    counts = torch.zeros(vocab, dtype=torch.float64)
+    rows = torch.nonzero(keep).squeeze(1)
+    for b in range(0, len(rows), 65536):
+        idx = rows[b : b + 65536]
+        sums.index_add_(0, cache.token_ids[idx], cache.rows(idx).double())
+        counts.index_add_(0, cache.token_ids[idx], torch.ones(len(idx), dtype=torch.float64))
+    means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], sums.sum(0) / counts.sum())
+    rec = means[eval_ids].float()
+    return reconstruction_metrics(x_eval, rec, torch.ones(len(x_eval), 1)).ev
+
+
 class Mapped:
     """A batch stream seen through a fixed map (the SAE trains on f(x))."""
 
@@ -95,6 +113,54 @@ def views(sample: torch.Tensor) -> dict[str, tuple]:
     }
 
 
+VARIANTS = ("trained", "rerandomized", "rerandomized-excl-emb", "step0", "control", "control-embsigma")
+
+
+def draw(results: dict, folder: Path, layer: int) -> None:
+    """ev_ordering_budget.png: EV by variant and budget per view; ev_ordering_shape.png: participation
+    ratio and top-PC share by variant and layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
+    for ax, (view, field, title) in zip(axes, [("raw", "ev_raw", "raw residual (the demo's EV)"), ("standard", "ev_own", "per-dimension standardised"),
+                                               ("standard", "ev_raw", "standardised SAE, EV in raw space")]):
+        for v in VARIANTS:
+            pts = sorted((int(k.split("|")[3]), r[field]) for k, r in results.items() if k.startswith(f"{v}|L{layer}|{view}|") and k.count("|") == 3)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("SAE training tokens")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"EV at layer {layer} (BOS rows left out)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("SmolLM2-135M, topk m = 4·576, k = 32. Heap et al. Fig. 3 (Pythia): trained ≈ re-randomised ≈ step-0, control far lower", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / "ev_ordering_budget.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for v in VARIANTS:
+        pts = sorted((int(k.split("|")[1][1:]), r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|stats"))
+        if pts:
+            axes[0].plot([p[0] for p in pts], [p[1]["pr"] for p in pts], marker="o", label=v)
+            axes[1].plot([p[0] for p in pts], [p[1]["top1_pc"] for p in pts], marker="o", label=v)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("participation ratio (BOS rows left out)")
+    axes[1].set_ylabel("variance share of the top principal component")
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "ev_ordering_shape.png", dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -108,8 +174,12 @@ def main() -> None:
     ap.add_argument("--expansion", type=int, default=4, help="m = expansion · d (results of another expansion than 4 are keyed '|x<R>')")
     ap.add_argument("--eval-windows", type=int, default=256)
     ap.add_argument("--ce-windows", type=int, default=32)
+    ap.add_argument("--figures", type=Path, default=None, help="only draw the figures of OUT/results.json into this folder")
     ap.add_argument("--views", nargs="+", default=["raw:1048576", "standard:262144", "saelens:262144"], help="view:max_budget")
     args = ap.parse_args()
+    if args.figures is not None:
+        draw(json.loads((args.out / "results.json").read_text()), args.figures, args.layer)
+        return
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     res_path = args.out / "results.json"
@@ -133,7 +203,7 @@ def main() -> None:
     train_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
     for name, cached, tokens in plan:
         budgets = {v: [b for b in args.budgets if b <= min(tokens, view_max[v])] for v in view_max}
-        wanted = [f"{name}|L{args.layer}|{v}|{b}{tag}" for v in view_max for b in budgets[v]]
+        wanted = [f"{name}|L{args.layer}|{v}|{b}{tag}" for v in view_max for b in budgets[v]] + [f"{name}|L{args.layer}|lookup"]
         if all(k in results for k in wanted) and all(f"{name}|L{l}|stats" in results for l in args.stats_layers):
             continue
         variant = name.replace("-embsigma", "")
@@ -155,6 +225,9 @@ def main() -> None:
         fill_cache(loaded, train_w[:n_w], [args.layer], directory, batch_size=16, dtype="float16", progress=False)
         cache = CachedActivations(directory, args.layer)
         print(f"{name}: eval + cache {time.time() - t0:.0f}s", flush=True)
+        if f"{name}|L{args.layer}|lookup" not in results:
+            save(f"{name}|L{args.layer}|lookup", {"token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], base.bos_id),
+                                                   "n_train_rows": cache.n_rows})
         pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
         sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
         maps = views(sample)

@@ -82,6 +82,27 @@ def main() -> None:
                 atomic_write_text(res_path, json.dumps(results, indent=1))
                 print(f"{key}: cause {res.cause} isolation {res.isolation} score {res.score} "
                       f"(none {res.none_score}, full swap {res.full_cause}/{res.full_isolation}) {time.perf_counter() - t:.0f}s", flush=True)
+    table = markdown_table(results)
+    atomic_write_text(args.out / "table.md", table)
+    print(table)
+
+
+def markdown_table(results: dict) -> str:
+    """One row per (edit form, selection, SAE): cause / isolation / score, mean latents per attribute,
+    and the two references on the same items (no intervention; whole-residual swap)."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| edit | selection | SAE | train FVU | cause | isolation | score | latents / attribute | no intervention: cause / iso / score | whole-residual swap: cause / iso / score |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        if key.count("|") != 2:
+            continue
+        name, selection, keep = key.split("|")
+        n_lat = sum(a["n_latents"] for a in r["attributes"]) / max(1, len(r["attributes"]))
+        none = [sum(a[f"none_{k}"] for a in r["attributes"]) / max(1, len(r["attributes"])) for k in ("cause", "isolation")]
+        lines.append(f"| {'x + Δ' if keep.endswith('True') else 'x̂ + Δ'} | {selection} | {'topk' if name == 'none' else name} | {results['train'][name]['fvu']:.3f} | "
+                     f"{fmt(r['cause'])} | {fmt(r['isolation'])} | {fmt(r['score'])} | {n_lat:.0f} | "
+                     f"{fmt(none[0])} / {fmt(none[1])} / {fmt(r['none_score'])} | {fmt(r['full_cause'])} / {fmt(r['full_isolation'])} / {fmt(r['full_score'])} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
