@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nullsae.errors import UserError
+from nullsae.errors import UserError, advice
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -16,5 +16,5 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     except RuntimeError:
         raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' was asked for but this machine has no CUDA GPU; use --device cpu (or auto)")
+        raise UserError(f"device '{name}' was asked for but this machine has no CUDA GPU; use {advice('--device', '--device cpu', 'the cpu device')} (or auto)")
     return dev

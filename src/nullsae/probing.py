@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from nullsae.errors import UserError
+from nullsae.errors import UserError, advice
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel
@@ -155,7 +155,7 @@ def probe_task(task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train:
     sae, correct, latents, rand = {}, {}, {}, {}
     for k in cfg.ks:
         if k > z_train.shape[1]:
-            raise UserError(f"k = {k} is larger than the SAE's {z_train.shape[1]} latents; lower --ks")
+            raise UserError(f"k = {k} is larger than the SAE's {z_train.shape[1]} latents; lower {advice('--ks', '--ks', 'k')}")
         cols = top_latents(z_train, y_tr, k)
         latents[k] = cols.tolist()
         hit = probe_correct(z_train[:, cols], y_tr, z_test[:, cols], y_te, cfg)

@@ -86,7 +86,7 @@ def run_autointerp(
     manifest = cfg.manifest(sae_name)
     mpath = out / "run.json"
     if mpath.exists() and json.loads(mpath.read_text(encoding="utf-8")) != json.loads(json.dumps(manifest, default=str)):
-        raise UserError(f"{out} holds results of a different setup (SAE, explainer, scorers, prompts or examples); use a new --out folder")
+        raise UserError(f"{out} holds results of a different setup (SAE, explainer, scorers, prompts or examples); use a new output folder")
     _write_json(mpath, manifest)
 
     text = TokenText(tokenizer)

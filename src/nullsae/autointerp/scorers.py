@@ -19,7 +19,7 @@ from nullsae.autointerp import prompts
 from nullsae.autointerp.examples import Example, LatentExamples
 from nullsae.autointerp.explainers import Explanation, TokenText, marks, parse_token_list
 from nullsae.autointerp.llm import ChatRequest, LLMClient, answer_probs
-from nullsae.errors import UserError
+from nullsae.errors import UserError, advice
 from nullsae.extras import require
 
 
@@ -185,7 +185,7 @@ def make_scorer(name: str, text: TokenText, client: LLMClient | None = None, thr
     """A scorer by name; `detection` and `fuzzing` need a chat client."""
     if name in ("detection", "fuzzing"):
         if client is None:
-            raise UserError(f"the {name} scorer needs an LLM; give --scorer-llm hf:<model> or openai:<model>")
+            raise UserError(f"the {name} scorer needs an LLM; give {advice('--scorer-llm', '--scorer-llm', 'autointerp.scorer_llm')} as hf:<model> or openai:<model>")
         cls = DetectionScorer if name == "detection" else FuzzingScorer
         return cls(client, text, threshold=threshold, seed=seed)
     if name == "embedding":

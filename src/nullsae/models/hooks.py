@@ -38,7 +38,7 @@ def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:
     """Sorted unique layers, each in [0, n_layers); UserError otherwise."""
     out = sorted(set(int(layer) for layer in layers))
     if not out:
-        raise UserError("no layer given; pass at least one layer, e.g. --layers 6")
+        raise UserError("no layer given; give at least one layer")
     bad = [layer for layer in out if not 0 <= layer < n_layers]
     if bad:
         raise UserError(f"layer {bad[0]} is out of range; this model has layers 0..{n_layers - 1}")

@@ -114,7 +114,7 @@ def make_variant(loaded: LoadedModel, variant: str, seed: int = 42, keep_norms: 
     if noise not in ("fresh", "per-token"):
         raise UserError(f"unknown noise mode '{noise}'; choose fresh or per-token")
     if not sigma > 0:
-        raise UserError(f"--sigma must be positive, got {sigma}")
+        raise UserError(f"the control noise sigma must be positive, got {sigma}")
     manifest = VariantManifest(variant=variant, model=loaded.name, seed=seed, keep_norms=keep_norms)
     resampled: set[str] = set()
     if variant == "trained":

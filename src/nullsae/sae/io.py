@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from nullsae.errors import UserError
+from nullsae.errors import UserError, advice
 from nullsae.io_utils import write_text
 from nullsae.sae.architectures import SAE
 from nullsae.sae.config import SAEConfig
@@ -64,7 +64,7 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
 def _load_tensors(path: Path) -> dict[str, Tensor]:
     if not path.exists():
-        raise UserError(f"{path} is missing; point --sae at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
+        raise UserError(f"{path} is missing; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
@@ -98,7 +98,7 @@ def _read_cfg(folder: Path) -> dict:
         return _read_json(folder / "cfg.json")
     if (folder / "config.json").exists() and (folder / "ae.pt").exists():
         return _read_json(folder / "config.json")
-    raise UserError(f"no cfg.json in {folder}; point --sae at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
+    raise UserError(f"no cfg.json in {folder}; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
 
 
 def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | None = None, model: str | None = None) -> Path:
