@@ -74,7 +74,7 @@ def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float]:
 
 
 def token_lookup_ev(cache: CachedActivations, x_eval: torch.Tensor, eval_ids: torch.Tensor, bos_id: int) -> float:
-    """EV (SPEC §2) on the eval rows of x̂ = the mean training activation of the row's token id (the global
+    """EV (docs/spec.md#reconstruction) on the eval rows of x̂ = the mean training activation of the row's token id (the global
     mean for ids unseen in training): how far the residual is a function of the current token alone."""
     keep = cache.token_ids != bos_id
     ids = cache.token_ids[keep]

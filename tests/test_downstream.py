@@ -1,4 +1,4 @@
-"""Downstream metrics of SPEC §3: tiny real models, and the bundled SmolLM2 (slow)."""
+"""Downstream metrics of docs/spec.md#downstream: tiny real models, and the bundled SmolLM2 (slow)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Free nulls (SPEC §7b) on a planted SAE: the SAE beats all four on EV; identity reconstructs exactly."""
+"""Free nulls (docs/spec.md#free-nulls) on a planted SAE: the SAE beats all four on EV; identity reconstructs exactly."""
 
 import pytest
 import torch

@@ -225,11 +225,11 @@ def _dictionary_learning_classes():
     }
 
 
-def save_dictionary_learning(ae, folder, dict_class, layer=2):
+def save_dictionary_learning(ae, folder, dict_class, layer=2, lm_name="tiny"):
     """What dictionary_learning's trainSAE writes: ae.pt (a state dict) and config.json."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(ae.state_dict(), folder / "ae.pt")
-    trainer = {"dict_class": dict_class, "activation_dim": ae.activation_dim, "dict_size": ae.dict_size, "k": K, "layer": layer, "lm_name": "tiny",
+    trainer = {"dict_class": dict_class, "activation_dim": ae.activation_dim, "dict_size": ae.dict_size, "k": K, "layer": layer, "lm_name": lm_name,
                "submodule_name": f"resid_post_layer_{layer}"}
     (folder / "config.json").write_text(json.dumps({"trainer": trainer}))
     return folder

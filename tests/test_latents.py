@@ -1,4 +1,4 @@
-"""Latent statistics of SPEC §4 on hand-computed cases."""
+"""Latent statistics of docs/spec.md#latent-statistics on hand-computed cases."""
 
 from __future__ import annotations
 

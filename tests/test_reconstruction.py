@@ -1,4 +1,4 @@
-"""SPEC §2 reconstruction metrics against a direct numpy computation."""
+"""docs/spec.md#reconstruction reconstruction metrics against a direct numpy computation."""
 
 import numpy as np
 import pytest

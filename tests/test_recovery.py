@@ -1,4 +1,4 @@
-"""Ground-truth recovery metrics (SPEC §8) against brute force."""
+"""Ground-truth recovery metrics (docs/spec.md#ground-truth) against brute force."""
 
 import itertools
 

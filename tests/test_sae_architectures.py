@@ -1,4 +1,4 @@
-"""SAE architectures and random baselines (SPEC §6, §7): each behaviour pinned against a direct computation."""
+"""SAE architectures and random baselines (docs/spec.md#architectures, #baselines): each behaviour pinned against a direct computation."""
 
 import pytest
 import torch

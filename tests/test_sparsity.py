@@ -1,4 +1,4 @@
-"""Sparsity metrics (L0, L1, L1/√L2, Hoyer) and the stacked EV: pinned to hand values and to SPEC §2."""
+"""Sparsity metrics (L0, L1, L1/√L2, Hoyer) and the stacked EV: pinned to hand values and to docs/spec.md#reconstruction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The synthetic ground-truth benchmark (SPEC §8): data generator statistics and the `nullsae synth` command."""
+"""The synthetic ground-truth benchmark (docs/spec.md#synthetic): data generator statistics and the `nullsae synth` command."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Null models of SPEC §1 on tiny real GPT-NeoX, Llama and GPT-2 models."""
+"""Null models of docs/spec.md#variants on tiny real GPT-NeoX, Llama and GPT-2 models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §9 verdicts over SAE seeds, from planted per-unit tables: the four words, δ from seed noise or
+"""docs/spec.md#verdicts verdicts over SAE seeds, from planted per-unit tables: the four words, δ from seed noise or
 the metric's default, the two-level bootstrap, and nulls whose weights equal the trained SAE's."""
 
 from __future__ import annotations

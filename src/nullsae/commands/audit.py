@@ -1,8 +1,11 @@
-"""`nullsae audit --sae PATH`: does an existing SAE beat the random SAE baselines of Korznikov et al.?
+"""`nullsae audit --sae NAME`: does an existing SAE beat its nulls?
 
-Reads the SAE (nullsae, SAELens or sparsify format), trains the three random baselines with its
-architecture and hyper-parameters on the same data (the `demo` preset's sizes unless overridden),
-computes every metric for all four SAEs and reports the verdicts.
+Reads the SAE (a folder in nullsae, SAELens, sparsify or dictionary_learning format, an
+`hf:ORG/REPO[/SUBFOLDER][@REV]` repo, or a SAELens `--release` with `--sae-id`), trains the three
+random baselines of Korznikov et al. with its architecture and hyper-parameters on the same data (the
+`demo` preset's sizes unless overridden), computes every metric for all four SAEs and reports the
+verdicts; beside them the free nulls of docs/spec.md#free-nulls (no training) on the same evaluation tokens.
+Writes SAEBench core-schema JSON per SAE and each trained baseline in SAELens format.
 """
 
 from __future__ import annotations
@@ -10,44 +13,47 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-from nullsae.commands.run import add_common_options, add_lazy_parser, execute_and_print
+from nullsae.commands.run import add_common_options, add_lazy_parser, quiet_libraries
 
 DESCRIPTION = """Audit an existing SAE: train the frozen-decoder, soft-frozen-decoder and frozen-encoder
 baselines with its architecture and hyper-parameters on the same activations, compute every metric
-for the SAE and the baselines, and report whether the SAE beats each (docs/spec.md#verdicts). The SAE folder may be
-in nullsae, SAELens or sparsify format. Sizes default to the `demo` preset; override any config key
-with a flag, e.g. --models EleutherAI/pythia-70m --tokens.train 2000000."""
+for the SAE and the baselines, and report whether the SAE beats each (docs/spec.md#verdicts); beside them the free
+nulls (random, shuffled-decoder, pca, identity; no training). --sae takes a folder (nullsae, SAELens,
+sparsify or dictionary_learning format) or hf:ORG/REPO[/SUBFOLDER][@REV]; or give --release and
+--sae-id from the registry of the installed sae-lens. The model and layer come from the SAE's
+metadata where it has them. Sizes default to the `demo` preset; override any config key with a
+flag, e.g. --models EleutherAI/pythia-70m --tokens.train 2000000."""
+
+PCA_FIT_TOKENS = 65_536
 
 
 def add_parser(subparsers: Any) -> None:
-    p = add_lazy_parser(subparsers, "audit", help="check an existing SAE against the three random SAE baselines", description=DESCRIPTION)
-    p.add_argument("--sae", required=True, metavar="PATH", help="SAE folder (nullsae, SAELens or sparsify format)")
-    p.add_argument("--layer", type=int, help="layer the SAE reads (output of block ℓ, 0-based); default: from a SAELens hook_name")
+    p = add_lazy_parser(subparsers, "audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION)
+    p.add_argument("--sae", metavar="NAME", help="SAE folder (nullsae, SAELens, sparsify or dictionary_learning format) or hf:ORG/REPO[/SUBFOLDER][@REV]")
+    p.add_argument("--release", metavar="RELEASE", help="SAELens release name (with --sae-id), from the installed sae-lens registry")
+    p.add_argument("--sae-id", metavar="ID", help="SAE id within --release")
+    p.add_argument("--layer", type=int, help="layer the SAE reads (output of block ℓ, 0-based); default: from the SAE's hook")
     add_common_options(p, "run directory (default runs/audit-<SAE hash>)")
     p.set_defaults(func=run)
-
-
-def layer_from_hook(cfg: dict[str, Any]) -> int | None:
-    """SAELens `hook_name`: blocks.L.hook_resid_post is the output of block L; hook_resid_pre is block L−1's."""
-    m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", str(cfg.get("hook_name", "")))
-    if not m:
-        return None
-    layer = int(m.group(1)) - (m.group(2) == "pre")
-    return layer if layer >= 0 else None
 
 
 def sae_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix in (".json", ".safetensors"):
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".pt"):
             h.update(f.name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names mean the same model (hub id, local folder or bare name: the last path part)."""
+    return Path(a.rstrip("/")).name.lower() == Path(b.rstrip("/")).name.lower()
 
 
 def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) -> None:
@@ -75,38 +81,130 @@ def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) ->
     atomic_dir(store.sae_dir(key), fill)
 
 
+def _split_activations(cfg: Any, store: Any, task: Any, split: str, layer: int, limit: int | None = None) -> Any:
+    """The run's cached activations of one split at `layer` (BOS rows dropped as the metrics drop them)."""
+    import torch
+
+    from nullsae.activations import CachedActivations
+    from nullsae.experiment.runner import _kept_rows, activations
+
+    cache = CachedActivations(activations(cfg, store, task, split, [layer], progress=False), layer)
+    rows = _kept_rows(cache, cfg.tokens.skip_bos)
+    if limit is not None:
+        rows = rows[:limit]
+    return cache.rows(rows).to(torch.float32)
+
+
+def _downstream(store: Any, cell: Any) -> Any:
+    """SAEBench's downstream numbers from the cell's downstream result, if it was computed."""
+    from nullsae.report.saebench import DownstreamNumbers
+
+    pk = cell.part_keys.get("downstream")
+    if pk is None or not store.has_part(cell.key, "downstream", pk):
+        return None
+    r = store.read_part(cell.key, "downstream", pk).iloc[0]
+    return DownstreamNumbers(ce_loss_score=r.ce_score, ce_loss_with_ablation=r.ce_zero, ce_loss_with_sae=r.ce_sae,
+                             ce_loss_without_sae=r.ce_clean, kl_div_score=r.kl_score, kl_div_with_ablation=r.kl_zero, kl_div_with_sae=r.kl_sae)
+
+
+def audit_outputs(cfg: Any, plan: Any, store: Any, layer: int, hook: str, label: str) -> dict[str, Any]:
+    """After the run: free nulls beside the trained baselines, SAEBench JSON per SAE, baselines in SAELens format."""
+    from nullsae.experiment.store import write_json
+    from nullsae.report.saebench import core_eval_output
+    from nullsae.sae.free_nulls import compare_with_free_nulls
+    from nullsae.sae.io import load_sae, save_sae
+
+    task = plan.tasks[0]
+    x_eval = _split_activations(cfg, store, task, "eval", layer)
+    x_fit = _split_activations(cfg, store, task, "train", layer, PCA_FIT_TOKENS)
+    model = cfg.models[0]
+    saebench, saelens = {}, {}
+    free: list[Any] = []
+    for cell in plan.cells:
+        sae = load_sae(store.sae_dir(cell.key))
+        name = "sae" if cell.baseline == "none" else cell.baseline
+        out = core_eval_output(sae, x_eval, model_name=model, dataset=cfg.tokens.source, context_size=cfg.tokens.context, hook_name=hook,
+                               downstream=_downstream(store, cell), release="nullsae-audit", sae_id=f"{label}/{name}")
+        saebench[name] = str(write_json(store.root / "saebench" / f"{name}_eval_results.json", out))
+        if cell.baseline == "none":
+            free = compare_with_free_nulls(sae, x_eval, x_fit, seed=cell.seed, n_boot=cfg.report.n_bootstrap)
+        else:
+            saelens[name] = str(save_sae(sae, store.root / "saelens" / name, fmt="saelens", hook=hook, model=model))
+    rows = [r.model_dump() for r in free]
+    write_json(store.root / "free_nulls.json", rows)
+    return {"free_nulls": rows, "saebench": saebench, "saelens": saelens}
+
+
+def free_null_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["free nulls (docs/spec.md#free-nulls; EV on the evaluation tokens, 95% bootstrap interval of EV(SAE) − EV(null)):"]
+    for r in rows:
+        ci = r["ev_difference"]
+        verdict = "SAE beats it" if r["sae_beats_null"] else "SAE does not beat it"
+        lines.append(f"  {r['null']:<17} EV {r['ev_null']:.3f} at L0 {r['l0_null']:.1f} vs SAE {r['ev_sae']:.3f} at L0 {r['l0_sae']:.1f}: "
+                     f"difference {ci['estimate']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}], {verdict}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from nullsae.config import RANDOM_BASELINES, SAESettings, apply_overrides, load_yaml, overrides_from_args, parse_config
     from nullsae.errors import UserError
-    from nullsae.experiment import plan_run
+    from nullsae.experiment import execute, plan_run
     from nullsae.experiment.store import RunStore
-    from nullsae.sae.io import detect_format, load_sae
+    from nullsae.sae.hub import load_named
 
-    folder = Path(args.sae)
-    fmt = detect_format(folder)
-    sae = load_sae(folder)
+    sae, source, ref = load_named(args.sae, args.release, args.sae_id)
     sc = sae.cfg
-    raw = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
-    layer = args.layer if args.layer is not None else layer_from_hook(raw)
+    if args.layer is not None and source.layer is not None and args.layer != source.layer:
+        raise UserError(f"the SAE reads {source.hook} (layer {source.layer}), not --layer {args.layer}; drop --layer")
+    layer = args.layer if args.layer is not None else source.layer
     if layer is None:
-        raise UserError(f"{folder} does not say which layer it reads; give --layer")
+        raise UserError(f"{ref.label} does not say which layer it reads; give --layer")
+    overrides = overrides_from_args(args)
+    given = overrides.get("models")
+    if source.model and given is not None and not all(same_model(m, source.model) for m in given.split(",")):
+        raise UserError(f"the SAE was trained on {source.model}, but --models is {given}; drop --models or give that model")
     shared = {k: v for k, v in sc.model_dump(mode="json").items() if k in SAESettings.model_fields and k not in ("archs", "expansion", "n_latents")}
-    sha = sae_digest(folder)
+    sha = sae_digest(ref.folder)
     base = load_yaml("demo")
+    for section in base.values():  # every per-layer family reads the SAE's layer
+        if isinstance(section, dict) and "layers" in section:
+            section["layers"] = [layer]
     base.update(name=f"audit-{sha[:12]}", variants=["trained"], layers=[layer],
                 baselines={"kinds": list(RANDOM_BASELINES), "layers": [layer], "variants": ["trained"], "tau": sc.tau},
                 sae={**shared, "archs": [sc.arch], "n_latents": sc.n_latents})
-    cfg = parse_config(apply_overrides(base, overrides_from_args(args)))
+    if source.model and given is None:
+        base["models"] = [source.model]
+    cfg = parse_config(apply_overrides(base, overrides))
     if cfg.variants != ["trained"] or cfg.layers != [layer] or cfg.sae.archs != [sc.arch]:
         raise UserError("audit compares the SAE with its random baselines on the trained model; drop --variants, --layers and --sae.archs")
-    plan = plan_run(cfg)
+    hook = source.hook or f"blocks.{layer}.hook_resid_post"
+    try:
+        plan = plan_run(cfg)
+    except UserError as exc:
+        raise UserError(f"the SAE reads hook {hook}: {exc}") from None
     d_model = plan.shapes[cfg.models[0]].d_model
     if d_model != sc.d_in:
         raise UserError(f"the SAE reads d_in = {sc.d_in} but {cfg.models[0]} has width {d_model}; give the model it was trained on with --models")
-    ref = next(c for c in plan.cells if c.baseline == "none")
+    ref_cell = next(c for c in plan.cells if c.baseline == "none")
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    if not args.dry_run:
-        install_reference(RunStore(out), ref.key, sae, folder.resolve(), sha)
-        if not (args.quiet or args.json):
-            print(f"auditing {folder} ({fmt}, {sc.arch}, m = {sc.n_latents}, layer {layer} of {cfg.models[0]})")
-    return execute_and_print(cfg, args, out)
+    progress = not (args.quiet or args.json)
+    if not progress:
+        quiet_libraries()
+    if args.dry_run:
+        print(json.dumps({"run_dir": str(out), "sae": ref.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]})
+              if args.json else f"would audit {ref.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls")
+        return 0
+    store = RunStore(out)
+    install_reference(store, ref_cell.key, sae, ref.folder.resolve(), sha)
+    if progress:
+        print(f"auditing {ref.label} ({source.fmt}, {sc.arch}, m = {sc.n_latents}, {hook}: layer {layer} of {cfg.models[0]})")
+    result = execute(cfg, out, executor=args.executor, address=args.address, progress=progress)
+    extra = audit_outputs(cfg, plan, store, layer, hook, ref.label)
+    if args.json:
+        print(json.dumps({**result.summary(), **extra}, default=str))
+    else:
+        if progress:
+            print("\n".join([*result.text_lines(), *free_null_lines(extra["free_nulls"])]))
+        print(f"report: {result.report_path}")
+    sys.stdout.flush()
+    return 0

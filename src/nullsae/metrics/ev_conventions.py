@@ -1,4 +1,4 @@
-"""Explained variance as each peer library computes it (SPEC §2, last bullet), beside nullsae's EV.
+"""Explained variance as each peer library computes it (docs/spec.md#reconstruction, last bullet), beside nullsae's EV.
 
 Users compare nullsae's numbers with the ones SAELens, SAEBench, sparsify and dictionary_learning
 print; the libraries disagree on what is centred and what is averaged, so each figure is computed

@@ -3,7 +3,7 @@ sae-bench 0.6.0), so SAEBench's plotting code and Neuronpedia's uploader read nu
 
 Reconstruction, shrinkage, sparsity and the misc (density and weight) metrics are computed here from
 the evaluation activations as SAEBench's core evaluation computes them; CE and KL scores come from
-nullsae's downstream results (SPEC §3, the same definitions), −1 where not computed (SAEBench's own
+nullsae's downstream results (docs/spec.md#downstream, the same definitions), −1 where not computed (SAEBench's own
 marker for a missing number).
 """
 
@@ -25,7 +25,7 @@ MISSING = -1.0
 
 
 class DownstreamNumbers(BaseModel):
-    """The downstream figures SAEBench's core output holds (SPEC §3), when nullsae computed them."""
+    """The downstream figures SAEBench's core output holds (docs/spec.md#downstream), when nullsae computed them."""
 
     ce_loss_score: float = MISSING
     ce_loss_with_ablation: float = MISSING

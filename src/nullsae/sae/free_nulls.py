@@ -1,4 +1,4 @@
-"""Free nulls of SPEC §7b: null dictionaries built without training, for any SAE (e.g. a published one).
+"""Free nulls of docs/spec.md#free-nulls: null dictionaries built without training, for any SAE (e.g. a published one).
 
 `random` (a fresh initialisation with the audited SAE's mean L0), `shuffled-decoder` (its decoder rows
 permuted against the encoder), `pca` (the top principal directions, TopK on |code| at its L0) and
@@ -145,7 +145,7 @@ def free_nulls(sae: SAE, x_eval: Tensor, x_fit: Tensor, seed: int = 0) -> dict[s
 
 
 class FreeNullVerdict(BaseModel):
-    """The audited SAE against one free null on the same evaluation tokens (SPEC §9: EV, paired over tokens)."""
+    """The audited SAE against one free null on the same evaluation tokens (docs/spec.md#verdicts: EV, paired over tokens)."""
 
     null: str
     ev_sae: float

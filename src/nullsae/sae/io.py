@@ -126,7 +126,8 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | No
             else:
                 tensors["threshold"] = sae.threshold.clamp_min(0).expand(cfg.n_latents)
         _save_tensors(tensors, folder / "sae_weights.safetensors")
-        metadata: dict[str, Any] = {"nullsae_arch": cfg.arch, "nullsae_baseline": cfg.baseline}
+        # sae_lens_version marks the 6.x layout: SAELens reads a cfg without it as pre-6 and drops its metadata
+        metadata: dict[str, Any] = {"sae_lens_version": "6.0.0", "nullsae_arch": cfg.arch, "nullsae_baseline": cfg.baseline}
         if hook is not None:
             metadata["hook_name"] = hook
         if model is not None:
