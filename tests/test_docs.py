@@ -15,7 +15,7 @@ from nullsae import config_reference
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOC_FILES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
-SRC_FILES = sorted((ROOT / "src").rglob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py"))
+SRC_FILES = [f for d in ("src", "benchmarks", "tests") for f in sorted((ROOT / d).rglob("*.py")) if f != Path(__file__).resolve()]
 
 
 def github_slug(heading: str) -> str:
@@ -61,8 +61,12 @@ def test_docs_anchor_references_in_code_exist() -> None:
 
 def test_no_spec_section_references_left() -> None:
     """Spec references in code point to docs/spec.md anchors, not to section numbers of a file outside the repo."""
-    bad = [f"{f.relative_to(ROOT)}:{i}" for f in SRC_FILES
-           for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if re.search(r"SPEC\W{0,3}§", line)]
+    bad = [
+        f"{f.relative_to(ROOT)}:{i}"
+        for f in SRC_FILES
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"SPEC\W{0,3}§", line)
+    ]
     assert not bad, "rewrite 'SPEC §N' as docs/spec.md#anchor: " + ", ".join(bad)
 
 
@@ -88,7 +92,7 @@ def test_config_reference_is_current() -> None:
 
 
 def test_config_reference_lists_every_flag() -> None:
-    from nullsae.config import _leaves, RunConfig
+    from nullsae.config import RunConfig, _leaves
 
     text = config_reference.render()
     missing = [path for path, _, _ in _leaves(RunConfig) if f"| `{path}` |" not in text]
@@ -115,9 +119,14 @@ def test_readme_api_example_runs(tmp_path: Path) -> None:
     """The README's Python example, verbatim, on the bundled model: it prints verdicts and a report path."""
     code = readme_python_block()
     assert len(code.splitlines()) <= 15
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin",
-                               "HOME": str(Path.home())}, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].endswith("report.html") and (tmp_path / lines[-1]).exists()
