@@ -44,7 +44,8 @@ def tiny_model_dir(root: Path, seed: int = 0) -> Path:
     return root
 
 
-TINY_PROBING = dict(tasks=["topic"], n_train=8, n_test=6, ks=[1, 4], max_tokens=24, batch_size=32, max_iter=200)
+TINY_PROBING = dict(tasks=["topic:history", "topic:mathematics", "continent:europe"], n_train=8, n_test=6, ks=[1, 4], max_tokens=24,
+                    batch_size=32, max_iter=200)
 ALL_METRICS = ["reconstruction", "downstream", "latents", "autointerp", "probing", "editing"]
 
 

@@ -39,8 +39,19 @@ def test_demo_preset_is_the_issue_demo():
     assert len(cfg.layers) >= 3 and cfg.sae.archs == ["topk"]
     assert set(cfg.baselines.kinds) == {"frozen-decoder", "soft-frozen-decoder", "frozen-encoder"}
     assert len(cfg.baseline_layers()) == 1
-    assert set(cfg.metrics) == {"reconstruction", "downstream", "latents", "autointerp"}
+    assert set(cfg.metrics) == {"reconstruction", "downstream", "latents", "autointerp", "probing", "editing"}
+    assert cfg.probing.baseline_layers_only and cfg.editing.baseline_layers_only  # probing and editing where the baselines are
     assert set(cfg.autointerp.scorers) == {"tokens", "embedding"} and cfg.autointerp.explainer == "tokens"
+
+
+def test_train_seeds_flag_and_bad_seeds(tmp_path):
+    assert build_config("demo", {"train.seeds": "0,1,2"}).train.seeds == [0, 1, 2]
+    for bad, msg in (("", "give at least one seed"), ("0,1,0", "seed 0 is listed twice")):
+        with pytest.raises(UserError, match=msg):
+            build_config("demo", {"train.seeds": bad})
+    assert parse_config({"train": {"seed": 3}}).train.seeds == [3]  # a run directory's config from before train.seeds
+    res = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", "demo", "--dry-run", "--train.seeds", "1,1"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "listed twice" in res.stderr
 
 
 def test_every_field_has_a_flag_and_overrides_it():
@@ -97,8 +108,9 @@ def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_cli_rejects_bad_config_before_compute(tmp_path, capsys):
     """Unknown key, variant or architecture, layer out of range: exit 2, one line, no run directory."""
-    from nullsae.cli import main
     from runner_helpers import tiny_config, tiny_model_dir
+
+    from nullsae.cli import main
 
     model = tiny_model_dir(tmp_path / "tiny-llama")
     capsys.readouterr()

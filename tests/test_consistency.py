@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from runner_helpers import ALL_METRICS, tiny_model_dir, tiny_run_config
 
 from nullsae.experiment import execute
-from runner_helpers import ALL_METRICS, tiny_model_dir, tiny_run_config
 
 
 @pytest.fixture(scope="module")

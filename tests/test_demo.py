@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from runner_helpers import ALL_METRICS, TINY_PROBING, tiny_config, tiny_model_dir
 
 from nullsae.config import parse_config
 from nullsae.experiment import execute
-from runner_helpers import tiny_config, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,10 @@ def _metrics(run_dir: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_kill_and_resume_gives_identical_numbers(tiny_dir, tmp_path):
-    cfg = tiny_config(tiny_dir)
+    """Two SAE seeds and every metric family (probing and editing at one layer)."""
+    cfg = tiny_config(tiny_dir, metrics=ALL_METRICS, probing={**TINY_PROBING, "baseline_layers_only": True},
+                     editing=dict(baseline_layers_only=True, n_latents_grid=[4], max_pairs=4))
+    cfg["train"] = {**cfg["train"], "seeds": [0, 1]}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     reference = execute(parse_config(cfg), tmp_path / "ref", progress=False)
@@ -69,6 +72,9 @@ def test_kill_and_resume_gives_identical_numbers(tiny_dir, tmp_path):
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["report"].endswith("report.html") and Path(summary["report"]).exists()
     pd.testing.assert_frame_equal(_metrics(tmp_path / "ref"), _metrics(out), check_exact=True)
+    assert sorted(_metrics(out).seed.unique()) == [0, 1] and _metrics(out).probe_acc_k1.notna().sum() == 2 * 5
+    for table in ("latents", "latent_scores"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ref" / f"{table}.parquet"), pd.read_parquet(out / f"{table}.parquet"), check_exact=True)
 
     # a finished run recomputes nothing
     files = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*") if p.is_file()}

@@ -79,3 +79,22 @@ def test_store_parts_are_atomic_and_mark_completion(tmp_path):
     assert man["config"] == {"a": 1} and man["seeds"] == {"sae": 0} and "torch" in man["packages"] and man["git_commit"]
     write_json(store.root / "y.json", {"b": 2})
     assert json.loads((store.root / "y.json").read_text()) == {"b": 2}
+
+
+def test_seeds_multiply_the_cells_and_keep_the_one_seed_keys():
+    one = {c.label: c for c in _plan(sae={"expansion": 8}).cells}
+    two = _plan(sae={"expansion": 8}, train={"seeds": [0, 1]}).cells
+    assert len(two) == 2 * len(one)
+    seed0 = {c.label: c for c in two if c.seed == 0}
+    assert all(seed0[k].key == one[k].key and seed0[k].part_keys == one[k].part_keys for k in one)  # adding seeds reuses seed 0's cells
+    seed1 = [c for c in two if c.seed == 1]
+    assert all(c.sae_config.seed == 1 for c in seed1) and not {c.key for c in seed1} & {c.key for c in one.values()}
+
+
+def test_result_schema_of_a_run_directory():
+    from nullsae.experiment import RESULT_SCHEMA, schema_notes
+
+    assert schema_notes({"result_schema": RESULT_SCHEMA}) == []
+    assert "older nullsae" in schema_notes({})[0]
+    with pytest.raises(UserError, match="newer nullsae"):
+        schema_notes({"result_schema": RESULT_SCHEMA + 1})

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nullsae.autointerp.results import PooledAUROC, auroc
 from nullsae.report import build_report
 from nullsae.report.tables import ResultTables
-from nullsae.autointerp.results import PooledAUROC, auroc
 from nullsae.report.verdicts import paper_findings, summarize
 
 VARIANTS = ["trained", "rerandomized", "rerandomized-excl-emb", "step0", "control"]

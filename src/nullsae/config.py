@@ -55,7 +55,7 @@ class TokenSettings(_Section):
     seed: int = Field(0, description="seed of the disjoint train / eval / interp document split")
 
     @model_validator(mode="after")
-    def _windows(self) -> "TokenSettings":
+    def _windows(self) -> TokenSettings:
         if self.context % self.interp_window:
             raise ValueError(f"interp_window {self.interp_window} must divide context {self.context}")
         return self
@@ -139,6 +139,13 @@ class ProbingSettings(ProbingConfig):
     tasks: list[str] = Field(default_factory=lambda: ["builtin"], description="task names, families, files or hf:DATASET (builtin = every built-in task)")
     n_train: int = Field(100, gt=0, description="training texts per class")
     n_test: int = Field(50, gt=0, description="test texts per class")
+    baseline_layers_only: bool = Field(False, description="probe only the SAEs at the layers that get SAE baselines (baselines.layers)")
+
+
+class EditingSettings(EditingConfig):
+    """RAVEL-style editing as a metric family (`metrics: [..., editing]`), on the facts each variant's model answers right."""
+
+    baseline_layers_only: bool = Field(False, description="edit only with the SAEs at the layers that get SAE baselines (baselines.layers)")
 
 
 class ReportSettings(_Section):
@@ -164,7 +171,7 @@ class RunConfig(_Section):
     metrics: list[str] = Field(default_factory=lambda: list(METRICS), description=f"metric families: {', '.join(METRICS)}")
     autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
     probing: ProbingSettings = Field(default_factory=ProbingSettings)
-    editing: EditingConfig = Field(default_factory=EditingConfig)
+    editing: EditingSettings = Field(default_factory=EditingSettings)
     variant: VariantSettings = Field(default_factory=VariantSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -202,7 +209,7 @@ class RunConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _cross(self) -> "RunConfig":
+    def _cross(self) -> RunConfig:
         if self.baselines.layers is not None:
             extra = sorted(set(self.baselines.layers) - set(self.layers))
             if extra:

@@ -10,7 +10,7 @@ from typing import Any
 
 DESCRIPTION = """Train and evaluate every SAE of a run config (models x variants x layers x architectures,
 plus random SAE baselines) and write a side-by-side report with verdicts. CONFIG is a YAML file or a
-bundled preset (demo, paper-pythia-70m). Every config key can be overridden by a flag
+bundled preset (demo, paper-pythia-70m, probe-edit-smollm2). Every config key can be overridden by a flag
 (`--section.key VALUE`, lists comma-separated). Finished cells are never recomputed: rerun the same
 command to resume an interrupted run."""
 
@@ -58,7 +58,7 @@ def add_common_options(p: argparse.ArgumentParser, out_help: str) -> None:
 
 def add_parser(subparsers: Any) -> None:
     p = add_lazy_parser(subparsers, "run", help="run an experiment grid from a YAML config and write the report", description=DESCRIPTION)
-    p.add_argument("config", metavar="CONFIG", help="YAML config file or preset name (demo, paper-pythia-70m)")
+    p.add_argument("config", metavar="CONFIG", help="YAML config file or preset name (demo, paper-pythia-70m, probe-edit-smollm2)")
     add_common_options(p, "run directory (default runs/<name>)")
     p.set_defaults(func=run)
 

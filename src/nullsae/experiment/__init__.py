@@ -5,9 +5,10 @@ results into tables and write the report. `execute` is what `nullsae run` and `n
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -65,6 +66,24 @@ class RunResult:
 
 def _frame(store: RunStore, key: str, part: str, part_hash: str) -> pd.DataFrame:
     return store.read_part(key, part, part_hash) if store.has_part(key, part, part_hash) else pd.DataFrame()
+
+
+# Version of what a run directory holds: 2 added SAE seeds (cells and the metrics' `seed` column), the
+# probing and editing families and the per-unit tables every verdict resamples.
+RESULT_SCHEMA = 2
+
+
+def schema_notes(manifest: dict[str, Any]) -> list[str]:
+    """What the report must say about a run directory written under another result schema (one clear error if newer)."""
+    from nullsae.errors import UserError
+
+    schema = int(manifest.get("result_schema", 1))
+    if schema > RESULT_SCHEMA:
+        raise UserError(f"this run directory was written by a newer nullsae (result schema {schema}, this one reads {RESULT_SCHEMA}); update nullsae to read it")
+    if schema < RESULT_SCHEMA:
+        return [f"this run directory was written by an older nullsae (result schema {schema}, now {RESULT_SCHEMA}): its SAEs are read as seed 0 "
+                "and families it did not compute are absent; rerun the same command to compute what is missing"]
+    return []
 
 
 SUMMARY_PARTS = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
@@ -164,7 +183,7 @@ def report_for(store: RunStore, p: Plan):
     missing = len(p.cells) - len(tables.metrics)
     if missing:
         notes.append(f"{missing} of {len(p.cells)} SAE cells have no results yet; rerun the same command to finish them")
-    notes += skipped_notes(tables.metrics)
+    notes += schema_notes(tables.manifest) + skipped_notes(tables.metrics)
     r = cfg.report
     return build_report(tables, store.root, title=f"nullsae report: {cfg.name}", n_boot=r.n_bootstrap, seed=r.seed, level=r.confidence,
                         examples_per_variant=r.example_latents, notes=notes)
@@ -192,7 +211,8 @@ def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress:
 
     store.write_manifest(cfg.model_dump(mode="json"), seeds={"variant": cfg.variant.seed, "sae": cfg.train.seeds, "data": cfg.tokens.seed,
                                                               "autointerp": cfg.autointerp.seed, "bootstrap": cfg.report.seed},
-                         extra={"shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()}, "executor": ex.name})
+                         extra={"shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()}, "executor": ex.name,
+                                "result_schema": RESULT_SCHEMA})
     write_text(store.root / "config.yaml", dump_yaml(cfg))
     jobs = [Job(task=t, config=cfg, run_dir=str(store.root.resolve()), progress=progress and ex.name == "local") for t in p.tasks]
     outcomes = ex.map(run_task, jobs, [t.label for t in p.tasks], progress)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from nullsae.config import RunConfig
 from nullsae.errors import UserError
@@ -128,11 +129,17 @@ def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:
                 "example_latents": cfg.report.example_latents}
     if part == "autointerp":
         return {**interp, **cfg.autointerp.model_dump(mode="json", exclude={"llm_cache", "n_boot"})}
-    if part == "probing":
-        return {"probing": cfg.probing.model_dump(mode="json")}
-    if part == "editing":
-        return {"editing": cfg.editing.model_dump(mode="json")}
+    if part in ("probing", "editing"):
+        return {part: getattr(cfg, part).model_dump(mode="json", exclude={"baseline_layers_only"})}
     raise ValueError(part)
+
+
+def wants(cfg: RunConfig, part: str, cell: Cell) -> bool:
+    """Whether the run computes this result part for this cell (its family is listed, and at the cell's layer)."""
+    if part not in cfg.metrics:
+        return False
+    only = part in ("probing", "editing") and getattr(cfg, part).baseline_layers_only
+    return not only or cell.layer in cfg.baseline_layers()
 
 
 def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:

@@ -13,6 +13,8 @@ run gives the numbers an uninterrupted one gives.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import shutil
 import time
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 
 from nullsae.config import RunConfig
 from nullsae.devices import resolve_device
-from nullsae.experiment.grid import PARTS, Cell, ModelShape, Task, digest
+from nullsae.experiment.grid import PARTS, Cell, ModelShape, Task, digest, wants
 from nullsae.experiment.store import RunStore, atomic_dir, write_json
 
 TRAIN_INFO = "train.json"
@@ -423,7 +425,8 @@ def _probing(job: Job, store: RunStore, cells: list[Cell]) -> int:
         group = [c for c in cells if c.layer == layer]
         variant, _ = build_variant(cfg, task.model, task.variant)  # control: fresh, its noise restarts from its seed
         _seed(task, "probing", str(layer))
-        results = run_probing_many({c.key: _load(store, c, cfg) for c in group}, variant, layer, tasks.tasks, pcfg)
+        with _bars(job.progress):
+            results = run_probing_many({c.key: _load(store, c, cfg) for c in group}, variant, layer, tasks.tasks, pcfg)
         for c in group:
             r, pk = results[c.key], c.part_keys["probing"]
             row = {**{f"probe_acc_k{k}": v for k, v in r.mean_sae.items()}, "probe_raw": r.mean_raw,
@@ -443,9 +446,12 @@ def _editing(job: Job, store: RunStore, cells: list[Cell]) -> int:
     for layer in sorted({c.layer for c in cells}):
         variant, _ = build_variant(cfg, task.model, task.variant)
         _seed(task, "editing", str(layer))
-        prep = prepare_facts(variant, layer, cfg.editing)
+        with _bars(job.progress):
+            prep = prepare_facts(variant, layer, cfg.editing)
         for c in [c for c in cells if c.layer == layer]:
-            r, pk = run_editing(_load(store, c, cfg), variant, layer, cfg.editing, prepared=prep), c.part_keys["editing"]
+            with _bars(job.progress):
+                r = run_editing(_load(store, c, cfg), variant, layer, cfg.editing, prepared=prep)
+            pk = c.part_keys["editing"]
             units = pd.DataFrame([a.model_dump(include={"attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"})
                                   for a in r.attributes], columns=["attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"])
             counts = r.counts
@@ -458,6 +464,11 @@ def _editing(job: Job, store: RunStore, cells: list[Cell]) -> int:
             store.write_part(c.key, "editing-units", pk, units)
             store.write_part(c.key, "editing", pk, pd.DataFrame([row]))
     return len(cells)
+
+
+def _bars(progress: bool) -> contextlib.AbstractContextManager:
+    """Without progress, the progress bars the probing and editing libraries draw on stderr are dropped."""
+    return contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
 
 
 def _nan(x: float | None) -> float:
@@ -481,8 +492,9 @@ def run_task(job: Job) -> TaskOutcome:
         t = time.time()
         outcome.trained = _train(job, store, need_train)
         outcome.stage_seconds["train"] = round(time.time() - t, 1)
-    todo = {p: [c for c in task.cells if not store.has_part(c.key, p, c.part_keys[p])] if p in cfg.metrics else [] for p in PARTS}
-    outcome.skipped = sum(len(task.cells) - len(todo[p]) for p in PARTS if p in cfg.metrics)
+    wanted = {p: [c for c in task.cells if wants(cfg, p, c)] for p in PARTS}
+    todo = {p: [c for c in wanted[p] if not store.has_part(c.key, p, c.part_keys[p])] for p in PARTS}
+    outcome.skipped = sum(len(wanted[p]) - len(todo[p]) for p in PARTS)
     stages = {
         "reconstruction": (bool(todo["reconstruction"]), lambda: _reconstruction(job, store, todo["reconstruction"])),
         "downstream": (bool(todo["downstream"]), lambda: _downstream(job, store, todo["downstream"])),
@@ -495,7 +507,7 @@ def run_task(job: Job) -> TaskOutcome:
             t = time.time()
             outcome.computed += run_stage()
             outcome.stage_seconds[stage] = round(time.time() - t, 1)
-    if all(store.has_part(c.key, p, c.part_keys[p]) for c in task.cells for p in PARTS if p in cfg.metrics):
+    if all(store.has_part(c.key, p, c.part_keys[p]) for p in PARTS for c in wanted[p]):
         for split in ("eval", "interp"):  # every result is saved: free the disk the caches take
             shutil.rmtree(_cache_dir(cfg, store, task, split), ignore_errors=True)
     outcome.seconds = time.time() - t0

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from nullsae.metrics.ev_conventions import LibraryEV, LibraryEVAccumulator
-
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 
 

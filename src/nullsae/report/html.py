@@ -76,7 +76,7 @@ def _verdict_class(word: str) -> str:
 
 
 def _chance(x: Any) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else _fmt(float(x))
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):g}"
 
 
 def _seed_note(verdicts: list[Verdict]) -> str:

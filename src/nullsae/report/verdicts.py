@@ -186,7 +186,7 @@ def summarize(verdicts: list[Verdict]) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame([v.model_dump() for v in verdicts])
     rows = []
-    for (metric, label, null, kind), g in df.groupby(["metric", "metric_label", "null", "null_kind"], sort=False):
+    for (_metric, label, null, kind), g in df.groupby(["metric", "metric_label", "null", "null_kind"], sort=False):
         n, k = len(g), int((g.verdict.isin(["distinguishes", "differs"])).sum())
         words = list(dict.fromkeys(g.verdict))
         word = words[0] if len(words) == 1 else ", ".join(f"{w} at {int((g.verdict == w).sum())}/{n}" for w in words)
