@@ -136,3 +136,25 @@ def test_run_never_suggests_flags_it_lacks(tiny_folder, tmp_path, capsys):
     assert "needs its own code" in err and "--trust-remote-code" not in err and "does not run a model's own code" in err
     assert main(["activations", "--model", str(remote), "--layers", "1", "--tokens", "64", "--cache-dir", str(tmp_path / "c")]) == 2
     assert "rerun with --trust-remote-code" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_min_examples_above_every_count_is_a_warning_and_a_report_on_every_rerun(tiny_folder, tmp_path):
+    """The issue's example: `min_examples` larger than any latent's count crashed the runner on every rerun."""
+    cfg = write_run_config(tmp_path / "run.yaml", tiny_folder, variants=["trained"], layers=[1], baselines=dict(layers=[], kinds=[]),
+                           metrics=["latents", "autointerp"])
+    args = ("run", str(cfg), "--autointerp.examples.min-examples", "1000000", "--out", str(tmp_path / "run"))
+    for attempt in range(2):  # the rerun finds every part done and reports again
+        res = nullsae(*args)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert ("no latent fires in at least 1000000 interpretation windows" in res.stderr) == (attempt == 0)
+        assert (tmp_path / "run" / "report.html").exists()
+
+
+def test_more_tokens_than_the_corpus_holds_is_one_line(tiny_folder, tmp_path):
+    cfg = write_run_config(tmp_path / "run.yaml", tiny_folder, variants=["trained"], layers=[1], baselines=dict(layers=[], kinds=[]))
+    src = tmp_path / "small.txt"
+    src.write_text("a short text.\n\nanother short paragraph.\n")
+    res = nullsae("run", str(cfg), "--tokens.source", str(src), "--out", str(tmp_path / "run"), "--quiet")
+    assert_clean_error(res, "fewer than the", "ask for fewer tokens or give more text")
+    assert not list((tmp_path / "run").rglob("*.parquet"))
