@@ -79,11 +79,22 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MASK = _umask()
+_FILE_MODE, _DIR_MODE = 0o666 & ~_MASK, 0o777 & ~_MASK  # what open() and mkdir() give; mkstemp/mkdtemp alone give 0o600/0o700
+
+
 def _tmp_beside(path: Path) -> Path:
     ensure_dir(path.parent)
     if path.is_dir():
         raise UserError(f"cannot write {path}: it is a folder; give a file path (or remove that folder)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp)
 
@@ -127,6 +138,7 @@ def atomic_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
         if path.exists() and not path.is_dir():
             raise UserError(f"cannot write the folder {path}: a file is there; remove it or give another path")
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(_DIR_MODE)
         try:
             fill(tmp)
             if path.exists():
@@ -187,6 +199,18 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
                     fh.write(memoryview(arrays[name]).cast("B"))
 
     return atomic_write(path, write)
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete the temp files and folders the write path leaves when its process is killed mid-write
+    (`.NAME.XXXX.tmp`); call only while holding the folder's lock. Returns how many were removed."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.name.startswith(".")]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def read_json(path: str | Path, what: str = "file", fix: str = "delete it and rerun") -> Any:

@@ -3,6 +3,7 @@
 The lock is `fcntl.flock` on `<folder>/.nullsae.lock`, which the kernel releases when its holder dies,
 so a lock left by a killed process is simply taken over. The holder writes its PID, host and start
 time into the file so that a second process can say who holds the folder. Re-entrant within a process.
+Taking a lock removes the temp files a killed holder left half-written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nullsae.errors import UserError
-from nullsae.io_utils import ensure_dir, os_errors
+from nullsae.io_utils import ensure_dir, os_errors, remove_stale_temps
 
 LOCK_NAME = ".nullsae.lock"
 _HELD: dict[str, int] = {}  # lock file → how many times this process holds it
@@ -65,6 +66,7 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
             os.pwrite(fd, json.dumps(info).encode(), 0)
         _HELD[key] = 1
         try:
+            remove_stale_temps(folder)  # left by a holder killed mid-write; nobody else writes here now
             yield folder
         finally:
             del _HELD[key]
