@@ -128,7 +128,7 @@ def test_worked_example_by_hand():
     # per batch means (2, 0) and (2, 0): per-token 1 − err/dev = 1, 0, 0, 0
     assert ev.saelens_explained_variance_legacy == pytest.approx(0.25)
     assert ev.saebench_explained_variance_legacy == pytest.approx(0.25)
-    # SAEBench: E‖x‖² = (9 + 1 + 5 + 5)/4 = 5; mean over dims of E[x_d²] = (4.5 + 0.5 + 4 + 1)/4 = 2.5;
+    # SAEBench: E‖x‖² = (9 + 1 + 5 + 5)/4 = 5; E_b[x_d²] is (5, 0) and (4, 1), their mean (5 + 0 + 4 + 1)/4 = 2.5;
     # total = 5 − 2.5² = −1.25, residual = 3/4 → 1 − 0.75 / −1.25 = 1.6
     assert ev.saebench_explained_variance == pytest.approx(1.6)
     # sparsify: batch FVUs 1/2 and 2/2 → mean 0.75
