@@ -62,6 +62,18 @@ def test_top_windows_positives_and_negatives(dense, source):
         assert all(wmax[e.window_id, j] == 0 for e in ex.negatives)
 
 
+def test_a_latents_examples_do_not_depend_on_which_others_are_collected(source):
+    """A resumed auto-interp run collects only the unfinished latents; each must get the examples an
+    uninterrupted run gives it."""
+    cfg = ExampleConfig(top_k=25, n_explain=10, n_bins=5, per_bin=4, n_negative=30, reservoir=60, seed=3)
+    together = collect_examples(source, [5, 17, 30, 39], cfg)
+    alone = collect_examples(source, [30], cfg)
+    for kind in ("explain", "positives", "negatives"):
+        assert [e.window_id for e in getattr(alone[30], kind)] == [e.window_id for e in getattr(together[30], kind)]
+    other_seed = collect_examples(source, [30], cfg.model_copy(update={"seed": 4}))
+    assert [e.window_id for e in other_seed[30].positives] != [e.window_id for e in alone[30].positives]
+
+
 def test_streaming_top_k_matches_sort_under_compaction():
     gen = torch.Generator().manual_seed(5)
     top = _TopPerGroup(k=7, n_groups=3)

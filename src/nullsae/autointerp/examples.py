@@ -239,11 +239,11 @@ def collect_examples(source: ActivationSource, latents: list[int], cfg: ExampleC
     slot_of = torch.full((m,), -1, dtype=torch.long)
     slot_of[lat_t] = torch.arange(len(latents))
     L = len(latents)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gens = [_latent_generator(cfg.seed, lat) for lat in latents]  # a latent's draws never depend on which others are collected
 
     # Pre-drawn negative candidates: (slot, window) keys, sorted for membership tests.
     n_cand = min(n_win, 4 * cfg.n_negative)
-    cand = torch.stack([torch.randperm(n_win, generator=gen)[:n_cand] for _ in range(L)])  # (L, C)
+    cand = torch.stack([torch.randperm(n_win, generator=g)[:n_cand] for g in gens])  # (L, C)
     cand_keys, cand_order = (torch.arange(L)[:, None] * n_win + cand).flatten().sort()
     disqualified = torch.zeros(L * n_cand, dtype=torch.bool)
 
@@ -259,7 +259,7 @@ def collect_examples(source: ActivationSource, latents: list[int], cfg: ExampleC
         slot = slot_of[lat]
         n_active += torch.bincount(slot, minlength=L)
         top.add(slot, vmax, win, vmax)
-        res.add(slot, torch.rand(slot.numel(), generator=gen), win, vmax)
+        res.add(slot, _hash_uniform(cfg.seed, lat, win), win, vmax)
         keys = slot * n_win + win
         where = torch.searchsorted(cand_keys, keys).clamp_max(cand_keys.numel() - 1)
         hit = cand_keys[where] == keys
@@ -274,7 +274,7 @@ def collect_examples(source: ActivationSource, latents: list[int], cfg: ExampleC
     plan: dict[int, tuple[list[int], list[tuple[int, int]], list[int]]] = {}
     for s in range(L):
         tw = top_w[top_g == s]
-        explain = tw[torch.randperm(tw.numel(), generator=gen)[: cfg.n_explain]]
+        explain = tw[torch.randperm(tw.numel(), generator=gens[s])[: cfg.n_explain]]
         shown = set(explain.tolist())
         rw, rv = res_w[res_g == s], res_v[res_g == s]
         keep = torch.tensor([w not in shown for w in rw.tolist()], dtype=torch.bool)
@@ -283,7 +283,7 @@ def collect_examples(source: ActivationSource, latents: list[int], cfg: ExampleC
         if rw.numel():
             rw = rw[torch.argsort(rv, stable=True)]
             for b, chunk in enumerate(torch.tensor_split(rw, min(cfg.n_bins, rw.numel()))):
-                pick = chunk[torch.randperm(chunk.numel(), generator=gen)[: cfg.per_bin]]
+                pick = chunk[torch.randperm(chunk.numel(), generator=gens[s])[: cfg.per_bin]]
                 pos += [(int(w), b) for w in pick]
         neg = cand[s][not_firing[s]][: cfg.n_negative].tolist()
         plan[latents[s]] = (explain.tolist(), pos, neg)
@@ -301,6 +301,22 @@ def collect_examples(source: ActivationSource, latents: list[int], cfg: ExampleC
             negatives=[Example(w, source.tokens[w], torch.zeros(T)) for w in neg],
         )
     return out
+
+
+def _latent_generator(seed: int, latent: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(_hash_uniform(seed, torch.tensor([latent]), torch.tensor([-1]))[0] * 2**62))
+
+
+def _hash_uniform(seed: int, latent: Tensor, window: Tensor) -> Tensor:
+    """A pseudo-random number in [0, 1) per (seed, latent, window), the same whatever else is sampled:
+    the reservoir keeps a latent's activating windows with the smallest keys (a uniform sample), so a
+    resumed run that collects fewer latents draws the same examples for each."""
+    mask = (1 << 62) - 1
+    x = (window.long() * 0x2545F491 + latent.long() * 0x9E3779B1 + (seed + 1) * 0x632BE5AB) & mask
+    for mult in (0xBF58476D, 0x94D049BB):  # multiply-xorshift rounds (splitmix-style), kept within 62 bits
+        x = ((x ^ (x >> 29)) * mult) & mask
+    x = x ^ (x >> 31)
+    return (x & ((1 << 53) - 1)).double() / 2.0**53
 
 
 def _fetch_token_acts(source: ActivationSource, plan: dict[int, tuple[list[int], list[tuple[int, int]], list[int]]]) -> dict[tuple[int, int], Tensor]:
