@@ -89,3 +89,19 @@ def test_run_on_a_run_folder_in_use_exits_2_and_writes_nothing(tiny_folder, tmp_
         res = nullsae("run", str(cfg), "--out", str(out), "--quiet")
     assert_clean_error(res, "run folder", f"process {h.proc.pid}")
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+def test_taking_a_lock_removes_what_a_killed_holder_half_wrote(tmp_path):
+    """SIGKILL in the middle of a write leaves `.NAME.XXXX.tmp`; the next holder of the folder removes it."""
+    code = ("import os, sys, time\nfrom nullsae import io_utils\nfrom nullsae.locks import folder_lock\n"
+            "with folder_lock(sys.argv[1]):\n"
+            "    io_utils.atomic_write(os.path.join(sys.argv[1], 'sub', 'big.bin'), lambda tmp: (print('writing', flush=True), time.sleep(120)))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env())
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    (stale,) = (tmp_path / "sub").iterdir()
+    assert stale.name.startswith(".big.bin.") and stale.name.endswith(".tmp")
+    (tmp_path / "sub" / "keep.txt").write_text("kept")
+    with folder_lock(tmp_path):
+        assert [p.name for p in (tmp_path / "sub").iterdir()] == ["keep.txt"]

@@ -129,3 +129,13 @@ def test_toy_out_naming_a_file(tmp_path):
 def test_a_folder_given_as_the_config_file(tmp_path):
     res = nullsae("run", str(tmp_path), "--out", str(tmp_path / "run"))
     assert_clean_error(res, str(tmp_path))
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Temp files are created private (0600); what the write path leaves reads like any new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    write_text(tmp_path / "a.txt", "x")
+    atomic_dir(tmp_path / "d", lambda d: None)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
