@@ -54,8 +54,8 @@ def test_audit_by_release_and_by_hf_repo(tiny_dir, tmp_path, monkeypatch, capsys
     assert {v["null"] for v in summary["verdicts"]} >= {"frozen-decoder", "soft-frozen-decoder", "frozen-encoder"}
     free = {r["null"]: r for r in summary["free_nulls"]}
     assert set(free) == {"random", "shuffled-decoder", "pca", "identity"}
-    assert free["identity"]["ev_null"] == pytest.approx(1.0, abs=1e-6)
-    assert free["random"]["l0_null"] == pytest.approx(free["random"]["l0_sae"], abs=0.5)
+    for row in free.values():  # every free null at the SAE's L0
+        assert row["l0_null"] == pytest.approx(row["l0_sae"], abs=0.6)
     # SAEBench core JSON per SAE, with the downstream scores nullsae computed
     sb = json.loads(open(summary["saebench"]["sae"]).read())
     assert sb["eval_type_id"] == "core" and sb["eval_result_metrics"]["sparsity"]["l0"] == pytest.approx(K)

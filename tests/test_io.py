@@ -118,6 +118,7 @@ SAELENS_SETTINGS = [
     ("topk", {"rescale_acts_by_decoder_norm": True, "apply_b_dec_to_input": False}),
     ("jumprelu", {}),
     ("jumprelu", {"apply_b_dec_to_input": False}),
+    ("jumprelu", {"rescale_acts_by_decoder_norm": True}),  # SAELens ignores the field here, and so must nullsae
     ("topk", {"dtype": "bfloat16"}),
 ]
 
@@ -130,6 +131,8 @@ def test_saelens_fields_encode_as_saelens_does(tmp_path, arch, fields):
     cfg = {"architecture": arch, "d_in": D, "d_sae": M, "k": K, "metadata": {"hook_name": "blocks.2.hook_resid_post", "model_name": "tiny"}, **fields}
     theirs = _randomised(sae_lens.SAE.from_dict({**cfg, "dtype": "float32"}))
     theirs.save_model(str(tmp_path / "s"))
+    raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps({**raw, **{k: v for k, v in fields.items() if k != "dtype"}}))  # every field in the file
     if "dtype" in fields:  # a bf16 checkpoint: nullsae upcasts and computes in float32, as SAELens does with dtype=float32
         raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
         raw["dtype"] = fields["dtype"]

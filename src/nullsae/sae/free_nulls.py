@@ -2,7 +2,7 @@
 
 `random` (a fresh initialisation with the audited SAE's mean L0), `shuffled-decoder` (its decoder rows
 permuted against the encoder), `pca` (the top principal directions, TopK on |code| at its L0) and
-`identity` (the residual basis, EV 1 at L0 = d: the upper anchor). Signed codes (PCA, identity) are
+`identity` (the residual basis at its L0; at L0 = d it reconstructs exactly, EV 1). Signed codes (PCA, identity) are
 written as ± pairs of latents, [U; −U], so every null is an ordinary nullsae SAE whose L0 counts one
 latent per nonzero code.
 """
@@ -128,19 +128,21 @@ def pca_null(sae: SAE, x_fit: Tensor, x_eval: Tensor) -> SAE:
     return _signed_dictionary(vh[:p].float(), mean.float(), "topk", round(mean_l0(sae, x_eval)))
 
 
-def identity_null(d: int, device: torch.device | str = "cpu") -> SAE:
-    """The d residual-basis directions as the dictionary, every coordinate its own code: EV 1 at L0 = d."""
-    return _signed_dictionary(torch.eye(d, device=device), torch.zeros(d, device=device), "relu", d)
+def identity_null(mean: Tensor, k: int) -> SAE:
+    """The d residual-basis directions as the dictionary, TopK on |x − x̄| per coordinate; at full width
+    (k = d) it reconstructs exactly: EV 1, the upper anchor."""
+    d = mean.shape[0]
+    return _signed_dictionary(torch.eye(d, device=mean.device), mean.float(), "topk", k)
 
 
 def free_nulls(sae: SAE, x_eval: Tensor, x_fit: Tensor, seed: int = 0) -> dict[str, SAE]:
-    """All four free nulls of `sae`: L0 matched on `x_eval`, PCA fitted on `x_fit` (training activations)."""
+    """All four free nulls of `sae`: L0 matched on `x_eval`; PCA and the identity's centre fitted on `x_fit` (training activations)."""
     sae = sae.eval()
     return {
         "random": random_null(sae, x_eval, seed),
         "shuffled-decoder": shuffled_decoder_null(sae, seed),
         "pca": pca_null(sae, x_fit, x_eval),
-        "identity": identity_null(sae.cfg.d_in, x_eval.device),
+        "identity": identity_null(x_fit.double().mean(0), round(mean_l0(sae, x_eval))),
     }
 
 

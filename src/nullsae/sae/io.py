@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from nullsae.errors import UserError, advice
-from nullsae.io_utils import write_text
+from nullsae.io_utils import save_safetensors, write_text
 from nullsae.sae.architectures import SAE
 from nullsae.sae.config import SAEConfig
 
@@ -57,9 +57,7 @@ class SAESource:
 
 
 def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    save_safetensors(tensors, path)
 
 
 def _load_tensors(path: Path) -> dict[str, Tensor]:
@@ -269,9 +267,7 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
             sae.b_dec.div_(s)
         if not raw.get("apply_b_dec_to_input", True):
             _fold_no_input_centring(sae)
-        if raw.get("rescale_acts_by_decoder_norm", False):
-            if arch != "topk":
-                raise _refuse(folder, "rescale_acts_by_decoder_norm", True, "SAELens applies it to topk SAEs only")
+        if raw.get("rescale_acts_by_decoder_norm", False) and arch == "topk":  # SAELens drops the field for other architectures
             norms = sae.W_dec.norm(dim=1)
             sae.W_enc.mul_(norms[:, None])
             sae.b_enc.mul_(norms)
