@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from nullsae.errors import UserError
+from nullsae.io_utils import write_text
 from nullsae.models.load import LoadedModel
 
 VARIANTS = ("trained", "rerandomized", "rerandomized-excl-emb", "step0", "control")
@@ -63,13 +64,8 @@ class VariantManifest(BaseModel):
         return "-".join(parts)
 
     def write(self, path: str | Path) -> Path:
-        """Write the manifest as JSON atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.model_dump(), indent=1), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Write the manifest as JSON through the write path (temp file + rename)."""
+        return write_text(path, json.dumps(self.model_dump(), indent=1))
 
 
 def parameter_roles(model: nn.Module) -> dict[str, str]:
