@@ -63,3 +63,9 @@ def test_run_refuses_an_oversized_sae_in_one_line_and_creates_nothing(tiny_folde
     res = nullsae("run", str(cfg), "--sae.n-latents", "100000000000", "--out", str(tmp_path / "run"), "--quiet")
     assert_clean_error(res, "needs about", "GiB", "lower --sae.n-latents")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_evaluation_split_beyond_memory_is_refused():
+    cfg = _cfg(tokens=dict(context=32, train=6144, eval=10**13, interp=2048, model_batch=16, interp_window=16))
+    with pytest.raises(UserError, match="evaluation split .* in memory .* lower --tokens.eval"):
+        plan(cfg, lambda m: ModelShape(n_layers=3, d_model=32))

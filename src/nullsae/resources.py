@@ -69,8 +69,8 @@ def check_disk(need: int, folder: str | Path, what: str, fix: str) -> None:
 
 
 def check_plan_memory(plan: Any) -> None:
-    """The SAEs a run trains together (every SAE of one layer of one task) and a live stream's buffer
-    must fit in the free memory of the run's device."""
+    """The SAEs a run trains together (every SAE of one layer of one task), a live stream's buffer and
+    the evaluation split must fit in the free memory of the run's device."""
     from nullsae.devices import resolve_device
 
     cfg = plan.config
@@ -81,9 +81,11 @@ def check_plan_memory(plan: Any) -> None:
             need = sum(sae_train_bytes(c.sae_config.d_in, c.sae_config.n_latents, cfg.train.batch_size) for c in group)
             check_memory(need, f"training {len(group)} SAE{'s' if len(group) > 1 else ''} of {task.label} layer {layer} together (m = {group[0].sae_config.n_latents:,} latents)",
                          "lower --sae.n-latents or --sae.expansion, or --train.batch-size", device)
+        d = plan.shapes[task.model].d_model
         if cfg.train.stream == "live":
-            check_memory(2 * FLOAT * cfg.train.buffer_tokens * plan.shapes[task.model].d_model, f"the live stream's shuffle buffer of {task.label}",
-                         "lower --train.buffer-tokens", device)
+            check_memory(2 * FLOAT * cfg.train.buffer_tokens * d, f"the live stream's shuffle buffer of {task.label}", "lower --train.buffer-tokens", device)
+        if "reconstruction" in cfg.metrics:  # the evaluation split is held whole (float32, and float64 for its mean)
+            check_memory(3 * FLOAT * cfg.tokens.eval * d, f"the evaluation split of {task.label} in memory", "lower --tokens.eval", device)
 
 
 def check_plan_disk(plan: Any, run_dir: str | Path) -> None:
