@@ -79,3 +79,26 @@ def test_bad_names_are_one_line_each(tmp_path, monkeypatch):
         load_named("hf:nobody/nothing")
     with pytest.raises(UserError, match="either --sae, or --release with --sae-id"):
         load_named("x", RELEASE, None)
+
+
+def test_gemma_scope_release_takes_its_config_from_sae_lens(tmp_path, monkeypatch):
+    """A Gemma Scope release id resolves to params.npz with the config sae-lens derives (here d = 2304,
+    m = 16,384, layer 12 of gemma-2-2b); a small stand-in file shows the config was applied."""
+    pytest.importorskip("sae_lens")
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from test_io import _gemma_scope_npz
+
+    cache = tmp_path / "hub"
+    offline_hub(monkeypatch, cache)
+    release, sae_id = "gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82"
+    entry = get_pretrained_saes_directory()[release]
+    _gemma_scope_npz(tmp_path / "g")
+    put_in_hf_cache(cache, entry.repo_id, tmp_path / "g", entry.saes_map[sae_id])
+    with pytest.raises(UserError, match=r"tensor 'W_enc' has shape \(16, 64\), cfg.json implies \(2304, 16384\)"):
+        load_named(None, release, sae_id)
+    with pytest.raises(UserError, match="residual-stream SAEs only"):  # an MLP-output release is refused by its hook
+        mlp = get_pretrained_saes_directory()["gemma-scope-2b-pt-mlp"]
+        mid = next(iter(mlp.saes_map))
+        put_in_hf_cache(cache, mlp.repo_id, tmp_path / "g", mlp.saes_map[mid])
+        load_named(None, "gemma-scope-2b-pt-mlp", mid)

@@ -272,3 +272,39 @@ def test_dictionary_learning_pickles_and_unfinished_thresholds_are_refused(tmp_p
     folder = save_dictionary_learning(classes["AutoEncoder"](), tmp_path / "g", "GatedAutoEncoder")
     with pytest.raises(UserError, match="dict_class"):
         load_sae(folder)
+
+
+def _gemma_scope_npz(folder, seed=0):
+    """A params.npz as Gemma Scope ships it (lower-case w_ keys, a unit scaling factor), small."""
+    import numpy as np
+
+    gen = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"w_enc": gen.normal(size=(D, M)).astype("float32"), "w_dec": gen.normal(size=(M, D)).astype("float32"),
+              "b_enc": gen.normal(size=M).astype("float32"), "b_dec": gen.normal(size=D).astype("float32"),
+              "threshold": np.abs(gen.normal(size=M)).astype("float32"), "scaling_factor": np.ones(1, dtype="float32")}
+    np.savez(folder / "params.npz", **arrays)
+    return arrays
+
+
+def test_gemma_scope_npz_encodes_as_saelens_does(tmp_path):
+    sae_lens = pytest.importorskip("sae_lens")
+    from nullsae.sae.io import load_sae_source
+
+    arrays = _gemma_scope_npz(tmp_path / "g")
+    # what sae-lens's get_gemma_2_config_from_hf gives, at this size
+    cfg = {"architecture": "jumprelu", "d_in": D, "d_sae": M, "dtype": "float32", "model_name": "gemma-2-2b", "hook_name": "blocks.2.hook_resid_post",
+           "hook_head_index": None, "apply_b_dec_to_input": False, "normalize_activations": None, "finetuning_scaling_factor": False}
+    with pytest.raises(UserError, match="without its config"):
+        load_sae(tmp_path / "g")
+    ours, source = load_sae_source(tmp_path / "g", cfg_overrides=cfg)
+    assert (source.layer, source.model) == (2, "gemma-2-2b")
+    theirs = sae_lens.SAE.from_dict({**cfg, "normalize_activations": "none", "metadata": {"hook_name": cfg["hook_name"]}})
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"):
+            getattr(theirs, name).copy_(torch.from_numpy(arrays[name.replace("W_", "w_")]))
+    x = _x()
+    with torch.no_grad():
+        assert torch.equal(theirs.encode(x) != 0, ours.encode(x) != 0)
+        assert torch.allclose(ours.encode(x), theirs.encode(x), atol=1e-4)
+        assert torch.allclose(ours.decode(ours.encode(x)), theirs.decode(theirs.encode(x)), atol=1e-4)

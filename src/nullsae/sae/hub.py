@@ -15,7 +15,7 @@ from nullsae.sae.architectures import SAE
 from nullsae.sae.io import SAESource, load_sae_source
 
 # SAELens registry layouts nullsae reads with its own loaders (sae.io); others need a converter it lacks.
-READABLE_LAYOUTS = ("sae_lens", "sparsify", "dictionary_learning_1")
+READABLE_LAYOUTS = ("sae_lens", "sparsify", "dictionary_learning_1", "gemma_2")
 HF_SPEC = re.compile(r"hf:(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<sub>[^@]+?))?/?(?:@(?P<rev>[\w./-]+))?")
 
 
@@ -87,8 +87,15 @@ def resolve(spec: str | None, release: str | None = None, sae_id: str | None = N
         if layout not in READABLE_LAYOUTS:
             raise UserError(f"release '{release}' is stored in the '{layout}' layout, which nullsae does not read (it reads {', '.join(READABLE_LAYOUTS)})")
         label = f"release {release} / {sae_id}"
-        folder = download(entry.repo_id, entry.saes_map[sae_id], None, label)
+        folder = download(entry.repo_id, entry.saes_map[sae_id] or None, None, label)
         overrides = {k: v for k, v in (entry.config_overrides or {}).items() if not isinstance(v, dict)}
+        if layout == "gemma_2":  # Gemma Scope: params.npz only; SAELens derives the config from the repo and folder names
+            from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
+
+            try:
+                overrides = get_gemma_2_config_from_hf(entry.repo_id, entry.saes_map[sae_id], device="cpu", cfg_overrides=overrides)
+            except ValueError as exc:
+                raise UserError(f"{label}: sae-lens cannot derive its config ({exc})") from None
         return SAERef(folder, label, entry.norm_scaling_factor.get(sae_id), overrides, entry.model)
     if spec is None:
         raise UserError("give --sae (a folder or hf:ORG/REPO[/SUBFOLDER][@REV]) or --release with --sae-id")

@@ -7,6 +7,7 @@ sparsify: <dir>/cfg.json {"activation": "topk", "k", "num_latents", "d_in", ...}
           + <dir>/sae.safetensors {encoder.weight (m, d), encoder.bias, W_dec (m, d), b_dec}
 dictionary_learning: <dir>/config.json {"trainer": {"dict_class", "activation_dim", "dict_size", ...}}
           + <dir>/ae.pt, a plain state dict read with torch.load(weights_only=True)
+Gemma Scope: <dir>/params.npz (arrays), its SAELens config from the registry (nullsae.sae.hub)
 
 Every config field that changes encode or decode is either applied or refused with one line naming
 it. The applicable ones are folded into nullsae's z = f(W_enc (x − b_dec) + b_enc), x̂ = W_dec z + b_dec:
@@ -84,6 +85,21 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     return obj
 
 
+def _load_npz(path: Path) -> dict[str, Tensor]:
+    """Gemma Scope's params.npz (arrays only, never pickles), with SAELens's key names (w_* → W_*)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            tensors = {("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(np.array(data[k])) for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path} is not a readable array file ({exc}); re-download the SAE") from None
+    scale = tensors.pop("scaling_factor", None)
+    if scale is not None and not torch.allclose(scale.float(), torch.ones_like(scale.float())):
+        raise UserError(f"{path}: scaling_factor ≠ 1 (a finetuning scaling factor) is not supported")
+    return tensors
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -96,6 +112,8 @@ def _read_cfg(folder: Path) -> dict:
         return _read_json(folder / "cfg.json")
     if (folder / "config.json").exists() and (folder / "ae.pt").exists():
         return _read_json(folder / "config.json")
+    if (folder / "params.npz").exists():  # Gemma Scope: the config comes from the SAELens registry
+        return {}
     raise UserError(f"no cfg.json in {folder}; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
 
 
@@ -165,12 +183,12 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | No
     return folder
 
 
-def detect_format(path: str | Path) -> Format:
-    """Which on-disk format the folder holds."""
+def detect_format(path: str | Path, cfg: dict | None = None) -> Format:
+    """Which on-disk format the folder holds (`cfg`: its config, if a registry supplied or amended it)."""
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"SAE folder {folder} does not exist; give the folder holding cfg.json")
-    cfg = _read_cfg(folder)
+    cfg = _read_cfg(folder) if cfg is None else cfg
     if cfg.get("format") == "nullsae":
         return "nullsae"
     if "architecture" in cfg and "d_sae" in cfg:
@@ -179,6 +197,8 @@ def detect_format(path: str | Path) -> Format:
         return "sparsify"
     if isinstance(cfg.get("trainer"), dict) and (folder / "ae.pt").exists():
         return "dictionary_learning"
+    if (folder / "params.npz").exists():
+        raise UserError(f"{folder} holds a Gemma Scope params.npz without its config; load it with --release and --sae-id")
     raise UserError(f"{folder}/cfg.json is not a nullsae, SAELens, sparsify or dictionary_learning SAE config")
 
 
@@ -232,6 +252,9 @@ def _fold_no_input_centring(sae: SAE) -> None:
 
 def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tuple[SAE, SAESource]:
     meta = raw.get("metadata") or {}
+    hook = raw.get("hook_name") or meta.get("hook_name")
+    model = raw.get("model_name") or meta.get("model_name")
+    layer = layer_of_hook(hook) if hook else None
     arch = SAELENS_ARCHS.get(raw["architecture"])
     if arch is None:
         raise _refuse(folder, "architecture", raw["architecture"], "nullsae reads SAELens standard, topk and jumprelu SAEs")
@@ -242,7 +265,7 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
     head = raw.get("hook_head_index", meta.get("hook_head_index"))
     if head is not None:
         raise _refuse(folder, "hook_head_index", head, "nullsae audits residual-stream SAEs only")
-    norm = raw.get("normalize_activations", "none")
+    norm = raw.get("normalize_activations") or "none"
     if norm == "expected_average_only_in" and norm_scaling_factor is None:
         raise _refuse(folder, "normalize_activations", norm, "its scaling factor is not in the files; load it with --release/--sae-id, "
                       "whose registry entry gives norm_scaling_factor")
@@ -252,7 +275,7 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
         raise _refuse(folder, "finetuning_scaling_factor", raw["finetuning_scaling_factor"], "nullsae does not apply it")
     cfg = SAEConfig(arch=arch, d_in=raw["d_in"], n_latents=raw["d_sae"], k=int(raw.get("k", 32)), normalize_decoder=arch != "relu")
     m, d = cfg.n_latents, cfg.d_in
-    tensors = _load_tensors(folder / "sae_weights.safetensors")
+    tensors = _load_npz(folder / "params.npz") if (folder / "params.npz").exists() else _load_tensors(folder / "sae_weights.safetensors")
     _check_shapes(folder, tensors, {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)})
     sae = SAE(cfg)
     _fill(sae, tensors["W_enc"].T, tensors["b_enc"], tensors["W_dec"], tensors["b_dec"])
@@ -273,9 +296,6 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
             sae.b_enc.mul_(norms)
             sae.W_dec.div_(norms[:, None])
         sae.W_dec_init.copy_(sae.W_dec)
-    hook = raw.get("hook_name") or meta.get("hook_name")
-    model = raw.get("model_name") or meta.get("model_name")
-    layer = layer_of_hook(hook) if hook else None
     return sae, SAESource(folder, "saelens", hook, layer, model)
 
 
@@ -343,8 +363,10 @@ def load_sae_source(path: str | Path, norm_scaling_factor: float | None = None, 
     `norm_scaling_factor` and `cfg_overrides` come from a SAELens registry entry (see nullsae.sae.hub).
     """
     folder = Path(path)
-    fmt = detect_format(folder)
+    if not folder.is_dir():
+        raise UserError(f"SAE folder {folder} does not exist; give the folder holding cfg.json")
     raw = {**_read_cfg(folder), **(cfg_overrides or {})}
+    fmt = detect_format(folder, raw)
     try:
         if fmt == "nullsae":
             sae = SAE(SAEConfig.model_validate(raw["sae"]))
