@@ -125,6 +125,8 @@ def test_bad_input_is_one_line_each(tiny_dir, tmp_path, monkeypatch, capsys):
         assert pytest.importorskip("re").search(message, line), (message, line)
     rc, _, err = _audit(capsys, "--sae", str(folder), "--models", "EleutherAI/pythia-70m", "--dry-run")
     assert rc == 2 and "the SAE was trained on tiny-llama, but --models is EleutherAI/pythia-70m" in err
+    rc, _, err = _audit(capsys, "--sae", str(folder), "--models", str(tiny_dir), "--train.seeds", "0,1", "--dry-run", *FAST)
+    assert rc == 2 and "single --train.seeds" in err
     rc, _, err = _audit(capsys, "--sae", str(folder), "--layer", "1", "--models", str(tiny_dir), "--dry-run")
     assert rc == 2 and "not --layer 1" in err
     rc, out, _ = _audit(capsys, "--sae", str(folder), "--models", str(tiny_dir), "--dry-run", *FAST)

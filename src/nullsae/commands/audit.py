@@ -185,7 +185,10 @@ def run(args: argparse.Namespace) -> int:
     d_model = plan.shapes[cfg.models[0]].d_model
     if d_model != sc.d_in:
         raise UserError(f"the SAE reads d_in = {sc.d_in} but {cfg.models[0]} has width {d_model}; give the model it was trained on with --models")
-    ref_cell = next(c for c in plan.cells if c.baseline == "none")
+    refs = [c for c in plan.cells if c.baseline == "none"]
+    if len(refs) != 1:
+        raise UserError("audit evaluates the one given SAE; give a single --train.seeds value")
+    ref_cell = refs[0]
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     progress = not (args.quiet or args.json)
     if not progress:

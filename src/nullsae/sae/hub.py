@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nullsae.errors import UserError
+from nullsae.extras import require
 from nullsae.sae.architectures import SAE
 from nullsae.sae.io import SAESource, load_sae_source
 
@@ -59,10 +60,7 @@ def parse_hf(spec: str) -> tuple[str, str | None, str | None]:
 
 def registry_entry(release: str, sae_id: str) -> Any:
     """The installed sae-lens registry's entry of `release`, checked to hold `sae_id`."""
-    try:
-        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-    except ImportError:
-        raise UserError("--release needs the sae-lens package (pip install sae-lens)") from None
+    get_pretrained_saes_directory = require("sae_lens.loading.pretrained_saes_directory", "peers").get_pretrained_saes_directory
     directory = get_pretrained_saes_directory()
     if release not in directory:
         import difflib
