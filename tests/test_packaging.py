@@ -192,3 +192,11 @@ def test_fresh_venv_without_extras(tmp_path: Path) -> None:
     sh(str(bin_dir / "pip"), "install", "-q", f"nullsae[gguf] @ {wheel.as_uri()}")
     plan = json.loads(sh(str(bin_dir / "nullsae"), "demo", "--dry-run", "--json").stdout.strip().splitlines()[-1])
     assert plan["cells"] == 18
+
+
+def test_saelens_release_without_peers_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nullsae.sae.hub import registry_entry
+
+    blocked(monkeypatch, "sae_lens", "sae_lens.loading", "sae_lens.loading.pretrained_saes_directory")
+    with pytest.raises(UserError, match=r"nullsae\[peers\]"):
+        registry_entry("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
