@@ -11,7 +11,7 @@ from fault_helpers import assert_clean_error, nullsae, tiny_folder, write_run_co
 from nullsae.config import build_config
 from nullsae.errors import UserError
 from nullsae.experiment.grid import ModelShape, plan
-from nullsae.resources import check_disk, check_memory, free_memory, sae_train_bytes
+from nullsae.resources import check_disk, check_memory, check_plan_memory, free_memory, sae_train_bytes
 from nullsae.sae import SAE
 from nullsae.sae.config import SAEConfig
 
@@ -27,18 +27,19 @@ def test_a_dictionary_of_1e11_latents_is_refused_at_once():
     cfg = _cfg(sae=dict(n_latents=100_000_000_000, k=4))
     t0 = time.time()
     with pytest.raises(UserError, match=r"needs about [\d,.]+ GiB but only [\d,.]+ (GiB|MiB) of available memory is left; lower --sae.n-latents"):
-        plan(cfg, lambda m: ModelShape(n_layers=3, d_model=576))
+        check_plan_memory(plan(cfg, lambda m: ModelShape(n_layers=3, d_model=576)))
     assert time.time() - t0 < 5
 
 
 def test_a_live_buffer_beyond_memory_is_refused():
     cfg = _cfg(train=dict(stream="live", buffer_tokens=10**12, batch_size=256))
     with pytest.raises(UserError, match="live stream's shuffle buffer .* lower --train.buffer-tokens"):
-        plan(cfg, lambda m: ModelShape(n_layers=3, d_model=32))
+        check_plan_memory(plan(cfg, lambda m: ModelShape(n_layers=3, d_model=32)))
 
 
 def test_a_plan_that_fits_passes():
     p = plan(_cfg(), lambda m: ModelShape(n_layers=3, d_model=32))
+    check_plan_memory(p)
     assert len(p.cells) > 0
 
 
@@ -68,4 +69,4 @@ def test_run_refuses_an_oversized_sae_in_one_line_and_creates_nothing(tiny_folde
 def test_an_evaluation_split_beyond_memory_is_refused():
     cfg = _cfg(tokens=dict(context=32, train=6144, eval=10**13, interp=2048, model_batch=16, interp_window=16))
     with pytest.raises(UserError, match="evaluation split .* in memory .* lower --tokens.eval"):
-        plan(cfg, lambda m: ModelShape(n_layers=3, d_model=32))
+        check_plan_memory(plan(cfg, lambda m: ModelShape(n_layers=3, d_model=32)))

@@ -193,12 +193,13 @@ def execute(cfg: RunConfig, run_dir: str | Path, executor: str = "local", addres
     """Plan (all checks before compute), write the manifest, compute missing cells, write the report."""
     from nullsae.experiment.executors import make_executor
     from nullsae.locks import folder_lock
-    from nullsae.resources import check_plan_disk
+    from nullsae.resources import check_plan_disk, check_plan_memory
 
     t0 = time.time()
     p = plan_run(cfg)
     ex = make_executor(executor, address)
     store = RunStore(run_dir)
+    check_plan_memory(p)  # refuse what cannot fit before anything is allocated or written
     check_plan_disk(p, store.root)
     with folder_lock(store.root, "run folder"):  # one process per run folder; released by the kernel if it dies
         return _execute_locked(cfg, p, ex, store, progress, t0)

@@ -17,7 +17,6 @@ from typing import Any
 
 from nullsae.config import RunConfig
 from nullsae.errors import UserError
-from nullsae.resources import check_plan_memory
 from nullsae.sae.config import SAEConfig
 
 PARTS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
@@ -170,6 +169,4 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                             parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
                             cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts, seed=seed))
             tasks.append(Task(model, variant, tuple(cells)))
-    result = Plan(cfg, shapes, tuple(tasks))
-    check_plan_memory(result)  # refuse what cannot fit before anything is allocated
-    return result
+    return Plan(cfg, shapes, tuple(tasks))
