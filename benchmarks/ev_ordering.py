@@ -173,7 +173,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[65536, 262144, 1048576])
     ap.add_argument("--expansion", type=int, default=4, help="m = expansion · d (results of another expansion than 4 are keyed '|x<R>')")
     ap.add_argument("--eval-windows", type=int, default=256)
-    ap.add_argument("--ce-windows", type=int, default=32)
+    ap.add_argument("--ce-windows", type=int, default=32, help="eval windows of the CE loss score (0: none)")
     ap.add_argument("--figures", type=Path, default=None, help="only draw the figures of OUT/results.json into this folder")
     ap.add_argument("--views", nargs="+", default=["raw:1048576", "standard:262144", "saelens:262144"], help="view:max_budget")
     args = ap.parse_args()
@@ -257,7 +257,7 @@ def main() -> None:
                         "l0": reconstruction_metrics(xin[keep], rec[keep], z[keep]).l0,
                         "dead_eval": reconstruction_metrics(xin[keep], rec[keep], z[keep]).dead_fraction_eval,
                     }
-                    if view == "raw":
+                    if view == "raw" and args.ce_windows > 0:
                         ds = downstream_metrics(loaded.model, eval_w[: args.ce_windows], args.layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True).summary()
                         row.update(ce_loss_score=ds.ce_loss_score, kl_score=ds.kl_score, delta_ce=ds.delta_ce)
                 sae.train()

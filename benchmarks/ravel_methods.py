@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=6)
     ap.add_argument("--cache", type=Path, default=None, help="activation cache folder holding layer_<layer> of the trained model")
     ap.add_argument("--tokens", type=int, default=262_144, help="training tokens per SAE")
+    ap.add_argument("--facts", default=None, help="facts JSON (default: the bundled countries and cities)")
+    ap.add_argument("--grid", default="1,4,16,64,256,1024,4096", help="η² latent-set sizes (capped at m)")
     ap.add_argument("--max-pairs", type=int, default=24)
     ap.add_argument("--mask-epochs", type=int, default=6)
     ap.add_argument("--keep-error", choices=["true", "false", "both"], default="true")
@@ -65,7 +67,7 @@ def main() -> None:
         atomic_write_text(res_path, json.dumps(results, indent=1))
     saes = {b: load_sae(args.out / "saes" / b) for b in BASELINES}
 
-    base_cfg = EditingConfig(max_pairs=args.max_pairs, mask_epochs=args.mask_epochs)
+    base_cfg = EditingConfig(facts=args.facts, n_latents_grid=[int(n) for n in args.grid.split(",")], max_pairs=args.max_pairs, mask_epochs=args.mask_epochs)
     prep = prepare_facts(loaded, args.layer, base_cfg)
     results["counts"] = prep.counts.model_dump()
     errors = {"true": [True], "false": [False], "both": [True, False]}[args.keep_error]
