@@ -98,3 +98,16 @@ def test_result_schema_of_a_run_directory():
     assert "older nullsae" in schema_notes({})[0]
     with pytest.raises(UserError, match="newer nullsae"):
         schema_notes({"result_schema": RESULT_SCHEMA + 1})
+
+
+def test_same_weights_flags_a_null_equal_to_the_trained_sae(tmp_path):
+    from nullsae.experiment import same_weights
+    from nullsae.sae import SAE, SAEConfig
+    from nullsae.sae.io import save_sae
+
+    store = RunStore(tmp_path / "run")
+    cfg = SAEConfig(arch="topk", d_in=8, n_latents=32, k=4, seed=1)
+    save_sae(SAE(cfg), store.sae_dir("a"))
+    save_sae(SAE(cfg), store.sae_dir("b"))  # same seed, no training: the same weights
+    save_sae(SAE(cfg.model_copy(update={"seed": 2})), store.sae_dir("c"))
+    assert same_weights(store, "a", "b") and not same_weights(store, "a", "c")

@@ -170,7 +170,7 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
                     resolvable=resolvable_difference(sd, n_seeds))
                 if flagged:
                     out.append(Verdict(**common, diff=float(ref_vals.mean() - null_vals.mean()), low=math.nan, high=math.nan, verdict="not scored",
-                                       warning=f"weights equal the trained SAE's (seed {', '.join(map(str, flagged))}): this null never left its initial state"))
+                                       warning=f"weights equal the trained SAE's (seed {', '.join(map(str, flagged))}): the null is not a different SAE"))
                     continue
                 ci = seed_bootstrap([r for r in reps if r is not None], n_boot=n_boot, seed=seed, level=level)
                 out.append(Verdict(**common, diff=ci.estimate, low=ci.low, high=ci.high, verdict=classify(ci.estimate, ci.low, ci.high, metric.direction, tol),
