@@ -101,3 +101,14 @@ def test_run_on_a_nan_model_exits_2_before_any_result(tiny_folder, tmp_path):
     assert_clean_error(res, "nan-model", "layer 1", "NaN or inf")
     assert not result_files(tmp_path / "run") and not (tmp_path / "run" / "report.html").exists()
     assert not temp_files(tmp_path / "run")
+
+
+def test_a_toy_sweep_on_constant_vectors_is_refused():
+    """The toy EV divides by the data's variance too: constant input is refused, not scored EV 1."""
+    from nullsae.errors import UserError
+    from nullsae.toy.data import ToyData
+    from nullsae.toy.sweep import SweepConfig, run_sweep
+
+    flat = ToyData(name="flat", x=torch.ones(64, 8), seed=0)
+    with pytest.raises(UserError, match="'flat' .* one constant vector in all 64 rows; EV would be 0/0"):
+        run_sweep([flat], SweepConfig(latents=[16], coefs=[0.1], epochs=1, batch_size=16, mcc=False), progress=False)

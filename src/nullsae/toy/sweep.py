@@ -306,6 +306,8 @@ def run_sweep(
     for ds in datasets:
         if not torch.isfinite(ds.x).all():
             raise UserError(f"dataset {ds.name!r} (seed {ds.seed}) holds NaN/inf values; clean the input vectors")
+        if float(ds.x.double().var(0).sum()) == 0.0:
+            raise UserError(f"dataset {ds.name!r} (seed {ds.seed}) is one constant vector in all {ds.x.shape[0]} rows; EV would be 0/0: give varied vectors")
     parts = [split(ds.x.float(), cfg.eval_fraction, ds.seed) for ds in datasets]
     x_train = torch.stack([p[0] for p in parts])
     x_eval = torch.stack([p[1] for p in parts])
