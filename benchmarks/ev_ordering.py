@@ -161,6 +161,25 @@ def draw(results: dict, folder: Path, layer: int) -> None:
     plt.close(fig)
 
 
+def tables(results: dict, layer: int) -> str:
+    """Markdown tables of the residual statistics and of EV by variant, view and budget."""
+    f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    out = ["| variant | layer | BOS rows' share of Σ‖x − x̄‖² | mean ‖x‖ BOS / other | participation ratio | top-1 / top-10 / top-32 PC share | top-5 dims' share | PR standardised | kurtosis median / max | token-lookup EV |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for v in VARIANTS:
+        for k, r in sorted(((k, r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|stats")), key=lambda kr: int(kr[0].split("|")[1][1:])):
+            lay = int(k.split("|")[1][1:])
+            lookup = results.get(f"{v}|L{lay}|lookup", {}).get("token_lookup_ev")
+            out.append(f"| {v} | {lay} | {r['bos_var_share']:.3f} | {r['norm_bos']:.0f} / {r['norm_other']:.0f} | {r['pr']:.1f} | {r['top1_pc']:.2f} / {r['top10_pc']:.2f} / {r['top32_pc']:.2f} | "
+                       f"{r['top5_dims_var_share']:.2f} | {r['pr_standardised']:.0f} | {r['kurtosis_median']:.1f} / {r['kurtosis_max']:.0f} | {f(lookup)} |")
+    out += ["", "| variant | view | tokens | EV (BOS out) | EV with BOS rows | EV in the view's own space | CE loss score |", "|---|---|---|---|---|---|---|"]
+    for v in VARIANTS:
+        for k, r in sorted(((k, r) for k, r in results.items() if k.startswith(f"{v}|L{layer}|") and k.count("|") == 3),
+                           key=lambda kr: (kr[0].split("|")[2], int(kr[0].split("|")[3]))):
+            out.append(f"| {v} | {k.split('|')[2]} | {int(k.split('|')[3]):,} | {r['ev_raw']:.3f} | {r['ev_raw_with_bos']:.3f} | {r['ev_own']:.3f} | {f(r.get('ce_loss_score'))} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -175,10 +194,16 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=256)
     ap.add_argument("--ce-windows", type=int, default=32, help="eval windows of the CE loss score (0: none)")
     ap.add_argument("--figures", type=Path, default=None, help="only draw the figures of OUT/results.json into this folder")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="with --figures: more result folders to read")
+    ap.add_argument("--stats-only", action="store_true", help="only the residual statistics (no cache, no SAE)")
     ap.add_argument("--views", nargs="+", default=["raw:1048576", "standard:262144", "saelens:262144"], help="view:max_budget")
     args = ap.parse_args()
     if args.figures is not None:
-        draw(json.loads((args.out / "results.json").read_text()), args.figures, args.layer)
+        results = {}
+        for out in [args.out, *args.merge]:
+            results.update(json.loads((out / "results.json").read_text()))
+        draw(results, args.figures, args.layer)
+        print(tables(results, args.layer))
         return
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -200,11 +225,11 @@ def main() -> None:
     view_max = {v.split(":")[0]: int(v.split(":")[1]) for v in args.views}
     plan = [(p.split(":")[0], int(p.split(":")[1]), int(p.split(":")[2])) for p in args.plan]
     n_train = min(math.ceil(max(c for _, c, _ in plan) * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
-    train_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
+    train_w = None if args.stats_only else token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
     for name, cached, tokens in plan:
         budgets = {v: [b for b in args.budgets if b <= min(tokens, view_max[v])] for v in view_max}
         wanted = [f"{name}|L{args.layer}|{v}|{b}{tag}" for v in view_max for b in budgets[v]] + [f"{name}|L{args.layer}|lookup"]
-        if all(k in results for k in wanted) and all(f"{name}|L{l}|stats" in results for l in args.stats_layers):
+        if (args.stats_only or all(k in results for k in wanted)) and all(f"{name}|L{l}|stats" in results for l in args.stats_layers):
             continue
         variant = name.replace("-embsigma", "")
         kwargs = {"sigma": float(emb.std())} if name.endswith("-embsigma") else {}
@@ -216,6 +241,8 @@ def main() -> None:
         for l in args.stats_layers:
             if f"{name}|L{l}|stats" not in results:
                 save(f"{name}|L{l}|stats", residual_stats(xs[l], eval_bos))
+        if args.stats_only:
+            continue
         x_eval = xs[args.layer]
         # the training windows of this budget, cached at the SAE layer (float16 halves the disk); past the
         # split's size the stream starts a new epoch in a new order
