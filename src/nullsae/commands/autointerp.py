@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"SAE {args.sae} does not exist; give the folder or file of an SAE saved by nullsae")
     if args.latents < 1 or args.min_examples < 1 or args.window < 2:
         raise UserError("--latents and --min-examples must be positive and --window at least 2")
+    from nullsae.io_utils import check_writable_dir
+
+    explainer = args.explainer
+    out = check_writable_dir(Path(args.out) if args.out else (sae_path if sae_path.is_dir() else sae_path.parent) / f"autointerp-{explainer.replace(':', '-').replace('/', '-')}")
 
     import torch
 
@@ -55,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.models import capture_residuals, check_layers, load_model, make_variant
     from nullsae.sae.io import load_sae
     sae = load_sae(sae_path).eval()
-    explainer = args.explainer
     scorers = [s.strip() for s in (args.scorers or ("tokens,embedding" if explainer == "tokens" else "detection,fuzzing,embedding")).split(",") if s.strip()]
     loaded = load_model(args.model)
     T = args.window
@@ -83,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
             return capture_residuals(variant.model, tokens[ids], [args.layer])[args.layer].float()
 
     source = ActivationSource(tokens, sae_encoder(sae, residuals), n_latents=int(sae.W_dec.shape[0]))
-    out = Path(args.out) if args.out else (sae_path if sae_path.is_dir() else sae_path.parent) / f"autointerp-{explainer.replace(':', '-').replace('/', '-')}"
     openai = {k: v for k, v in {"base_url": args.base_url, "concurrency": args.concurrency, "timeout_s": args.timeout, "max_retries": args.max_retries}.items() if v is not None}
     cfg = AutointerpConfig(
         explainer=explainer, scorers=scorers, scorer_llm=args.scorer_llm, seed=args.seed,
