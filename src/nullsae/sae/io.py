@@ -198,7 +198,7 @@ def detect_format(path: str | Path, cfg: dict | None = None) -> Format:
     if isinstance(cfg.get("trainer"), dict) and (folder / "ae.pt").exists():
         return "dictionary_learning"
     if (folder / "params.npz").exists():
-        raise UserError(f"{folder} holds a Gemma Scope params.npz without its config; load it with --release and --sae-id")
+        raise UserError(f"{folder} holds a Gemma Scope params.npz without its config; load it with {advice('--release', '--release and --sae-id', '`nullsae audit --release … --sae-id …`')}")
     raise UserError(f"{folder}/cfg.json is not a nullsae, SAELens, sparsify or dictionary_learning SAE config")
 
 
