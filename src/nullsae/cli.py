@@ -15,7 +15,7 @@ from nullsae import __version__
 from nullsae.errors import UserError, set_command_options
 from nullsae.io_utils import os_error
 
-COMMANDS = ["demo", "run", "audit", "synth", "toy", "activations", "autointerp", "probe", "edit", "report"]
+COMMANDS = ["demo", "run", "audit", "synth", "toy", "activations", "autointerp", "probe", "edit", "report", "ls"]
 
 
 def build_parser() -> argparse.ArgumentParser:
