@@ -3,23 +3,69 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from runner_helpers import tiny_model_dir, tiny_run_config
+import yaml
+from runner_helpers import tiny_config, tiny_model_dir
 
 from nullsae.cli import main
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A tiny real run (reconstruction only): 2 variants x 2 layers, baselines at layer 2."""
-    from nullsae.experiment import execute
-
+def logged_run(tmp_path_factory) -> tuple[Path, str]:
+    """`nullsae run` of a tiny config (reconstruction only: 2 variants x 2 layers, baselines at layer 2) as a
+    user runs it under nohup or a scheduler, stderr redirected to a file; the run folder and that log."""
     root = tmp_path_factory.mktemp("first_hour")
-    out = root / "run"
-    execute(tiny_run_config(tiny_model_dir(root / "tiny-llama"), metrics=["reconstruction"]), out, progress=False)
-    return out
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model_dir(root / "tiny-llama"), metrics=["reconstruction"])))
+    out, log = root / "run", root / "stderr.log"
+    with open(log, "wb") as err:
+        proc = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
+                              stderr=err, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    text = log.read_text(encoding="utf-8")
+    assert proc.returncode == 0, text[-2000:]
+    return out, text
+
+
+@pytest.fixture(scope="module")
+def tiny_run(logged_run) -> Path:
+    return logged_run[0]
+
+
+def test_progress_off_a_terminal_is_one_line_per_stage_start_and_end(capsys):
+    from nullsae.progress import progress_bar
+
+    with progress_bar(total=10, desc="stage", unit="step") as b:
+        for _ in range(10):
+            b.update(1)
+        b.set_postfix({"fvu": "0.5"})
+    for _ in progress_bar(range(3), desc="loop", unit="batch", leave=False):
+        pass
+    for _ in progress_bar(range(3), desc="silent", disable=True):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4
+    assert lines[0] == "stage: started (of 10 step)" and re.fullmatch(r"stage: done, 10 step in \d+\.\d s \(fvu=0\.5\)", lines[1])
+    assert lines[2] == "loop: started (of 3 batch)" and re.fullmatch(r"loop: done, 3 batch in \d+\.\d s", lines[3])
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch):
+    from tqdm.std import tqdm
+
+    from nullsae.progress import progress_bar
+
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w") as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        b = progress_bar(range(3), desc="stage")
+        assert isinstance(b, tqdm)
+        assert list(b) == [0, 1, 2]
+    os.close(leader)
 
 
 def test_ls_lists_every_trained_sae(tiny_run, capsys):

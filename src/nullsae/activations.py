@@ -25,13 +25,13 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_write_text, read_json, save_safetensors
 from nullsae.locks import folder_lock
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel, cache_root
+from nullsae.progress import progress_bar
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ST_NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16 is reinterpreted below
@@ -108,7 +108,7 @@ def _fill_locked(loaded: LoadedModel, windows: Tensor, layers: list[int], direct
     device = next(loaded.model.parameters()).device
     for layer in todo:
         (directory / f"layer_{layer}").mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=n * window, desc=f"activations {loaded.name}/{loaded.variant} layers {todo}", unit="tok", disable=not progress or not todo)
+    bar = progress_bar(total=n * window, desc=f"activations {loaded.name}/{loaded.variant} layers {todo}", unit="tok", disable=not progress or not todo)
     checks = {layer: SpreadCheck(loaded, layer) for layer in todo}
     for shard in range(n_shards):
         lo, hi = shard * per_shard, min(n, (shard + 1) * per_shard)

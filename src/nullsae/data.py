@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae import assets
 from nullsae.errors import UserError, advice
 from nullsae.extras import require
+from nullsae.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def token_windows(
     token_lists: list[list[int]] = []
     have = 0
     docs = split_documents(iter_documents(source, text_field), split, seed, fractions)
-    with tqdm(total=need, desc=f"tokenising {split} split", unit="tok", leave=False, disable=need < 200_000) as bar:
+    with progress_bar(total=need, desc=f"tokenising {split} split", unit="tok", leave=False, disable=need < 200_000) as bar:
         for chunk in _chunks(docs, 256):
             ids = tokenizer([d.text for d in chunk], add_special_tokens=False)["input_ids"]
             for toks in ids:

@@ -33,11 +33,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.models.hooks import check_layers, patch_residual
 from nullsae.models.load import LoadedModel
+from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
 
 BUNDLED_FACTS = Path(__file__).parent / "assets" / "ravel_facts.json"
@@ -256,7 +256,7 @@ def _predict(loaded: LoadedModel, prompts: list[_Prompt], layer: int, edit: Edit
     resid = torch.empty(len(prompts), loaded.d_model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
     chunks = [torch.tensor(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    for idx in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=len(chunks) < 8):
+    for idx in progress_bar(chunks, desc=desc, unit="batch", leave=False, disable=len(chunks) < 8):
         with torch.inference_mode():
             preds[idx] = _last_logits(loaded, [prompts[i] for i in idx.tolist()], layer, edit, idx, resid).argmax(-1).cpu()
     return preds, resid
@@ -416,7 +416,7 @@ def learn_mask(loaded: LoadedModel, sae: SAE, prep: PreparedFacts, items: list[_
     edit = _latent_edit(sae, z_src, lambda: torch.sigmoid(logits / state["t"]), cfg.keep_error)
     rng = random.Random(f"{cfg.seed}/mask")
     order = list(range(len(items)))
-    for _ in tqdm(range(cfg.mask_epochs), desc="learning mask", unit="epoch", leave=False):
+    for _ in progress_bar(range(cfg.mask_epochs), desc="learning mask", unit="epoch", leave=False):
         rng.shuffle(order)
         for b in range(0, len(order), bs):
             idx = torch.tensor(order[b : b + bs])
@@ -454,7 +454,7 @@ def _select_by_eta2(loaded: LoadedModel, sae: SAE, prep: PreparedFacts, train_pr
     """The top-n latents by η², n from `grid` with the best RAVEL score on the training items; (latents, that score)."""
     order = rank_latents(sae, prep, train_prompts)
     best_n, best = grid[0], -1.0
-    for n in tqdm(grid, desc=f"selecting latents for {key}", unit="size", leave=False):
+    for n in progress_bar(grid, desc=f"selecting latents for {key}", unit="size", leave=False):
         s = ravel_score(*interchange(loaded, sae, prep, train_items, order[:n], cfg.batch_size, cfg.keep_error))
         if s > best + 1e-9:
             best_n, best = n, s

@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae.errors import UserError, advice
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel
+from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
 from nullsae.tasks import Task
 
@@ -82,7 +82,7 @@ def pooled_features(loaded: LoadedModel, layer: int, texts: list[str], encoders:
     device = next(loaded.model.parameters()).device
     raw = torch.zeros(len(ids), loaded.d_model)
     codes: dict[str, Tensor] = {}
-    for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"probing texts (layer {layer})", unit="batch", leave=False, disable=len(order) < 4 * cfg.batch_size):
+    for start in progress_bar(range(0, len(order), cfg.batch_size), desc=f"probing texts (layer {layer})", unit="batch", leave=False, disable=len(order) < 4 * cfg.batch_size):
         rows = order[start : start + cfg.batch_size]
         width = max(len(ids[i]) for i in rows)
         batch = torch.zeros(len(rows), width, dtype=torch.long)
@@ -184,7 +184,7 @@ def run_probing_many(saes: dict[str, SAE], loaded: LoadedModel, layer: int, task
     for name in saes:
         z = codes[name].numpy()
         per_task = []
-        for task in tqdm(tasks, desc=f"probing {name}", unit="task", leave=False, disable=len(tasks) < 4):
+        for task in progress_bar(tasks, desc=f"probing {name}", unit="task", leave=False, disable=len(tasks) < 4):
             tr = [row[t] for t in task.train_texts]
             te = [row[t] for t in task.test_texts]
             per_task.append(probe_task(task, raw_np[tr], raw_np[te], z[tr], z[te], cfg))

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
+from nullsae.progress import progress_bar
 
 
 @dataclass
@@ -66,7 +66,7 @@ class ActivationSource:
 
     def batches(self, desc: str) -> Iterator[SparseActs]:
         """Every window once, in order, `batch_windows` at a time."""
-        for start in tqdm(range(0, self.n_windows, self.batch_windows), desc=desc, unit="batch", leave=False, disable=not self.progress):
+        for start in progress_bar(range(0, self.n_windows, self.batch_windows), desc=desc, unit="batch", leave=False, disable=not self.progress):
             yield self.encode(torch.arange(start, min(start + self.batch_windows, self.n_windows)))
 
 

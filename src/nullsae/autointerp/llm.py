@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
-from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.extras import require
 from nullsae.io_utils import write_text
+from nullsae.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class HFClient(LLMClient):
     def _complete(self, requests: list[ChatRequest], desc: str, done: Callable[[int, Completion], None]) -> None:
         order = sorted(range(len(requests)), key=lambda i: (requests[i].max_tokens, requests[i].logprobs))
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not self.progress):
+        for batch in progress_bar(batches, desc=desc, unit="batch", leave=False, disable=not self.progress):
             try:
                 for i, c in zip(batch, self._generate([requests[i] for i in batch])):
                     done(i, c)
@@ -267,7 +267,7 @@ class OpenAIClient(LLMClient):
     def _complete(self, requests: list[ChatRequest], desc: str, done: Callable[[int, Completion], None]) -> None:
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
             futures = {pool.submit(self._one, r): i for i, r in enumerate(requests)}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, leave=False, disable=not self.progress):
+            for fut in progress_bar(as_completed(futures), total=len(futures), desc=desc, leave=False, disable=not self.progress):
                 done(futures[fut], fut.result())
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
 
 from nullsae.autointerp import prompts
 from nullsae.autointerp.examples import ActivationSource, ExampleConfig, LatentExamples, LatentSelection, collect_examples, count_firing, select_latents
@@ -21,6 +20,7 @@ from nullsae.autointerp.results import ResultStore, ScorerSummary, result_row, s
 from nullsae.autointerp.scorers import make_scorer
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_write_text
+from nullsae.progress import progress_bar
 
 
 class AutointerpConfig(BaseModel):
@@ -118,7 +118,7 @@ def run_autointerp(
     if todo:
         examples = collect_examples(source, todo, ecfg)
         fields = {"sae": sae_name, "explainer": cfg.explainer, "prompt_version": prompts.PROMPT_VERSION, "prompt_hash": prompts.prompt_hash()}
-        for start in tqdm(range(0, len(todo), cfg.chunk), desc="explaining and scoring latents", unit="chunk", disable=not progress):
+        for start in progress_bar(range(0, len(todo), cfg.chunk), desc="explaining and scoring latents", unit="chunk", disable=not progress):
             chunk = [examples[lat] for lat in todo[start : start + cfg.chunk]]
             explanations = explainer.explain(chunk)
             pairs = list(zip(chunk, explanations))

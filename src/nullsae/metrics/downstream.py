@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, patch_residual
+from nullsae.progress import progress_bar
 
 ILL_CONDITIONED_NATS = 0.1
 
@@ -170,7 +170,7 @@ def downstream_metrics(
     embedding = model.get_input_embeddings()
     seen: dict[str, Tensor] = {}
     with torch.inference_mode():
-        for b in tqdm(range(0, windows.shape[0], batch_size), desc=f"downstream layer {layer}", disable=not progress, leave=False):
+        for b in progress_bar(range(0, windows.shape[0], batch_size), desc=f"downstream layer {layer}", disable=not progress, leave=False):
             ids = windows[b : b + batch_size].to(device)
             targets = ids[:, 1:]
             # record the clean pass's embedding output and replay it in the patched passes, so that a

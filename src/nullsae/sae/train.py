@@ -15,10 +15,10 @@ from typing import Protocol
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_torch_save
+from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
 from nullsae.sae.config import SAEConfig
 
@@ -190,7 +190,7 @@ def train_saes(
         st.sae.train()
 
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"training {len(saes)} SAE(s)", disable=not progress, unit="step")
+    bar = progress_bar(total=cfg.steps, initial=step, desc=f"training {len(saes)} SAE(s)", disable=not progress, unit="step")
     batches = stream.batches(step)
     while step < end:
         try:

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
-from tqdm import tqdm
 
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_torch_save, atomic_write_text, read_json
 from nullsae.metrics import recovery, sparsity
 from nullsae.metrics.stacked import explained_variance
+from nullsae.progress import progress_bar
 from nullsae.sae.train import fused_adam
 from nullsae.toy.data import ToyData, split
 
@@ -202,7 +202,7 @@ def _train_stack(
 
     def seconds() -> float | None:
         return None if before is None else before + time.monotonic() - began
-    with tqdm(total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
+    with progress_bar(total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
         for epoch in range(start, end):
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot].to(x_train.device)  # (R, n)
             for i in range(steps):
