@@ -93,3 +93,34 @@ def test_ls_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["ls", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a run folder" in err[0]
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time (ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def one_sae(tiny_run) -> dict:
+    """The `nullsae ls` row of the run's fully trained SAE at layer 2 of the trained model."""
+    from nullsae.commands.ls import list_saes
+
+    return next(r for r in list_saes(tiny_run) if r["variant"] == "trained" and r["layer"] == 2 and r["baseline"] == "none")
+
+
+COMMANDS_WITH_SAE = {
+    "autointerp": ["--tokens", "512", "--window", "16", "--latents", "3", "--min-examples", "2", "--explainer", "tokens", "--scorers", "tokens"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS_WITH_SAE))
+def test_no_command_writes_inside_the_sae_folder(command, one_sae, tmp_path, monkeypatch, capsys):
+    """Run with its default output folder, a command reads the --sae folder and leaves every file of it as it was."""
+    sae = Path(one_sae["path"])
+    before = _snapshot(sae)
+    monkeypatch.chdir(tmp_path)
+    model = str(Path(one_sae["model"]))
+    rc = main([command, "--sae", str(sae), "--layer", str(one_sae["layer"]), "--model", model, *COMMANDS_WITH_SAE[command]])
+    assert rc == 0, capsys.readouterr().err
+    assert _snapshot(sae) == before
+    assert any((tmp_path / "runs").rglob("*")), "the results went to a folder under runs/"

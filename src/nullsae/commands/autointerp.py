@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latents", type=int, default=100, help="latents sampled (default: 100)")
     p.add_argument("--min-examples", type=int, default=200, help="latents firing in fewer windows are not sampled (default: 200)")
     p.add_argument("--window", type=int, default=32, help="tokens per example window (default: 32)")
-    p.add_argument("--out", default=None, help="result folder (default: <sae>/autointerp-<explainer>)")
+    p.add_argument("--out", default=None, help="result folder (default: runs/autointerp-<SAE hash>-<explainer>; the SAE's folder is never written)")
     p.add_argument("--llm-cache", default=None, help="prompt → response cache folder (default: <out>/llm-cache)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight (default: 8)")
@@ -46,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"SAE {args.sae} does not exist; give the folder or file of an SAE saved by nullsae")
     if args.latents < 1 or args.min_examples < 1 or args.window < 2:
         raise UserError("--latents and --min-examples must be positive and --window at least 2")
+    from nullsae.commands.audit import sae_digest
     from nullsae.io_utils import check_writable_dir
 
     explainer = args.explainer
-    out = check_writable_dir(Path(args.out) if args.out else (sae_path if sae_path.is_dir() else sae_path.parent) / f"autointerp-{explainer.replace(':', '-').replace('/', '-')}")
+    default = Path("runs") / f"autointerp-{sae_digest(sae_path if sae_path.is_dir() else sae_path.parent)[:12]}-{explainer.replace(':', '-').replace('/', '-')}"
+    out = check_writable_dir(Path(args.out) if args.out else default)
 
     import torch
 
