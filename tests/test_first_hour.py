@@ -124,3 +124,27 @@ def test_no_command_writes_inside_the_sae_folder(command, one_sae, tmp_path, mon
     assert rc == 0, capsys.readouterr().err
     assert _snapshot(sae) == before
     assert any((tmp_path / "runs").rglob("*")), "the results went to a folder under runs/"
+
+
+@pytest.mark.parametrize("word", ["Amaterasu Ōmikami", "a smile 🙂 here"])
+def test_window_with_a_character_split_across_tokens_decodes_whole(word):
+    """Byte-level BPE splits "Ō" (2 bytes) and "🙂" (4 bytes) over several tokens; the window text holds the
+    character itself and every token that carries part of it spans it."""
+    from runner_helpers import tiny_tokenizer
+
+    from nullsae.text_spans import decode_with_offsets
+
+    tok = tiny_tokenizer()
+    sentence = f"The sun goddess {word} rules."
+    ids = [tok.bos_token_id, *tok.encode(sentence, add_special_tokens=False)]
+    pieces = [tok.decode([i]) for i in ids]
+    assert "\ufffd" in "".join(pieces)  # one by one, the split character is lost
+    text, spans = decode_with_offsets(tok, ids)
+    assert text == sentence and len(spans) == len(ids)
+    assert spans[0] == (0, 0)  # BOS
+    special = next(ch for ch in word if len(ch.encode()) > 1)
+    pos = text.index(special)
+    carriers = [i for i, p in enumerate(pieces) if "\ufffd" in p]
+    assert len(carriers) >= 2 and all(spans[i][0] <= pos < spans[i][1] for i in carriers)
+    assert all(a <= b for a, b in spans) and all(spans[i][0] <= spans[i + 1][0] for i in range(len(spans) - 1))
+    assert {c for a, b in spans for c in range(a, b)} == set(range(len(text)))  # every character belongs to a token
