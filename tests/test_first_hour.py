@@ -148,3 +148,28 @@ def test_window_with_a_character_split_across_tokens_decodes_whole(word):
     assert len(carriers) >= 2 and all(spans[i][0] <= pos < spans[i][1] for i in carriers)
     assert all(a <= b for a, b in spans) and all(spans[i][0] <= spans[i + 1][0] for i in range(len(spans) - 1))
     assert {c for a, b in spans for c in range(a, b)} == set(range(len(text)))  # every character belongs to a token
+
+
+HELPED = ["synth", "toy", "autointerp", "activations", "ls"]
+
+
+@pytest.mark.parametrize("command", HELPED)
+def test_every_flag_has_help_that_shows_its_default(command):
+    """Each option of the command says what it does, and one with a default (other than off/none) names it."""
+    import argparse
+
+    from nullsae.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    formatter = parser._get_formatter()
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        text = formatter._expand_help(action) if action.help else ""
+        if not text.strip():
+            missing.append(f"{action.dest}: no help")
+        elif action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            missing.append(f"{action.dest}: default {action.default!r} not shown")
+    assert not missing, missing
