@@ -79,9 +79,8 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nullsae.synth import run_synth
-
     from nullsae.io_utils import check_writable_dir
+    from nullsae.synth import run_synth
 
     cfg = synth_config(args)
     resume = check_writable_dir(args.resume_dir) if args.resume_dir else None
