@@ -120,7 +120,8 @@ def test_no_command_writes_inside_the_sae_folder(command, one_sae, tmp_path, mon
     before = _snapshot(sae)
     monkeypatch.chdir(tmp_path)
     model = str(Path(one_sae["model"]))
-    rc = main([command, "--sae", str(sae), "--layer", str(one_sae["layer"]), "--model", model, *COMMANDS_WITH_SAE[command]])
+    weights = next(sae.glob("*.safetensors"))  # a file of the folder stands for the folder
+    rc = main([command, "--sae", str(weights), "--layer", str(one_sae["layer"]), "--model", model, *COMMANDS_WITH_SAE[command]])
     assert rc == 0, capsys.readouterr().err
     assert _snapshot(sae) == before
     assert any((tmp_path / "runs").rglob("*")), "the results went to a folder under runs/"
@@ -173,3 +174,16 @@ def test_every_flag_has_help_that_shows_its_default(command):
         elif action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
             missing.append(f"{action.dest}: default {action.default!r} not shown")
     assert not missing, missing
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--scorers", "detection"], "the detection scorer needs an LLM"),
+    (["--scorers", "tokens,foo"], "unknown scorer 'foo'"),
+    (["--explainer", "gpt4"], "--explainer 'gpt4' names no LLM"),
+])
+def test_autointerp_refuses_a_setup_that_cannot_work_before_loading(argv, message, one_sae, tmp_path, capsys):
+    """The model named does not exist: the error is about the setup, so nothing was loaded first."""
+    rc = main(["autointerp", "--sae", one_sae["path"], "--layer", "2", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()

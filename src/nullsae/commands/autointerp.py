@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "intervals. Activations come from a cache folder written by `nullsae activations` (--activations) or from a live pass of --model. "
         "Per-latent rows go to OUT/latents.parquet as they are scored; rerunning with the same OUT resumes.",
     )
-    p.add_argument("--sae", required=True, help="SAE folder or file saved by nullsae")
+    p.add_argument("--sae", required=True, help="SAE folder (or a file in it) saved by nullsae, SAELens, sparsify or dictionary_learning")
     p.add_argument("--layer", type=int, required=True, help="layer the SAE reads (output of block ℓ)")
     p.add_argument("--activations", default=None, help="activation cache folder of `nullsae activations` (default: a live pass of --model)")
     p.add_argument("--model", default="smollm2", help="model for a live pass and its tokenizer (default: smollm2)")
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latents", type=int, default=100, help="latents sampled (default: 100)")
     p.add_argument("--min-examples", type=int, default=200, help="latents firing in fewer windows are not sampled (default: 200)")
     p.add_argument("--window", type=int, default=32, help="tokens per example window (default: 32)")
-    p.add_argument("--out", default=None, help="result folder (default: runs/autointerp-<SAE hash>-<explainer>; the SAE's folder is never written)")
+    p.add_argument("--out", default=None, help="result folder (default: runs/autointerp-<hash of the SAE path>-<explainer>; the SAE's folder is never written)")
     p.add_argument("--llm-cache", default=None, help="prompt → response cache folder (default: <out>/llm-cache)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight (default: 8)")
@@ -34,6 +34,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-retries", type=int, default=3, help="openai: retries after timeouts and 5xx (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of latent and example sampling (default: 0)")
     p.set_defaults(func=run)
+
+
+def check_setup(explainer: str, scorers: list[str], scorer_llm: str | None) -> None:
+    """Explainer, scorers and scorer LLM that cannot work, refused before any model loads."""
+    from nullsae.autointerp.scorers import SCORERS
+    from nullsae.errors import UserError
+
+    llms = {"--explainer": explainer} if explainer != "tokens" else {}
+    if scorer_llm is not None:
+        llms["--scorer-llm"] = scorer_llm
+    for flag, spec in llms.items():
+        kind, _, model = spec.partition(":")
+        if kind not in ("hf", "openai") or not model:
+            raise UserError(f"{flag} '{spec}' names no LLM; write hf:<model> or openai:<model>")
+    unknown = [s for s in scorers if s not in SCORERS]
+    if unknown or not scorers:
+        raise UserError(f"unknown scorer '{','.join(unknown)}' in --scorers; choose from {', '.join(SCORERS)}")
+    llm_scorers = [s for s in scorers if s in ("detection", "fuzzing")]
+    if llm_scorers and scorer_llm is None and explainer == "tokens":
+        raise UserError(f"the {' and '.join(llm_scorers)} scorer needs an LLM and the tokens explainer is none; give --scorer-llm hf:<model> "
+                        "or openai:<model>, or --scorers tokens,embedding")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,13 +65,19 @@ def run(args: argparse.Namespace) -> int:
     sae_path = Path(args.sae)
     if not sae_path.exists():
         raise UserError(f"SAE {args.sae} does not exist; give the folder or file of an SAE saved by nullsae")
+    if sae_path.is_file():
+        sae_path = sae_path.parent  # the weights file of an SAE folder: its cfg.json lies beside it
     if args.latents < 1 or args.min_examples < 1 or args.window < 2:
         raise UserError("--latents and --min-examples must be positive and --window at least 2")
-    from nullsae.commands.audit import sae_digest
+    explainer = args.explainer
+    scorers = [s.strip() for s in (args.scorers or ("tokens,embedding" if explainer == "tokens" else "detection,fuzzing,embedding")).split(",") if s.strip()]
+    check_setup(explainer, scorers, args.scorer_llm)
+    import hashlib
+
     from nullsae.io_utils import check_writable_dir
 
-    explainer = args.explainer
-    default = Path("runs") / f"autointerp-{sae_digest(sae_path if sae_path.is_dir() else sae_path.parent)[:12]}-{explainer.replace(':', '-').replace('/', '-')}"
+    where = hashlib.sha256(str(sae_path.resolve()).encode()).hexdigest()[:12]
+    default = Path("runs") / f"autointerp-{where}-{explainer.replace(':', '-').replace('/', '-')}"
     out = check_writable_dir(Path(args.out) if args.out else default)
 
     import torch
@@ -61,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.models import capture_residuals, check_layers, load_model, make_variant
     from nullsae.sae.io import load_sae
     sae = load_sae(sae_path).eval()
-    scorers = [s.strip() for s in (args.scorers or ("tokens,embedding" if explainer == "tokens" else "detection,fuzzing,embedding")).split(",") if s.strip()]
     loaded = load_model(args.model)
     T = args.window
     if args.activations:
