@@ -150,6 +150,12 @@ def test_window_with_a_character_split_across_tokens_decodes_whole(word):
     assert all(a <= b for a, b in spans) and all(spans[i][0] <= spans[i + 1][0] for i in range(len(spans) - 1))
     assert {c for a, b in spans for c in range(a, b)} == set(range(len(text)))  # every character belongs to a token
 
+    from nullsae.text_spans import token_pieces
+
+    pieces = token_pieces(tok, ids)
+    assert "".join(pieces) == sentence and len(pieces) == len(ids)
+    assert pieces[carriers[0]].endswith(special) and all(special not in pieces[i] for i in carriers[1:])
+
 
 HELPED = ["synth", "toy", "autointerp", "activations", "ls"]
 

@@ -32,3 +32,15 @@ def decode_with_offsets(tokenizer: Any, token_ids: Sequence[int]) -> tuple[str, 
 
 def _decode(tokenizer: Any, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def token_pieces(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
+    """Per token, the characters it shows when the window is drawn token by token from its whole-string
+    decoding: the pieces join to the decoded text, and a character split across tokens goes, whole, to the
+    first token that carries part of it. Newlines show as a visible \\n, so that a window stays on one line."""
+    text, spans = decode_with_offsets(tokenizer, token_ids)
+    pieces, shown = [], 0
+    for _, end in spans:
+        pieces.append(text[shown:max(shown, end)].replace("\n", "\\n"))
+        shown = max(shown, end)
+    return pieces
