@@ -109,6 +109,8 @@ def one_sae(tiny_run) -> dict:
 
 
 COMMANDS_WITH_SAE = {
+    "audit": ["--metrics", "reconstruction", "--tokens.context", "32", "--tokens.train", "2048", "--tokens.eval", "256",
+              "--train.batch-size", "256", "--train.warmup-steps", "4", "--report.n-bootstrap", "100", "--threads", "1", "--quiet"],
     "autointerp": ["--tokens", "512", "--window", "16", "--latents", "3", "--min-examples", "2", "--explainer", "tokens", "--scorers", "tokens"],
 }
 
@@ -120,8 +122,9 @@ def test_no_command_writes_inside_the_sae_folder(command, one_sae, tmp_path, mon
     before = _snapshot(sae)
     monkeypatch.chdir(tmp_path)
     model = str(Path(one_sae["model"]))
-    weights = next(sae.glob("*.safetensors"))  # a file of the folder stands for the folder
-    rc = main([command, "--sae", str(weights), "--layer", str(one_sae["layer"]), "--model", model, *COMMANDS_WITH_SAE[command]])
+    given = next(sae.glob("*.safetensors")) if command == "autointerp" else sae  # autointerp: a file of the folder stands for it
+    model_flag = "--models" if command == "audit" else "--model"
+    rc = main([command, "--sae", str(given), "--layer", str(one_sae["layer"]), model_flag, model, *COMMANDS_WITH_SAE[command]])
     assert rc == 0, capsys.readouterr().err
     assert _snapshot(sae) == before
     assert any((tmp_path / "runs").rglob("*")), "the results went to a folder under runs/"
