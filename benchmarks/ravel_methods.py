@@ -23,6 +23,7 @@ from nullsae.activations import CachedActivations, CachedStream, LiveStream
 from nullsae.data import token_windows
 from nullsae.editing import EditingConfig, prepare_facts, run_editing
 from nullsae.io_utils import atomic_write_text
+from nullsae.metrics.reconstruction import reconstruction_metrics
 from nullsae.models import load_model
 from nullsae.sae import SAE, SAEConfig
 from nullsae.sae.io import load_sae, save_sae
@@ -42,7 +43,11 @@ def main() -> None:
     ap.add_argument("--max-pairs", type=int, default=24)
     ap.add_argument("--mask-epochs", type=int, default=6)
     ap.add_argument("--keep-error", choices=["true", "false", "both"], default="true")
+    ap.add_argument("--table", action="store_true", help="only print the table of OUT/results.json")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads((args.out / "results.json").read_text())))
+        return
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     res_path = args.out / "results.json"
@@ -66,6 +71,9 @@ def main() -> None:
         results["train_seconds"] = time.perf_counter() - t
         atomic_write_text(res_path, json.dumps(results, indent=1))
     saes = {b: load_sae(args.out / "saes" / b) for b in BASELINES}
+    if args.cache is not None and "fvu_cached_rows" not in results:
+        results["fvu_cached_rows"] = cached_fvu(saes, CachedActivations(args.cache, args.layer))
+        atomic_write_text(res_path, json.dumps(results, indent=1))
 
     base_cfg = EditingConfig(facts=args.facts, n_latents_grid=[int(n) for n in args.grid.split(",")], max_pairs=args.max_pairs, mask_epochs=args.mask_epochs)
     prep = prepare_facts(loaded, args.layer, base_cfg)
@@ -89,11 +97,23 @@ def main() -> None:
     print(table)
 
 
+def cached_fvu(saes: dict[str, SAE], cache: CachedActivations, n: int = 8192) -> dict[str, float]:
+    """FVU (SPEC §2) of each SAE on n random non-BOS rows of the activation cache it was trained on."""
+    idx = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(5))[:n]
+    x = cache.rows(idx[cache.token_ids[idx] != cache.bos_id])
+    out = {}
+    for name, sae in saes.items():
+        with torch.no_grad():
+            z = sae.encode(x)
+            out[name] = reconstruction_metrics(x, sae.decode(z), z).fvu
+    return out
+
+
 def markdown_table(results: dict) -> str:
-    """One row per (edit form, selection, SAE): cause / isolation / score, mean latents per attribute,
+    """One row per (edit form, selection, SAE): its FVU on cached training rows, cause / isolation / score, mean latents per attribute,
     and the two references on the same items (no intervention; whole-residual swap)."""
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| edit | selection | SAE | train FVU | cause | isolation | score | latents / attribute | no intervention: cause / iso / score | whole-residual swap: cause / iso / score |",
+    lines = ["| edit | selection | SAE | FVU | cause | isolation | score | latents / attribute | no intervention: cause / iso / score | whole-residual swap: cause / iso / score |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
         if key.count("|") != 2:
@@ -101,7 +121,7 @@ def markdown_table(results: dict) -> str:
         name, selection, keep = key.split("|")
         n_lat = sum(a["n_latents"] for a in r["attributes"]) / max(1, len(r["attributes"]))
         none = [sum(a[f"none_{k}"] for a in r["attributes"]) / max(1, len(r["attributes"])) for k in ("cause", "isolation")]
-        lines.append(f"| {'x + Δ' if keep.endswith('True') else 'x̂ + Δ'} | {selection} | {'topk' if name == 'none' else name} | {results['train'][name]['fvu']:.3f} | "
+        lines.append(f"| {'x + Δ' if keep.endswith('True') else 'x̂ + Δ'} | {selection} | {'topk' if name == 'none' else name} | {results['fvu_cached_rows'][name]:.3f} | "
                      f"{fmt(r['cause'])} | {fmt(r['isolation'])} | {fmt(r['score'])} | {n_lat:.0f} | "
                      f"{fmt(none[0])} / {fmt(none[1])} / {fmt(r['none_score'])} | {fmt(r['full_cause'])} / {fmt(r['full_isolation'])} / {fmt(r['full_score'])} |")
     return "\n".join(lines) + "\n"
