@@ -196,3 +196,15 @@ def test_autointerp_refuses_a_setup_that_cannot_work_before_loading(argv, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_autointerp_finds_layer_and_model_in_the_sae_files(one_sae, tmp_path, capsys):
+    """An SAE whose files record its hook and model (SAELens format) needs neither --layer nor --model."""
+    from nullsae.sae.io import load_sae, save_sae
+
+    folder = save_sae(load_sae(one_sae["path"]), tmp_path / "saelens", fmt="saelens", hook="blocks.2.hook_resid_post", model=one_sae["model"])
+    argv = ["autointerp", "--sae", str(folder), "--out", str(tmp_path / "out"), *COMMANDS_WITH_SAE["autointerp"]]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "latents.parquet").exists()
+    assert main([*argv, "--layer", "1"]) == 2
+    assert "not --layer 1; drop --layer" in capsys.readouterr().err

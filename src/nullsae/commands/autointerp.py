@@ -15,9 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "Per-latent rows go to OUT/latents.parquet as they are scored; rerunning with the same OUT resumes.",
     )
     p.add_argument("--sae", required=True, help="SAE folder (or a file in it) saved by nullsae, SAELens, sparsify or dictionary_learning")
-    p.add_argument("--layer", type=int, required=True, help="layer the SAE reads (output of block ℓ)")
+    p.add_argument("--layer", type=int, default=None, help="layer the SAE reads (output of block ℓ; default: the layer its files record)")
     p.add_argument("--activations", default=None, help="activation cache folder of `nullsae activations` (default: a live pass of --model)")
-    p.add_argument("--model", default="smollm2", help="model for a live pass and its tokenizer (default: smollm2)")
+    p.add_argument("--model", default=None, help="model for a live pass and its tokenizer (default: the model the SAE's files record, else smollm2)")
     p.add_argument("--variant", default="trained", help="model variant of a live pass (default: trained)")
     p.add_argument("--tokens", type=int, default=200_000, help="tokens of the live pass, interp split of the bundled corpus (default: 200000)")
     p.add_argument("--explainer", default="tokens", help="tokens | hf:<model> (e.g. hf:smollm2) | openai:<model> (default: tokens)")
@@ -86,14 +86,21 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.autointerp.run import AutointerpConfig, run_autointerp
     from nullsae.locks import folder_lock
     from nullsae.models import capture_residuals, check_layers, load_model, make_variant
-    from nullsae.sae.io import load_sae
-    sae = load_sae(sae_path).eval()
-    loaded = load_model(args.model)
+    from nullsae.sae.io import load_sae_source
+
+    sae, source_info = load_sae_source(sae_path)
+    sae.eval()
+    if args.layer is not None and source_info.layer is not None and args.layer != source_info.layer:
+        raise UserError(f"the SAE reads {source_info.hook} (layer {source_info.layer}), not --layer {args.layer}; drop --layer")
+    layer = args.layer if args.layer is not None else source_info.layer
+    if layer is None:
+        raise UserError(f"{sae_path} does not say which layer it reads; give --layer")
+    loaded = load_model(args.model or source_info.model or "smollm2")
     T = args.window
     if args.activations:
         from nullsae.activations import CachedActivations
 
-        cache = CachedActivations(args.activations, args.layer)
+        cache = CachedActivations(args.activations, layer)
         if cache.d_in != sae.W_dec.shape[1]:
             raise UserError(f"the cache holds d = {cache.d_in} activations but the SAE reads d = {sae.W_dec.shape[1]}; give the cache of its model and layer")
         if cache.window % T:
@@ -106,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         from nullsae.data import token_windows
 
-        check_layers([args.layer], loaded.n_layers)
+        check_layers([layer], loaded.n_layers)
         tokens = token_windows(loaded.tokenizer, loaded.bos_id, T, -(-args.tokens // T), split="interp", seed=args.seed)
         variant, _ = make_variant(loaded, args.variant)
 
         def residuals(ids: torch.Tensor) -> torch.Tensor:
-            return capture_residuals(variant.model, tokens[ids], [args.layer])[args.layer].float()
+            return capture_residuals(variant.model, tokens[ids], [layer])[layer].float()
 
     source = ActivationSource(tokens, sae_encoder(sae, residuals), n_latents=int(sae.W_dec.shape[0]))
     openai = {k: v for k, v in {"base_url": args.base_url, "concurrency": args.concurrency, "timeout_s": args.timeout, "max_retries": args.max_retries}.items() if v is not None}
