@@ -172,11 +172,13 @@ def tables(results: dict, layer: int) -> str:
             lookup = results.get(f"{v}|L{lay}|lookup", {}).get("token_lookup_ev")
             out.append(f"| {v} | {lay} | {r['bos_var_share']:.3f} | {r['norm_bos']:.0f} / {r['norm_other']:.0f} | {r['pr']:.1f} | {r['top1_pc']:.2f} / {r['top10_pc']:.2f} / {r['top32_pc']:.2f} | "
                        f"{r['top5_dims_var_share']:.2f} | {r['pr_standardised']:.0f} | {r['kurtosis_median']:.1f} / {r['kurtosis_max']:.0f} | {f(lookup)} |")
-    out += ["", "| variant | view | tokens | EV (BOS out) | EV with BOS rows | EV in the view's own space | CE loss score |", "|---|---|---|---|---|---|---|"]
+    out += ["", "| variant | view | tokens | EV (BOS out) | rank-32 PCA's EV on the same rows | EV with BOS rows | EV in the view's own space | CE loss score |",
+            "|---|---|---|---|---|---|---|---|"]
     for v in VARIANTS:
         for k, r in sorted(((k, r) for k, r in results.items() if k.startswith(f"{v}|L{layer}|") and k.count("|") == 3),
                            key=lambda kr: (kr[0].split("|")[2], int(kr[0].split("|")[3]))):
-            out.append(f"| {v} | {k.split('|')[2]} | {int(k.split('|')[3]):,} | {r['ev_raw']:.3f} | {r['ev_raw_with_bos']:.3f} | {r['ev_own']:.3f} | {f(r.get('ce_loss_score'))} |")
+            pca = results.get(f"{v}|L{layer}|stats", {}).get("top32_pc")
+            out.append(f"| {v} | {k.split('|')[2]} | {int(k.split('|')[3]):,} | {r['ev_raw']:.3f} | {f(pca)} | {r['ev_raw_with_bos']:.3f} | {r['ev_own']:.3f} | {f(r.get('ce_loss_score'))} |")
     return "\n".join(out)
 
 
