@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latents", type=int, default=100, help="latents sampled (default: 100)")
     p.add_argument("--min-examples", type=int, default=200, help="latents firing in fewer windows are not sampled (default: 200)")
     p.add_argument("--window", type=int, default=32, help="tokens per example window (default: 32)")
-    p.add_argument("--out", default=None, help="result folder (default: runs/autointerp-<hash of the SAE path>-<explainer>; the SAE's folder is never written)")
+    p.add_argument("--out", default=None, help="result folder (default: runs/autointerp-<explainer>-<hash of the SAE path>; the SAE's folder is never written)")
     p.add_argument("--llm-cache", default=None, help="prompt → response cache folder (default: <out>/llm-cache)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight (default: 8)")
@@ -72,12 +72,10 @@ def run(args: argparse.Namespace) -> int:
     explainer = args.explainer
     scorers = [s.strip() for s in (args.scorers or ("tokens,embedding" if explainer == "tokens" else "detection,fuzzing,embedding")).split(",") if s.strip()]
     check_setup(explainer, scorers, args.scorer_llm)
-    import hashlib
-
+    from nullsae.commands.ls import results_path
     from nullsae.io_utils import check_writable_dir
 
-    where = hashlib.sha256(str(sae_path.resolve()).encode()).hexdigest()[:12]
-    default = Path("runs") / f"autointerp-{where}-{explainer.replace(':', '-').replace('/', '-')}"
+    default = results_path(sae_path, f"autointerp-{explainer.replace(':', '-').replace('/', '-')}")
     out = check_writable_dir(Path(args.out) if args.out else default)
 
     import torch

@@ -1,8 +1,10 @@
-"""`nullsae ls RUN_DIR`: every SAE a run trained, with its folder and what determines it (from each cell's cell.json)."""
+"""`nullsae ls RUN_DIR`: every SAE a run trained, with its folder and what determines it (from each cell's cell.json);
+and where commands put their results on an SAE by default."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,13 @@ def list_saes(run_dir: str | Path) -> list[dict[str, Any]]:
                      "baseline": info.get("baseline") or "none", "seed": seed, "path": str(sae)})
     rows.sort(key=lambda r: (str(r["model"]), str(r["variant"]), r["layer"] or 0, str(r["arch"]), r["baseline"], r["seed"] or 0))
     return rows
+
+
+def results_path(sae: str | Path, name: str, suffix: str = "") -> Path:
+    """Where a command's results on an SAE go by default: runs/<name>-<hash of the SAE's path><suffix>,
+    never inside the SAE's folder (which would also change the digest `audit` names its run by)."""
+    where = hashlib.sha256(str(Path(sae).resolve()).encode()).hexdigest()[:12]
+    return Path("runs") / f"{name}-{where}{suffix}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
