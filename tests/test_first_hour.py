@@ -208,3 +208,12 @@ def test_autointerp_finds_layer_and_model_in_the_sae_files(one_sae, tmp_path, ca
     assert (tmp_path / "out" / "latents.parquet").exists()
     assert main([*argv, "--layer", "1"]) == 2
     assert "not --layer 1; drop --layer" in capsys.readouterr().err
+
+
+def test_off_a_terminal_the_hugging_face_libraries_draw_no_bars(tmp_path):
+    code = ("import os; from nullsae.cli import main; main(['ls', os.getcwd()]); "
+            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("DISABLE_PROGRESS_BARS")}
+    with open(tmp_path / "err.log", "wb") as err:
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False"

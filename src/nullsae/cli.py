@@ -14,6 +14,7 @@ import warnings
 from nullsae import __version__
 from nullsae.errors import UserError, set_command_options
 from nullsae.io_utils import os_error
+from nullsae.progress import plain_library_progress
 
 COMMANDS = ["demo", "run", "audit", "synth", "toy", "activations", "autointerp", "probe", "edit", "report", "ls"]
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    plain_library_progress()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     set_command_options(sub.choices[args.command]._option_string_actions)
     previous = warnings.formatwarning

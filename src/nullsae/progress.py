@@ -18,6 +18,13 @@ def interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
+def plain_library_progress() -> None:
+    """Off a terminal, the Hugging Face libraries draw no bars of their own (set before they are imported)."""
+    if not interactive():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str = "", total: float | None = None, disable: bool = False, **kwargs: Any) -> Any:
     """A tqdm bar on a terminal, else a `LogLines` with the same methods (iteration, update, set_postfix, close)."""
     if interactive():
