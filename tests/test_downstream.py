@@ -92,3 +92,9 @@ def test_per_window_sums_do_not_depend_on_the_batching(tiny):
     res = batched.summary()
     assert res.n_tokens == int(batched.sums["n_tokens"].sum()) == WINDOWS[:, 1:].numel()
     assert res.ce_sae == pytest.approx(float(batched.sums["ce_sae"].sum()) / res.n_tokens)
+
+
+def test_scores_with_a_zero_denominator_are_nan():
+    """Zero ablation that costs nothing leaves both scores undefined (NaN), not a ZeroDivisionError."""
+    assert math.isnan(ce_loss_score(2.0, 2.5, 2.0))
+    assert math.isnan(kl_score(0.3, 0.0))

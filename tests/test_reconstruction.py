@@ -56,3 +56,12 @@ def test_without_known_mean_the_legacy_figure_is_absent_and_empty_input_fails():
     assert acc.result().ev_per_token is None
     with pytest.raises(ValueError):
         ReconstructionAccumulator(4).result()
+
+
+def test_data_without_variance_gives_nan_never_ev_one():
+    """Constant data: Σ‖x − x̄‖² = 0, so FVU is 0/0 — undefined (NaN), not a perfect EV of 1."""
+    x = torch.ones(64, 8)
+    acc = ReconstructionAccumulator(16)
+    acc.update(x, x.clone(), torch.zeros(64, 16))
+    r = acc.result()
+    assert np.isnan(r.fvu) and np.isnan(r.ev)

@@ -69,15 +69,15 @@ def check_disk(need: int, folder: str | Path, what: str, fix: str) -> None:
 
 
 def check_plan_memory(plan: Any) -> None:
-    """The SAEs a run trains together (every SAE of one layer of one task), a live stream's buffer and
-    the evaluation split must fit in the free memory of the run's device."""
+    """The SAEs a run trains together (an SAE and its baselines: one layer and seed of one task), a live
+    stream's buffer and the evaluation split must fit in the free memory of the run's device."""
     from nullsae.devices import resolve_device
 
     cfg = plan.config
     device = resolve_device(cfg.device)
     for task in plan.tasks:
-        for layer in task.layers:
-            group = [c for c in task.cells if c.layer == layer]
+        for layer, seed in sorted({(c.layer, c.seed) for c in task.cells}):
+            group = [c for c in task.cells if c.layer == layer and c.seed == seed]
             need = sum(sae_train_bytes(c.sae_config.d_in, c.sae_config.n_latents, cfg.train.batch_size) for c in group)
             check_memory(need, f"training {len(group)} SAE{'s' if len(group) > 1 else ''} of {task.label} layer {layer} together (m = {group[0].sae_config.n_latents:,} latents)",
                          "lower --sae.n-latents or --sae.expansion, or --train.batch-size", device)

@@ -8,6 +8,7 @@ averaged over the predicted tokens. When CE_zero − CE_clean < 0.1 nats the sco
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,13 +49,15 @@ class DownstreamResult(BaseModel):
 
 
 def ce_loss_score(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
-    """(CE_zero − CE_sae) / (CE_zero − CE_clean): 1 for a perfect reconstruction, 0 for zero ablation."""
-    return (ce_zero - ce_sae) / (ce_zero - ce_clean)
+    """(CE_zero − CE_sae) / (CE_zero − CE_clean): 1 for a perfect reconstruction, 0 for zero ablation;
+    NaN when zero ablation costs nothing (the score is undefined)."""
+    gap = ce_zero - ce_clean
+    return (ce_zero - ce_sae) / gap if gap != 0 else math.nan
 
 
 def kl_score(kl_sae: float, kl_zero: float) -> float:
-    """(KL_zero − KL_sae) / KL_zero."""
-    return (kl_zero - kl_sae) / kl_zero
+    """(KL_zero − KL_sae) / KL_zero; NaN when zero ablation leaves the distribution unchanged."""
+    return (kl_zero - kl_sae) / kl_zero if kl_zero != 0 else math.nan
 
 
 def _ce_terms(df: pd.DataFrame) -> Terms | None:
@@ -118,8 +121,8 @@ class WindowSums:
             skip_bos=self.skip_bos,
             **m,
             delta_ce=m["ce_sae"] - m["ce_clean"],
-            ce_loss_score=ce_loss_score(m["ce_clean"], m["ce_sae"], m["ce_zero"]) if gap != 0 else float("nan"),
-            kl_score=kl_score(m["kl_sae"], m["kl_zero"]) if m["kl_zero"] != 0 else float("nan"),
+            ce_loss_score=ce_loss_score(m["ce_clean"], m["ce_sae"], m["ce_zero"]),
+            kl_score=kl_score(m["kl_sae"], m["kl_zero"]),
             warning=warning,
         )
 

@@ -24,6 +24,8 @@ docs/guide/ev-definitions.md.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import BaseModel
 from torch import Tensor
@@ -89,13 +91,18 @@ class LibraryEVAccumulator:
         saebench_total = sum(self.batch_sq_norm) / nb - float(torch.cat(self.batch_sq_dim).mean()) ** 2
         legacy = self.legacy_sum / n
         return LibraryEV(
-            saelens_explained_variance=1 - (self.sse / n) / total,
+            saelens_explained_variance=1 - _ratio(self.sse / n, total),
             saelens_explained_variance_legacy=legacy,
-            saebench_explained_variance=1 - (sum(self.batch_sse) / nb) / saebench_total,
+            saebench_explained_variance=1 - _ratio(sum(self.batch_sse) / nb, saebench_total),
             saebench_explained_variance_legacy=legacy,
             sparsify_fvu=sum(self.fvu_batches) / nb,
             dictionary_learning_frac_variance_explained=sum(self.dl_batches) / nb,
         )
+
+
+def _ratio(num: float, den: float) -> float:
+    """num / den, NaN when the denominator is 0 (the libraries' 0/0 is undefined, not EV 1)."""
+    return num / den if den != 0 else math.nan
 
 
 def library_ev(batches: list[tuple[Tensor, Tensor]]) -> LibraryEV:

@@ -7,6 +7,8 @@ The legacy per-token EV needs x̄ first, so it takes a second pass or a known me
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -17,8 +19,9 @@ from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 
 
 def fvu_from_sums(sq_err: float, sq_dev: float) -> float:
-    """FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖² (docs/spec.md#reconstruction), from the two sums."""
-    return sq_err / max(sq_dev, 1e-300)
+    """FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖² (docs/spec.md#reconstruction), from the two sums; NaN when the
+    data has no variance (0/0 is undefined, never a perfect EV)."""
+    return sq_err / sq_dev if sq_dev > 0 else math.nan
 
 
 def explained_variance(sq_err: np.ndarray, sq_dev: np.ndarray) -> float:
