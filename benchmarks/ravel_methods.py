@@ -98,7 +98,7 @@ def main() -> None:
 
 
 def cached_fvu(saes: dict[str, SAE], cache: CachedActivations, n: int = 8192) -> dict[str, float]:
-    """FVU (SPEC §2) of each SAE on n random non-BOS rows of the activation cache it was trained on."""
+    """FVU (docs/spec.md#reconstruction) of each SAE on n random non-BOS rows of the activation cache it was trained on."""
     idx = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(5))[:n]
     x = cache.rows(idx[cache.token_ids[idx] != cache.bos_id])
     out = {}
