@@ -37,6 +37,17 @@ def tiny_run(logged_run) -> Path:
     return logged_run[0]
 
 
+def test_progress_in_a_log_is_plain_lines(logged_run):
+    """No bar redrawn with carriage returns or cursor escapes; each stage says when it starts and ends."""
+    _, log = logged_run
+    assert "\r" not in log and "\x1b[" not in log
+    lines = log.splitlines()
+    assert any(line.startswith("training") and ": started" in line for line in lines), log
+    done = [line for line in lines if line.startswith("training") and ": done" in line]
+    assert done and all("fvu" in line for line in done), log  # the stage's summary
+    assert any(line.startswith("tasks: done, 2 task") for line in lines), log
+
+
 def test_progress_off_a_terminal_is_one_line_per_stage_start_and_end(capsys):
     from nullsae.progress import progress_bar
 
@@ -109,6 +120,8 @@ def one_sae(tiny_run) -> dict:
 
 
 COMMANDS_WITH_SAE = {
+    "probe": ["--tasks", "topic:history", "--n-train", "8", "--n-test", "6", "--ks", "1", "--max-tokens", "24"],
+    "edit": ["--grid", "1,4", "--max-pairs", "4", "--min-facts", "2"],
     "audit": ["--metrics", "reconstruction", "--tokens.context", "32", "--tokens.train", "2048", "--tokens.eval", "256",
               "--train.batch-size", "256", "--train.warmup-steps", "4", "--report.n-bootstrap", "100", "--threads", "1", "--quiet"],
     "autointerp": ["--tokens", "512", "--window", "16", "--latents", "3", "--min-examples", "2", "--explainer", "tokens", "--scorers", "tokens"],

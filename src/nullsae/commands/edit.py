@@ -23,15 +23,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-facts", type=int, default=5, help="correct entities an attribute needs per split, else it is skipped (default: 5)")
     p.add_argument("--max-pairs", type=int, default=48, help="base/source pairs per attribute and split (default: 48)")
     p.add_argument("--seed", type=int, default=0, help="seed of the entity split and the pairs (default: 0)")
-    p.add_argument("--out", default=None, help="result JSON (default: <sae>/editing-layer<L>.json)")
+    p.add_argument("--out", default=None, help="result JSON (default: runs/editing-layer<L>-<hash of the SAE path>.json; the SAE's folder is never written)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nullsae.commands import int_list
-
     from pathlib import Path
 
+    from nullsae.commands import int_list
+    from nullsae.commands.ls import results_path
     from nullsae.editing import EditingConfig, load_facts, prepare_facts, run_editing
     from nullsae.errors import UserError
     from nullsae.io_utils import atomic_write_text
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'mean':<20} {'':>7} {result.cause:>6.3f} {result.isolation:>6.3f} {result.score:>6.3f}")
     else:
         print("no attribute could be scored")
-    out = Path(args.out) if args.out else Path(args.sae) / f"editing-layer{args.layer}.json"
+    out = Path(args.out) if args.out else results_path(args.sae, f"editing-layer{args.layer}", ".json")
     atomic_write_text(out, result.model_dump_json(indent=1))
     print(f"results: {out}")
     return 0

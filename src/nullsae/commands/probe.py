@@ -27,15 +27,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="text column of a labelled file or dataset (default: text)")
     p.add_argument("--label-field", default="label", help="label column of a labelled file or dataset (default: label)")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and random projections (default: 0)")
-    p.add_argument("--out", default=None, help="result JSON (default: <sae>/probing-layer<L>.json)")
+    p.add_argument("--out", default=None, help="result JSON (default: runs/probing-layer<L>-<hash of the SAE path>.json; the SAE's folder is never written)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nullsae.commands import int_list
-
     from pathlib import Path
 
+    from nullsae.commands import int_list
+    from nullsae.commands.ls import results_path
     from nullsae.errors import UserError
     from nullsae.io_utils import atomic_write_text
     from nullsae.models import load_model, make_variant
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     for t in result.tasks:
         print(f"{t.task:<40} {t.n_train:>7} {t.n_test:>6} " + " ".join(f"{t.sae[k]:>6.3f}" for k in ks) + f" {t.raw:>6.3f} " + " ".join(f"{t.random[k]:>6.3f}" for k in ks))
     print(f"{'mean':<40} {'':>7} {'':>6} " + " ".join(f"{result.mean_sae[k]:>6.3f}" for k in ks) + f" {result.mean_raw:>6.3f} " + " ".join(f"{result.mean_random[k]:>6.3f}" for k in ks))
-    out = Path(args.out) if args.out else Path(args.sae) / f"probing-layer{args.layer}.json"
+    out = Path(args.out) if args.out else results_path(args.sae, f"probing-layer{args.layer}", ".json")
     atomic_write_text(out, result.model_dump_json(indent=1))
     print(f"results: {out}")
     return 0

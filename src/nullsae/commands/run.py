@@ -108,6 +108,9 @@ def execute_and_print(cfg: Any, args: argparse.Namespace, out: Path) -> int:
         if progress:
             for line in result.text_lines():
                 print(line)
+            from nullsae.commands.ls import list_saes, table
+
+            print(f"SAEs of this run (`nullsae ls {out}` lists them again):\n{table(list_saes(out))}")
         print(f"report: {result.report_path}")
     sys.stdout.flush()
     return 0

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from tqdm.auto import tqdm
-
 from nullsae.errors import UserError, advice
 from nullsae.extras import require
+from nullsae.progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,7 +29,7 @@ class LocalExecutor:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str], progress: bool) -> list[R]:
         out = []
-        bar = tqdm(total=len(items), desc="tasks", unit="task", disable=not progress, position=0)
+        bar = progress_bar(total=len(items), desc="tasks", unit="task", disable=not progress, position=0)
         for item, label in zip(items, labels):
             bar.set_postfix_str(label)
             out.append(fn(item))
@@ -67,7 +66,7 @@ class RayExecutor:
         index = {ref: i for i, ref in enumerate(refs)}
         out: list[Any] = [None] * len(refs)
         pending = list(refs)
-        bar = tqdm(total=len(refs), desc="tasks (ray)", unit="task", disable=not progress)
+        bar = progress_bar(total=len(refs), desc="tasks (ray)", unit="task", disable=not progress)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
