@@ -18,11 +18,11 @@ from nullsae.cli import main
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory) -> tuple[Path, str]:
-    """`nullsae run` of a tiny config (reconstruction only: 2 variants x 2 layers, baselines at layer 2) as a
+    """`nullsae run` of a tiny config (reconstruction and latents: 2 variants x 2 layers, baselines at layer 2) as a
     user runs it under nohup or a scheduler, stderr redirected to a file; the run folder and that log."""
     root = tmp_path_factory.mktemp("first_hour")
     config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(tiny_model_dir(root / "tiny-llama"), metrics=["reconstruction"])))
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model_dir(root / "tiny-llama"), metrics=["reconstruction", "latents"])))
     out, log = root / "run", root / "stderr.log"
     with open(log, "wb") as err:
         proc = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
@@ -166,6 +166,8 @@ def test_window_with_a_character_split_across_tokens_decodes_whole(word):
     assert all(a <= b for a, b in spans) and all(spans[i][0] <= spans[i + 1][0] for i in range(len(spans) - 1))
     assert {c for a, b in spans for c in range(a, b)} == set(range(len(text)))  # every character belongs to a token
 
+    cut, cut_spans = decode_with_offsets(tok, ids[: carriers[0] + 1])  # the window ends inside the character
+    assert sentence.startswith(cut) and "\ufffd" not in cut and cut_spans[-1] == (len(cut), len(cut))
     from nullsae.text_spans import token_pieces
 
     pieces = token_pieces(tok, ids)
@@ -230,3 +232,11 @@ def test_off_a_terminal_the_hugging_face_libraries_draw_no_bars(tmp_path):
     with open(tmp_path / "err.log", "wb") as err:
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_report_example_windows_are_whole_strings(tiny_run):
+    """The stored example windows are pieces of each window's whole-string decoding: no lone byte halves."""
+    windows = [w for f in (tiny_run / "cells").glob("*/latents-examples-*.json") for lat in json.loads(f.read_text()) for w in lat["windows"]]
+    assert windows
+    for w in windows:
+        assert len(w["tokens"]) == len(w["acts"]) and "\ufffd" not in "".join(w["tokens"])

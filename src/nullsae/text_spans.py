@@ -14,9 +14,17 @@ def decode_with_offsets(tokenizer: Any, token_ids: Sequence[int]) -> tuple[str, 
     """The window decoded in one piece, and per token the (start, end) of the characters it contributes to.
 
     A token holding only part of a character's bytes spans that whole character, as does the token that
-    completes it (the two spans share it); special tokens (BOS) span nothing.
+    completes it (the two spans share it); special tokens (BOS) span nothing. Bytes of a character cut by
+    the window's edges decode to nothing (their tokens span nothing there).
     """
-    ids = [int(i) for i in token_ids]
+    text, spans = _offsets(tokenizer, [int(i) for i in token_ids])
+    lead = len(text) - len(text.lstrip(REPLACEMENT))
+    kept = text.strip(REPLACEMENT)
+    return kept, [(min(max(a - lead, 0), len(kept)), min(max(b - lead, 0), len(kept))) for a, b in spans]
+
+
+def _offsets(tokenizer: Any, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """decode_with_offsets before the window's cut characters are dropped."""
     text = _decode(tokenizer, ids)
     spans: list[tuple[int, int]] = []
     done = 0  # characters of `text` complete after the tokens so far

@@ -28,12 +28,12 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from nullsae.config import RunConfig
 from nullsae.devices import resolve_device
 from nullsae.experiment.grid import PARTS, Cell, ModelShape, Task, digest, wants
 from nullsae.experiment.store import RunStore, atomic_dir, write_json
+from nullsae.progress import progress_bar
 
 TRAIN_INFO = "train.json"
 
@@ -218,7 +218,7 @@ def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
     cfg = job.config
     directory = activations(cfg, store, job.task, "eval", sorted({c.layer for c in cells}), job.progress)
     dev = device_of(cfg)
-    for c in tqdm(cells, desc=f"reconstruction {job.task.label}", disable=not job.progress, leave=False):
+    for c in progress_bar(cells, desc=f"reconstruction {job.task.label}", disable=not job.progress, leave=False):
         cache = CachedActivations(directory, c.layer)
         rows = _kept_rows(cache, cfg.tokens.skip_bos)
         x = cache.rows(rows).to(dev)
@@ -248,7 +248,7 @@ def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
 
     cfg, task = job.config, job.task
     windows = split_windows(cfg, task.model, "eval")
-    for c in tqdm(cells, desc=f"downstream {task.label}", disable=not job.progress, leave=False):
+    for c in progress_bar(cells, desc=f"downstream {task.label}", disable=not job.progress, leave=False):
         sae = _load(store, c, cfg)
         variant, _ = build_variant(cfg, task.model, task.variant)  # control: fresh, its noise restarts from its seed
         _seed(task, "downstream", c.key)
@@ -310,10 +310,11 @@ def _example_config(cfg: RunConfig):
     return cfg.autointerp.examples.model_copy(update={"seed": cfg.autointerp.seed})
 
 
-def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None:
+def _latents(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any) -> None:
     """Firing density of every latent; token entropy and example windows of the sampled latents (docs/spec.md#latent-statistics)."""
     from nullsae.autointerp.examples import collect_examples, count_firing, select_latents
     from nullsae.metrics.latents import is_single_token, mean_entropy, token_entropy
+    from nullsae.text_spans import token_pieces
 
     cfg = job.config
     ecfg = _example_config(cfg)
@@ -337,7 +338,7 @@ def _latents(job: Job, store: RunStore, c: Cell, source: Any, text: Any) -> None
     for lat in selection.latents[: cfg.report.example_latents]:
         top = sorted(examples[lat].explain, key=lambda e: -e.max_act)[:4]
         shown.append({"latent": lat, "entropy": stats[lat].normalized if lat in stats else None,
-                      "windows": [{"tokens": [text.strings[t] if t < len(text.strings) else "" for t in e.tokens.tolist()],
+                      "windows": [{"tokens": token_pieces(tokenizer, e.tokens.tolist()),
                                    "acts": [round(float(a), 4) for a in e.acts.tolist()]} for e in top]})
     pk = c.part_keys["latents"]
     store.write_part(c.key, "latents-per-latent", pk, df)
@@ -381,20 +382,18 @@ def _interp(job: Job, store: RunStore, latents: list[Cell], autointerp: list[Cel
     """The interpretation-split parts: one activation pass per task, one sparse encode per SAE for both."""
     from nullsae.activations import CachedActivations
     from nullsae.autointerp.examples import ActivationSource
-    from nullsae.autointerp.explainers import TokenText
 
     cfg, task = job.config, job.task
     want_lat, want_ai = {c.key for c in latents}, {c.key for c in autointerp}
     cells = [c for c in job.task.cells if c.key in want_lat | want_ai]
     directory = activations(cfg, store, task, "interp", sorted({c.layer for c in cells}), job.progress)
     tokenizer = trained_model(task.model).tokenizer
-    text = TokenText(tokenizer) if latents else None
-    for c in tqdm(cells, desc=f"latents and auto-interp {task.label}", disable=not job.progress, leave=False):
+    for c in progress_bar(cells, desc=f"latents and auto-interp {task.label}", disable=not job.progress, leave=False):
         sae = _load(store, c, cfg)
         codes = _SparseCodes(sae, CachedActivations(directory, c.layer), cfg.tokens.interp_window, cfg.tokens.skip_bos, device_of(cfg))
         source = ActivationSource(codes.tokens, codes.encode, c.sae_config.n_latents, batch_windows=256, progress=job.progress)
         if c.key in want_lat:
-            _latents(job, store, c, source, text)
+            _latents(job, store, c, source, tokenizer)
         if c.key in want_ai:
             _autointerp(job, store, c, source, tokenizer)
     return len(latents) + len(autointerp)
