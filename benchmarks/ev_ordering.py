@@ -126,10 +126,18 @@ def draw(results: dict, folder: Path, layer: int) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
-    for ax, (view, field, title) in zip(axes, [("raw", "ev_raw", "raw residual (the demo's EV)"), ("standard", "ev_own", "per-dimension standardised"),
-                                               ("standard", "ev_raw", "standardised SAE, EV in raw space")]):
+    for ax, (view, field, title) in zip(
+        axes,
+        [
+            ("raw", "ev_raw", "raw residual (the demo's EV)"),
+            ("standard", "ev_own", "per-dimension standardised"),
+            ("standard", "ev_raw", "standardised SAE, EV in raw space"),
+        ],
+    ):
         for v in VARIANTS:
-            pts = sorted((int(k.split("|")[3]), r[field]) for k, r in results.items() if k.startswith(f"{v}|L{layer}|{view}|") and k.count("|") == 3)
+            pts = sorted(
+                (int(k.split("|")[3]), r[field]) for k, r in results.items() if k.startswith(f"{v}|L{layer}|{view}|") and k.count("|") == 3
+            )
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
         ax.set_xscale("log", base=2)
@@ -138,7 +146,10 @@ def draw(results: dict, folder: Path, layer: int) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"EV at layer {layer} (BOS rows left out)")
     axes[0].legend(fontsize=8)
-    fig.suptitle("SmolLM2-135M, topk m = 4·576, k = 32. Heap et al. Fig. 3 (Pythia): trained ≈ re-randomised ≈ step-0, control far lower", fontsize=10)
+    fig.suptitle(
+        "SmolLM2-135M, topk m = 4·576, k = 32. Heap et al. Fig. 3 (Pythia): trained ≈ re-randomised ≈ step-0, control far lower",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(folder / "ev_ordering_budget.png", dpi=110)
     plt.close(fig)
@@ -164,21 +175,35 @@ def draw(results: dict, folder: Path, layer: int) -> None:
 def tables(results: dict, layer: int) -> str:
     """Markdown tables of the residual statistics and of EV by variant, view and budget."""
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    out = ["| variant | layer | BOS rows' share of Σ‖x − x̄‖² | mean ‖x‖ BOS / other | participation ratio | top-1 / top-10 / top-32 PC share | top-5 dims' share | PR standardised | kurtosis median / max | token-lookup EV |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| variant | layer | BOS rows' share of Σ‖x − x̄‖² | mean ‖x‖ BOS / other | participation ratio | top-1 / top-10 / top-32 PC share | top-5 dims' share | PR standardised | kurtosis median / max | token-lookup EV |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for v in VARIANTS:
-        for k, r in sorted(((k, r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|stats")), key=lambda kr: int(kr[0].split("|")[1][1:])):
+        for k, r in sorted(
+            ((k, r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|stats")),
+            key=lambda kr: int(kr[0].split("|")[1][1:]),
+        ):
             lay = int(k.split("|")[1][1:])
             lookup = results.get(f"{v}|L{lay}|lookup", {}).get("token_lookup_ev")
-            out.append(f"| {v} | {lay} | {r['bos_var_share']:.3f} | {r['norm_bos']:.0f} / {r['norm_other']:.0f} | {r['pr']:.1f} | {r['top1_pc']:.2f} / {r['top10_pc']:.2f} / {r['top32_pc']:.2f} | "
-                       f"{r['top5_dims_var_share']:.2f} | {r['pr_standardised']:.0f} | {r['kurtosis_median']:.1f} / {r['kurtosis_max']:.0f} | {f(lookup)} |")
-    out += ["", "| variant | view | tokens | EV (BOS out) | rank-32 PCA's EV on the same rows | EV with BOS rows | EV in the view's own space | CE loss score |",
-            "|---|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {v} | {lay} | {r['bos_var_share']:.3f} | {r['norm_bos']:.0f} / {r['norm_other']:.0f} | {r['pr']:.1f} | {r['top1_pc']:.2f} / {r['top10_pc']:.2f} / {r['top32_pc']:.2f} | "
+                f"{r['top5_dims_var_share']:.2f} | {r['pr_standardised']:.0f} | {r['kurtosis_median']:.1f} / {r['kurtosis_max']:.0f} | {f(lookup)} |"
+            )
+    out += [
+        "",
+        "| variant | view | tokens | EV (BOS out) | rank-32 PCA's EV on the same rows | EV with BOS rows | EV in the view's own space | CE loss score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for v in VARIANTS:
-        for k, r in sorted(((k, r) for k, r in results.items() if k.startswith(f"{v}|L{layer}|") and k.count("|") == 3),
-                           key=lambda kr: (kr[0].split("|")[2], int(kr[0].split("|")[3]))):
+        for k, r in sorted(
+            ((k, r) for k, r in results.items() if k.startswith(f"{v}|L{layer}|") and k.count("|") == 3),
+            key=lambda kr: (kr[0].split("|")[2], int(kr[0].split("|")[3])),
+        ):
             pca = results.get(f"{v}|L{layer}|stats", {}).get("top32_pc")
-            out.append(f"| {v} | {k.split('|')[2]} | {int(k.split('|')[3]):,} | {r['ev_raw']:.3f} | {f(pca)} | {r['ev_raw_with_bos']:.3f} | {r['ev_own']:.3f} | {f(r.get('ce_loss_score'))} |")
+            out.append(
+                f"| {v} | {k.split('|')[2]} | {int(k.split('|')[3]):,} | {r['ev_raw']:.3f} | {f(pca)} | {r['ev_raw_with_bos']:.3f} | {r['ev_own']:.3f} | {f(r.get('ce_loss_score'))} |"
+            )
     return "\n".join(out)
 
 
@@ -187,10 +212,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--layer", type=int, default=6, help="layer the SAEs are trained at")
     ap.add_argument("--stats-layers", type=int, nargs="+", default=[2, 6, 10])
-    ap.add_argument("--plan", nargs="+", default=["trained:262144:1048576", "rerandomized:262144:1048576", "control:131072:262144", "rerandomized-excl-emb:131072:262144",
-                                                  "step0:131072:262144", "control-embsigma:131072:262144"],
-                    help="variant:cached_tokens:max_budget (a budget past the cached tokens repeats them in new epochs); "
-                         "control-embsigma is the control with σ = the trained embedding's std")
+    ap.add_argument(
+        "--plan",
+        nargs="+",
+        default=[
+            "trained:262144:1048576",
+            "rerandomized:262144:1048576",
+            "control:131072:262144",
+            "rerandomized-excl-emb:131072:262144",
+            "step0:131072:262144",
+            "control-embsigma:131072:262144",
+        ],
+        help="variant:cached_tokens:max_budget (a budget past the cached tokens repeats them in new epochs); "
+        "control-embsigma is the control with σ = the trained embedding's std",
+    )
     ap.add_argument("--budgets", type=int, nargs="+", default=[65536, 262144, 1048576])
     ap.add_argument("--expansion", type=int, default=4, help="m = expansion · d (results of another expansion than 4 are keyed '|x<R>')")
     ap.add_argument("--eval-windows", type=int, default=256)
@@ -220,8 +255,15 @@ def main() -> None:
 
     base = load_model("smollm2")
     emb = base.model.get_input_embeddings().weight
-    save("embedding", {"std": float(emb.std()), "mean_row_norm": float(emb.norm(dim=1).mean()), "tied": bool(base.model.config.tie_word_embeddings),
-                       "control_sigma1_row_norm": math.sqrt(base.d_model)})
+    save(
+        "embedding",
+        {
+            "std": float(emb.std()),
+            "mean_row_norm": float(emb.norm(dim=1).mean()),
+            "tied": bool(base.model.config.tie_word_embeddings),
+            "control_sigma1_row_norm": math.sqrt(base.d_model),
+        },
+    )
     eval_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.eval_windows, split="eval")
     eval_bos = (eval_w == base.bos_id).reshape(-1)
     view_max = {v.split(":")[0]: int(v.split(":")[1]) for v in args.views}
@@ -231,18 +273,19 @@ def main() -> None:
     for name, cached, tokens in plan:
         budgets = {v: [b for b in args.budgets if b <= min(tokens, view_max[v])] for v in view_max}
         wanted = [f"{name}|L{args.layer}|{v}|{b}{tag}" for v in view_max for b in budgets[v]] + [f"{name}|L{args.layer}|lookup"]
-        if (args.stats_only or all(k in results for k in wanted)) and all(f"{name}|L{l}|stats" in results for l in args.stats_layers):
+        if (args.stats_only or all(k in results for k in wanted)) and all(f"{name}|L{lay}|stats" in results for lay in args.stats_layers):
             continue
         variant = name.replace("-embsigma", "")
         kwargs = {"sigma": float(emb.std())} if name.endswith("-embsigma") else {}
         loaded, _ = make_variant(base, variant, **kwargs)
+        model = loaded.model
         t0 = time.time()
         with torch.no_grad():
-            acts = [capture_residuals(loaded.model, eval_w[b : b + 16], args.stats_layers) for b in range(0, len(eval_w), 16)]
-        xs = {l: torch.cat([a[l].reshape(-1, base.d_model).float() for a in acts]) for l in args.stats_layers}
-        for l in args.stats_layers:
-            if f"{name}|L{l}|stats" not in results:
-                save(f"{name}|L{l}|stats", residual_stats(xs[l], eval_bos))
+            acts = [capture_residuals(model, eval_w[b : b + 16], args.stats_layers) for b in range(0, len(eval_w), 16)]
+        xs = {lay: torch.cat([a[lay].reshape(-1, base.d_model).float() for a in acts]) for lay in args.stats_layers}
+        for lay in args.stats_layers:
+            if f"{name}|L{lay}|stats" not in results:
+                save(f"{name}|L{lay}|stats", residual_stats(xs[lay], eval_bos))
         if args.stats_only:
             continue
         x_eval = xs[args.layer]
@@ -255,8 +298,13 @@ def main() -> None:
         cache = CachedActivations(directory, args.layer)
         print(f"{name}: eval + cache {time.time() - t0:.0f}s", flush=True)
         if f"{name}|L{args.layer}|lookup" not in results:
-            save(f"{name}|L{args.layer}|lookup", {"token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], base.bos_id),
-                                                   "n_train_rows": cache.n_rows})
+            save(
+                f"{name}|L{args.layer}|lookup",
+                {
+                    "token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], base.bos_id),
+                    "n_train_rows": cache.n_rows,
+                },
+            )
         pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
         sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
         maps = views(sample)
@@ -287,13 +335,22 @@ def main() -> None:
                         "dead_eval": reconstruction_metrics(xin[keep], rec[keep], z[keep]).dead_fraction_eval,
                     }
                     if view == "raw" and args.ce_windows > 0:
-                        ds = downstream_metrics(loaded.model, eval_w[: args.ce_windows], args.layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True).summary()
+                        ds = downstream_metrics(
+                            model, eval_w[: args.ce_windows], args.layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True
+                        ).summary()
                         row.update(ce_loss_score=ds.ce_loss_score, kl_score=ds.kl_score, delta_ce=ds.delta_ce)
                 sae.train()
                 save(key, row)
 
-            train_saes({view: sae}, stream, TrainConfig(steps=steps, lr=1e-3, warmup_steps=20, checkpoint_every=128),
-                       checkpoint_dir=args.out / "ckpt" / f"{name}-L{args.layer}-{view}-x{args.expansion}", progress=False, callback=evaluate, callback_every=128)
+            train_saes(
+                {view: sae},
+                stream,
+                TrainConfig(steps=steps, lr=1e-3, warmup_steps=20, checkpoint_every=128),
+                checkpoint_dir=args.out / "ckpt" / f"{name}-L{args.layer}-{view}-x{args.expansion}",
+                progress=False,
+                callback=evaluate,
+                callback_every=128,
+            )
             print(f"{name} {view}: done {time.time() - t0:.0f}s", flush=True)
         del loaded, cache
 

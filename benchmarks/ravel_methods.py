@@ -63,8 +63,13 @@ def main() -> None:
         else:
             windows = token_windows(loaded.tokenizer, loaded.bos_id, 64, -(-args.tokens * 102 // 100 // 62), split="train")
             stream = LiveStream(loaded, windows, args.layer, batch_size=batch, seed=0)
-        train = train_saes(saes, stream, TrainConfig(steps=args.tokens // batch, lr=1e-3, warmup_steps=20, checkpoint_every=64),
-                           checkpoint_dir=args.out / "train", progress=False)
+        train = train_saes(
+            saes,
+            stream,
+            TrainConfig(steps=args.tokens // batch, lr=1e-3, warmup_steps=20, checkpoint_every=64),
+            checkpoint_dir=args.out / "train",
+            progress=False,
+        )
         for name, sae in saes.items():
             save_sae(sae, args.out / "saes" / name)
         results["train"] = {k: {"fvu": v.fvu, "tokens": v.tokens, "dead_fraction": v.dead_fraction} for k, v in train.items()}
@@ -75,7 +80,9 @@ def main() -> None:
         results["fvu_cached_rows"] = cached_fvu(saes, CachedActivations(args.cache, args.layer))
         atomic_write_text(res_path, json.dumps(results, indent=1))
 
-    base_cfg = EditingConfig(facts=args.facts, n_latents_grid=[int(n) for n in args.grid.split(",")], max_pairs=args.max_pairs, mask_epochs=args.mask_epochs)
+    base_cfg = EditingConfig(
+        facts=args.facts, n_latents_grid=[int(n) for n in args.grid.split(",")], max_pairs=args.max_pairs, mask_epochs=args.mask_epochs
+    )
     prep = prepare_facts(loaded, args.layer, base_cfg)
     results["counts"] = prep.counts.model_dump()
     errors = {"true": [True], "false": [False], "both": [True, False]}[args.keep_error]
@@ -90,8 +97,11 @@ def main() -> None:
                 res = run_editing(sae, loaded, args.layer, cfg, prepared=prep)
                 results[key] = {**res.model_dump(exclude={"counts"}), "seconds": time.perf_counter() - t}
                 atomic_write_text(res_path, json.dumps(results, indent=1))
-                print(f"{key}: cause {res.cause} isolation {res.isolation} score {res.score} "
-                      f"(none {res.none_score}, full swap {res.full_cause}/{res.full_isolation}) {time.perf_counter() - t:.0f}s", flush=True)
+                print(
+                    f"{key}: cause {res.cause} isolation {res.isolation} score {res.score} "
+                    f"(none {res.none_score}, full swap {res.full_cause}/{res.full_isolation}) {time.perf_counter() - t:.0f}s",
+                    flush=True,
+                )
     table = markdown_table(results)
     atomic_write_text(args.out / "table.md", table)
     print(table)
@@ -113,17 +123,21 @@ def markdown_table(results: dict) -> str:
     """One row per (edit form, selection, SAE): its FVU on cached training rows, cause / isolation / score, mean latents per attribute,
     and the two references on the same items (no intervention; whole-residual swap)."""
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| edit | selection | SAE | FVU | cause | isolation | score | latents / attribute | no intervention: cause / iso / score | whole-residual swap: cause / iso / score |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| edit | selection | SAE | FVU | cause | isolation | score | latents / attribute | no intervention: cause / iso / score | whole-residual swap: cause / iso / score |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, r in results.items():
         if key.count("|") != 2:
             continue
         name, selection, keep = key.split("|")
         n_lat = sum(a["n_latents"] for a in r["attributes"]) / max(1, len(r["attributes"]))
         none = [sum(a[f"none_{k}"] for a in r["attributes"]) / max(1, len(r["attributes"])) for k in ("cause", "isolation")]
-        lines.append(f"| {'x + Δ' if keep.endswith('True') else 'x̂ + Δ'} | {selection} | {'topk' if name == 'none' else name} | {results['fvu_cached_rows'][name]:.3f} | "
-                     f"{fmt(r['cause'])} | {fmt(r['isolation'])} | {fmt(r['score'])} | {n_lat:.0f} | "
-                     f"{fmt(none[0])} / {fmt(none[1])} / {fmt(r['none_score'])} | {fmt(r['full_cause'])} / {fmt(r['full_isolation'])} / {fmt(r['full_score'])} |")
+        lines.append(
+            f"| {'x + Δ' if keep.endswith('True') else 'x̂ + Δ'} | {selection} | {'topk' if name == 'none' else name} | {results['fvu_cached_rows'][name]:.3f} | "
+            f"{fmt(r['cause'])} | {fmt(r['isolation'])} | {fmt(r['score'])} | {n_lat:.0f} | "
+            f"{fmt(none[0])} / {fmt(none[1])} / {fmt(r['none_score'])} | {fmt(r['full_cause'])} / {fmt(r['full_isolation'])} / {fmt(r['full_score'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -102,7 +102,9 @@ def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
     opt = torch.optim.Adam(sl.parameters(), lr=LR)
 
     def step(i, x):
-        out = sl.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=i, is_logging_step=False))
+        out = sl.training_forward_pass(
+            TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=i, is_logging_step=False)
+        )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -153,7 +155,9 @@ def main() -> None:
         print(f"{name:<9} {tps:>9.0f} tokens/s   FVU after {args.steps * B:,} tokens: {f:.4f}   {frac:.0%} of dense-matmul FLOP/s")
     t_stream, t_one, t_many = shared_stream_cost(max(5, args.steps // 4), 3)
     bound = 3 * (t_one - t_stream) + t_stream
-    print(f"one stream: stream alone {t_stream:.1f} s, 1 SAE {t_one:.1f} s, 3 SAEs {t_many:.1f} s (bound 3×(1 SAE − stream) + stream = {bound:.1f} s; ratio {t_many / bound:.2f})")
+    print(
+        f"one stream: stream alone {t_stream:.1f} s, 1 SAE {t_one:.1f} s, 3 SAEs {t_many:.1f} s (bound 3×(1 SAE − stream) + stream = {bound:.1f} s; ratio {t_many / bound:.2f})"
+    )
     print(f"ratio vs sparsify: {results['nullsae'][0] / results['sparsify'][0]:.2f}")
 
 

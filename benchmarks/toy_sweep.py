@@ -39,7 +39,9 @@ def main() -> None:
         datasets += with_controls(s.x, seed, s.features, mlp=False)
     cfg = SweepConfig(latents=[args.latents], coefs=args.coefs, epochs=args.epochs, mcc=False)
     n_points = len(datasets) * len(args.coefs)
-    run_sweep(datasets[:1], cfg.model_copy(update={"coefs": args.coefs[:1], "epochs": 1}), progress=False)  # one-time start-up costs out of the timed arms
+    run_sweep(
+        datasets[:1], cfg.model_copy(update={"coefs": args.coefs[:1], "epochs": 1}), progress=False
+    )  # one-time start-up costs out of the timed arms
     rows = {}
     for arm, stack in (("batched", None), ("loop", 1), *((f"stack {n}", n) for n in args.stacks)):
         start = time.perf_counter()
@@ -47,7 +49,9 @@ def main() -> None:
         sec = time.perf_counter() - start
         rows[arm] = {"seconds": round(sec, 2), "points_per_minute": round(60 * n_points / sec, 2)}
     speedup = rows["loop"]["seconds"] / rows["batched"]["seconds"]
-    print(f"toy sweep: {n_points} SAEs (d={args.d}, m={args.latents}, {args.samples} samples, {args.epochs} epochs), torch threads {torch.get_num_threads()}")
+    print(
+        f"toy sweep: {n_points} SAEs (d={args.d}, m={args.latents}, {args.samples} samples, {args.epochs} epochs), torch threads {torch.get_num_threads()}"
+    )
     for arm, r in rows.items():
         print(f"  {arm:8s} {r['seconds']:8.2f} s  {r['points_per_minute']:8.2f} points/min")
     print(f"  batched speed-up ×{speedup:.2f}")

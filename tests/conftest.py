@@ -17,9 +17,34 @@ def tiny_model(family: str, seed: int = 0):
 
     torch.manual_seed(seed)
     if family == "gpt_neox":  # Pythia: separate embed_in / embed_out
-        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=96, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0))
+        model = GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=96,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                tie_word_embeddings=False,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
+        )
     elif family == "llama":  # SmolLM2: tied embed_tokens / lm_head
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2))
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=96,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+                tie_word_embeddings=True,
+                bos_token_id=1,
+                eos_token_id=2,
+            )
+        )
     elif family == "gpt2":  # GPT-2: tied wte / lm_head, learned positions
         model = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_embd=32, n_layer=3, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0))
     else:

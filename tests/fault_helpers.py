@@ -21,6 +21,7 @@ def _limit_file_size(limit: int):
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -30,13 +31,26 @@ def env() -> dict[str, str]:
 
 def nullsae(*args: str, cwd: Path | None = None, file_size_limit: int | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`nullsae ARGS` in a fresh process; with `file_size_limit` (bytes) every write beyond it fails."""
-    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None,
+    )
 
 
 def python(code: str, *, file_size_limit: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None,
+    )
 
 
 def assert_clean_error(res: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from nullsae.activations import CachedActivations, CachedStream, DataSlice, LiveStream, cache_dir, fill_cache
 from nullsae.errors import UserError
 from nullsae.models.hooks import capture_residuals

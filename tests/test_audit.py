@@ -6,17 +6,36 @@ import json
 
 import pytest
 import torch
-
 from hub_helpers import offline_hub, put_in_hf_cache
 from runner_helpers import tiny_model_dir
+
 from nullsae.sae import SAE, SAEConfig
 from nullsae.sae.io import save_sae
 
 D, M, K = 32, 128, 4  # the tiny model's width
 RELEASE, SAE_ID = "gpt2-small-res-jb", "blocks.2.hook_resid_pre"  # a native-layout release in sae-lens's registry
-FAST = ["--tokens.context", "32", "--tokens.train", "2048", "--tokens.eval", "256", "--tokens.interp", "1024",
-        "--tokens.interp-window", "16", "--tokens.model-batch", "16", "--train.batch-size", "256", "--train.warmup-steps", "4",
-        "--report.n-bootstrap", "100", "--threads", "1"]
+FAST = [
+    "--tokens.context",
+    "32",
+    "--tokens.train",
+    "2048",
+    "--tokens.eval",
+    "256",
+    "--tokens.interp",
+    "1024",
+    "--tokens.interp-window",
+    "16",
+    "--tokens.model-batch",
+    "16",
+    "--train.batch-size",
+    "256",
+    "--train.warmup-steps",
+    "4",
+    "--report.n-bootstrap",
+    "100",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +66,21 @@ def test_audit_by_release_and_by_hf_repo(tiny_dir, tmp_path, monkeypatch, capsys
     files = _saelens_files(tmp_path)
     entry = get_pretrained_saes_directory()[RELEASE]
     put_in_hf_cache(cache, entry.repo_id, files, entry.saes_map[SAE_ID])
-    rc, out, err = _audit(capsys, "--release", RELEASE, "--sae-id", SAE_ID, "--models", str(tiny_dir), "--out", str(tmp_path / "a"),
-                          "--json", "--metrics", "reconstruction,downstream", *FAST)
+    rc, out, err = _audit(
+        capsys,
+        "--release",
+        RELEASE,
+        "--sae-id",
+        SAE_ID,
+        "--models",
+        str(tiny_dir),
+        "--out",
+        str(tmp_path / "a"),
+        "--json",
+        "--metrics",
+        "reconstruction,downstream",
+        *FAST,
+    )
     assert rc == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert {v["null"] for v in summary["verdicts"]} >= {"frozen-decoder", "soft-frozen-decoder", "frozen-encoder"}
@@ -67,8 +99,18 @@ def test_audit_by_release_and_by_hf_repo(tiny_dir, tmp_path, monkeypatch, capsys
         assert theirs.cfg.metadata.hook_name == "blocks.2.hook_resid_post" and theirs.cfg.d_in == D, name
 
     put_in_hf_cache(cache, "someone/tiny-saes", files, "layer_2")
-    rc, out, err = _audit(capsys, "--sae", "hf:someone/tiny-saes/layer_2", "--models", str(tiny_dir), "--out", str(tmp_path / "b"),
-                          "--metrics", "reconstruction", *FAST)
+    rc, out, err = _audit(
+        capsys,
+        "--sae",
+        "hf:someone/tiny-saes/layer_2",
+        "--models",
+        str(tiny_dir),
+        "--out",
+        str(tmp_path / "b"),
+        "--metrics",
+        "reconstruction",
+        *FAST,
+    )
     assert rc == 0, err
     assert "free nulls" in out and "identity" in out
 
@@ -81,8 +123,19 @@ def test_audit_sparsify_and_dictionary_learning_by_hf(tiny_dir, tmp_path, monkey
     torch.manual_seed(0)
     sparsify.SparseCoder(D, sparsify.SparseCoderConfig(num_latents=4 * D, k=K)).save_to_disk(tmp_path / "sp" / "layers.1")
     put_in_hf_cache(cache, "someone/sparsify-saes", tmp_path / "sp" / "layers.1", "layers.1")
-    rc, out, err = _audit(capsys, "--sae", "hf:someone/sparsify-saes/layers.1", "--models", str(tiny_dir), "--out", str(tmp_path / "s"),
-                          "--json", "--metrics", "reconstruction", *FAST)
+    rc, out, err = _audit(
+        capsys,
+        "--sae",
+        "hf:someone/sparsify-saes/layers.1",
+        "--models",
+        str(tiny_dir),
+        "--out",
+        str(tmp_path / "s"),
+        "--json",
+        "--metrics",
+        "reconstruction",
+        *FAST,
+    )
     assert rc == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert len(summary["free_nulls"]) == 4
@@ -92,8 +145,19 @@ def test_audit_sparsify_and_dictionary_learning_by_hf(tiny_dir, tmp_path, monkey
 
     folder = save_dictionary_learning(dl.AutoEncoder(D, 4 * D), tmp_path / "dl", "AutoEncoder", layer=1, lm_name="tiny-llama")
     put_in_hf_cache(cache, "someone/dl-saes", folder, "resid_post_layer_1/trainer_0")
-    rc, out, err = _audit(capsys, "--sae", "hf:someone/dl-saes/resid_post_layer_1/trainer_0", "--models", str(tiny_dir),
-                          "--out", str(tmp_path / "d"), "--json", "--metrics", "reconstruction", *FAST)
+    rc, out, err = _audit(
+        capsys,
+        "--sae",
+        "hf:someone/dl-saes/resid_post_layer_1/trainer_0",
+        "--models",
+        str(tiny_dir),
+        "--out",
+        str(tmp_path / "d"),
+        "--json",
+        "--metrics",
+        "reconstruction",
+        *FAST,
+    )
     assert rc == 0, err
     assert len(json.loads(out.strip().splitlines()[-1])["free_nulls"]) == 4
 
@@ -103,7 +167,10 @@ def test_bad_input_is_one_line_each(tiny_dir, tmp_path, monkeypatch, capsys):
     offline_hub(monkeypatch, tmp_path / "hub")
     cases = [
         (["--release", "no-such-release", "--sae-id", "x"], "unknown SAELens release 'no-such-release'"),
-        (["--release", RELEASE, "--sae-id", "blocks.99.hook_resid_pre"], f"SAE id 'blocks.99.hook_resid_pre' is not in release '{RELEASE}'"),
+        (
+            ["--release", RELEASE, "--sae-id", "blocks.99.hook_resid_pre"],
+            f"SAE id 'blocks.99.hook_resid_pre' is not in release '{RELEASE}'",
+        ),
     ]
     folder = _saelens_files(tmp_path / "h", hook="blocks.7.hook_resid_post")
     cases.append((["--sae", str(folder)], "the SAE reads hook blocks.7.hook_resid_post: layer 7 is out of range"))
@@ -114,7 +181,9 @@ def test_bad_input_is_one_line_each(tiny_dir, tmp_path, monkeypatch, capsys):
     sae = SAE(SAEConfig(arch="relu", d_in=D, n_latents=4 * D))
     (tmp_path / "p").mkdir()
     torch.save(sae, tmp_path / "p" / "ae.pt")  # a pickled module, not a state dict
-    (tmp_path / "p" / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder", "activation_dim": D, "dict_size": 4 * D, "layer": 1}}))
+    (tmp_path / "p" / "config.json").write_text(
+        json.dumps({"trainer": {"dict_class": "AutoEncoder", "activation_dim": D, "dict_size": 4 * D, "layer": 1}})
+    )
     cases.append((["--sae", str(tmp_path / "p")], "not a plain state dict"))
     folder = _saelens_files(tmp_path / "x")
     for argv, message in cases:

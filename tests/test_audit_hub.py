@@ -3,8 +3,8 @@ releases resolved through the installed sae-lens registry, laid out in a local H
 
 import pytest
 import torch
-
 from hub_helpers import offline_hub, put_in_hf_cache
+
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
 from nullsae.sae.hub import load_named, parse_hf
@@ -86,7 +86,6 @@ def test_gemma_scope_release_takes_its_config_from_sae_lens(tmp_path, monkeypatc
     m = 16,384, layer 12 of gemma-2-2b); a small stand-in file shows the config was applied."""
     pytest.importorskip("sae_lens")
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
     from test_io import _gemma_scope_npz
 
     cache = tmp_path / "hub"

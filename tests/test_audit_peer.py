@@ -9,8 +9,8 @@ sae-bench imports, tests/test_ev_conventions.py and tests/test_audit_saebench.py
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from nullsae.metrics.downstream import downstream_metrics, mean_activation
 from nullsae.metrics.ev_conventions import library_ev
 from nullsae.metrics.reconstruction import reconstruction_metrics
@@ -34,7 +34,7 @@ class _Stream:
         while True:
             perm = torch.randperm(self.x.shape[0], generator=torch.Generator().manual_seed(step // 100))
             i = (step % 100) * self.batch % self.x.shape[0]
-            yield self.x[perm][i:i + self.batch]
+            yield self.x[perm][i : i + self.batch]
             step += 1
 
 
@@ -45,7 +45,7 @@ class _TokenSource:
         self.windows, self.i, self.context_size, self.store_batch_size_prompts = windows, 0, windows.shape[1], BATCH
 
     def get_batch_tokens(self, n):
-        out = self.windows[self.i:self.i + n]
+        out = self.windows[self.i : self.i + n]
         self.i += n
         return out
 
@@ -57,11 +57,23 @@ def _transformer_lens_copy(hf):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 
-    cfg = HookedTransformerConfig(n_layers=3, d_model=D, n_ctx=64, d_head=8, n_heads=4, d_mlp=4 * D, d_vocab=VOCAB, act_fn="gelu_new",
-                                  normalization_type="LN", positional_embedding_type="standard", default_prepend_bos=False)
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=D,
+        n_ctx=64,
+        d_head=8,
+        n_heads=4,
+        d_mlp=4 * D,
+        d_vocab=VOCAB,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        default_prepend_bos=False,
+    )
     tl = HookedTransformer(cfg)
-    tl.load_and_process_state_dict(convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False, center_unembed=False,
-                                   fold_value_biases=False)
+    tl.load_and_process_state_dict(
+        convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
+    )
     return tl.eval()
 
 
@@ -93,15 +105,23 @@ def test_saelens_evals_agree_with_nullsae(tmp_path):
         ours = reconstruction_metrics(flat, sae.decode(z), z)
         per_batch = [(xb.reshape(-1, D), sae.decode(sae.encode(xb.reshape(-1, D)))) for xb in x_eval.split(BATCH)]
         lib = library_ev(per_batch)
-        down = downstream_metrics(hf, eval_windows, LAYER, lambda x: sae.decode(sae.encode(x)),
-                                  mean=mean_activation(hf, eval_windows, LAYER), batch_size=BATCH).summary()
+        down = downstream_metrics(
+            hf, eval_windows, LAYER, lambda x: sae.decode(sae.encode(x)), mean=mean_activation(hf, eval_windows, LAYER), batch_size=BATCH
+        ).summary()
 
     # SAELens's numbers, its own evaluation code on the TransformerLens copy
     save_sae(sae, tmp_path / "s", fmt="saelens", hook=f"blocks.{LAYER}.hook_resid_post")
     theirs_sae = sae_lens.SAE.load_from_disk(str(tmp_path / "s"))
     n_batches = N_EVAL // BATCH
-    config = EvalConfig(batch_size_prompts=BATCH, n_eval_reconstruction_batches=n_batches, n_eval_sparsity_variance_batches=n_batches,
-                        compute_kl=True, compute_ce_loss=True, compute_sparsity_metrics=True, compute_variance_metrics=True)
+    config = EvalConfig(
+        batch_size_prompts=BATCH,
+        n_eval_reconstruction_batches=n_batches,
+        n_eval_sparsity_variance_batches=n_batches,
+        compute_kl=True,
+        compute_ce_loss=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+    )
     theirs, _ = run_evals(theirs_sae, _TokenSource(eval_windows), tl, ActivationScaler(), config, exclude_special_tokens=False)
 
     # Tolerances: float32 forward passes through two implementations of the same network (~1e-5 relative).

@@ -17,8 +17,15 @@ CATEGORIES = {
     "shrinkage": {"l2_norm_in", "l2_norm_out", "l2_ratio", "relative_reconstruction_bias"},
     "sparsity": {"l0", "l1"},
     "token_stats": {"total_tokens_eval_reconstruction", "total_tokens_eval_sparsity_variance"},
-    "misc_metrics": {"freq_over_1_percent", "freq_over_10_percent", "normalized_freq_over_1_percent", "normalized_freq_over_10_percent",
-                     "average_max_encoder_cosine_sim", "average_max_decoder_cosine_sim", "frac_alive"},
+    "misc_metrics": {
+        "freq_over_1_percent",
+        "freq_over_10_percent",
+        "normalized_freq_over_1_percent",
+        "normalized_freq_over_10_percent",
+        "average_max_encoder_cosine_sim",
+        "average_max_decoder_cosine_sim",
+        "frac_alive",
+    },
 }
 
 
@@ -31,8 +38,9 @@ def _case():
 
 
 def _output(sae, x, downstream=None):
-    return core_eval_output(sae, x, model_name="tiny", dataset="bundled", context_size=32, hook_name="blocks.1.hook_resid_post",
-                            downstream=downstream)
+    return core_eval_output(
+        sae, x, model_name="tiny", dataset="bundled", context_size=32, hook_name="blocks.1.hook_resid_post", downstream=downstream
+    )
 
 
 def test_layout_is_saebench_core():
@@ -63,10 +71,26 @@ def test_saebench_reads_it_and_computes_the_same_numbers(tmp_path):
     batches = list(x.split(1024))
     replay = _Replay(batches)
     theirs, _ = core.get_sparsity_and_variance_metrics(
-        theirs_sae, replay, replay, n_batches=len(batches), compute_l2_norms=True, compute_sparsity_metrics=True,
-        compute_variance_metrics=True, compute_featurewise_density_statistics=False, eval_batch_size_prompts=1, model_kwargs={})
+        theirs_sae,
+        replay,
+        replay,
+        n_batches=len(batches),
+        compute_l2_norms=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+        compute_featurewise_density_statistics=False,
+        eval_batch_size_prompts=1,
+        model_kwargs={},
+    )
     ours = out["eval_result_metrics"]
-    for cat, key in [("reconstruction_quality", "explained_variance"), ("reconstruction_quality", "explained_variance_legacy"),
-                     ("reconstruction_quality", "cossim"), ("shrinkage", "l2_ratio"), ("shrinkage", "l2_norm_in"),
-                     ("shrinkage", "relative_reconstruction_bias"), ("sparsity", "l0"), ("sparsity", "l1")]:
+    for cat, key in [
+        ("reconstruction_quality", "explained_variance"),
+        ("reconstruction_quality", "explained_variance_legacy"),
+        ("reconstruction_quality", "cossim"),
+        ("shrinkage", "l2_ratio"),
+        ("shrinkage", "l2_norm_in"),
+        ("shrinkage", "relative_reconstruction_bias"),
+        ("sparsity", "l0"),
+        ("sparsity", "l1"),
+    ]:
         assert ours[cat][key] == pytest.approx(theirs[key], rel=1e-4), key

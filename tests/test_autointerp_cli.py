@@ -25,8 +25,25 @@ def test_autointerp_on_cached_activations(smollm2, tmp_path, monkeypatch, capsys
     sae = SAE(SAEConfig(arch="topk", d_in=smollm2.d_model, n_latents=256, k=8))
     sae_dir = save_sae(sae, tmp_path / "sae")
     monkeypatch.setattr(nullsae.models, "load_model", lambda spec="smollm2", **kw: smollm2)  # reuse the session's model
-    argv = ["autointerp", "--sae", str(sae_dir), "--layer", "3", "--activations", str(tmp_path / "cache"), "--explainer", "tokens",
-            "--scorers", "tokens", "--latents", "5", "--min-examples", "20", "--out", str(tmp_path / "out")]
+    argv = [
+        "autointerp",
+        "--sae",
+        str(sae_dir),
+        "--layer",
+        "3",
+        "--activations",
+        str(tmp_path / "cache"),
+        "--explainer",
+        "tokens",
+        "--scorers",
+        "tokens",
+        "--latents",
+        "5",
+        "--min-examples",
+        "20",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "removed by min_examples=20" in out and "tokens / tokens" in out

@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from nullsae.autointerp.examples import ActivationSource, ExampleConfig, SparseActs, _TopPerGroup, collect_examples, count_firing, sae_encoder, select_latents
+from nullsae.autointerp.examples import (
+    ActivationSource,
+    ExampleConfig,
+    SparseActs,
+    _TopPerGroup,
+    collect_examples,
+    count_firing,
+    sae_encoder,
+    select_latents,
+)
 from nullsae.errors import UserError
 
 N, T, M = 600, 8, 40
@@ -127,7 +136,14 @@ def test_auroc_summary_and_long_rows():
         s = np.round(rng.normal(y * (lat % 3), 1), 1)  # ties on purpose
         s[3] = np.nan  # a failed item
         assert auroc(s, y) == pytest.approx(roc_auc_score(y[~np.isnan(s)], s[~np.isnan(s)]))
-        rows.append(result_row(ScoreResult(lat, "detection", s.tolist(), y.tolist(), [0] * 20 + [-1] * 20, {"no list": 1}), sae="a", explainer="e", prompt_version="v1"))
+        rows.append(
+            result_row(
+                ScoreResult(lat, "detection", s.tolist(), y.tolist(), [0] * 20 + [-1] * 20, {"no list": 1}),
+                sae="a",
+                explainer="e",
+                prompt_version="v1",
+            )
+        )
     df = pd.DataFrame(rows)
     (s,) = summarize(df, n_boot=100)
     long = example_rows(df)

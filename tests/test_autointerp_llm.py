@@ -14,7 +14,18 @@ import torch
 
 from nullsae.autointerp.examples import Example, LatentExamples
 from nullsae.autointerp.explainers import Explanation, TokenText
-from nullsae.autointerp.llm import ChatRequest, Completion, DiskCache, HFClient, OpenAIClient, OpenAIConfig, TokenLogprob, answer_probs, make_client, parse_binary_list
+from nullsae.autointerp.llm import (
+    ChatRequest,
+    Completion,
+    DiskCache,
+    HFClient,
+    OpenAIClient,
+    OpenAIConfig,
+    TokenLogprob,
+    answer_probs,
+    make_client,
+    parse_binary_list,
+)
 from nullsae.autointerp.scorers import DetectionScorer
 from nullsae.errors import UserError
 
@@ -40,9 +51,13 @@ def test_parse_binary_list(text, expect):
 
 
 def test_answer_probs_from_logprobs_and_fallbacks():
-    lp = [TokenLogprob(token="[", logprob=0.0), TokenLogprob(token="1", logprob=math.log(0.7), top={"1": math.log(0.7), "0": math.log(0.2)}),
-          TokenLogprob(token=",", logprob=0.0), TokenLogprob(token=" 0", logprob=math.log(0.6), top={" 0": math.log(0.6), " 1": math.log(0.3)}),
-          TokenLogprob(token="]", logprob=0.0)]
+    lp = [
+        TokenLogprob(token="[", logprob=0.0),
+        TokenLogprob(token="1", logprob=math.log(0.7), top={"1": math.log(0.7), "0": math.log(0.2)}),
+        TokenLogprob(token=",", logprob=0.0),
+        TokenLogprob(token=" 0", logprob=math.log(0.6), top={" 0": math.log(0.6), " 1": math.log(0.3)}),
+        TokenLogprob(token="]", logprob=0.0),
+    ]
     probs, _ = answer_probs(Completion(text="[1, 0]", logprobs=lp), 2)
     assert probs == pytest.approx([0.7 / 0.9, 0.3 / 0.9])
     assert answer_probs(Completion(text="[1, 0]"), 2) == ([1.0, 0.0], "")  # no log-probabilities: 0/1
@@ -106,8 +121,13 @@ class _Server:
                     return self._send(200, _chat("[1, 0]", body))
                 if mode == "flaky":
                     return self._send(200, _chat("[1, 0, 1, 0, 1]", body))
-                req = ChatRequest(messages=body["messages"], max_tokens=body.get("max_tokens", 16), temperature=body.get("temperature", 0.0),
-                                  logprobs=bool(body.get("logprobs")), top_logprobs=body.get("top_logprobs") or 5)
+                req = ChatRequest(
+                    messages=body["messages"],
+                    max_tokens=body.get("max_tokens", 16),
+                    temperature=body.get("temperature", 0.0),
+                    logprobs=bool(body.get("logprobs")),
+                    top_logprobs=body.get("top_logprobs") or 5,
+                )
                 with server.lock:  # one generation at a time
                     (c,) = server.client.complete([req], "serving")
                 self._send(200, _chat(c.text, body, c.logprobs))
@@ -139,10 +159,25 @@ class _Server:
 def _chat(text, body, logprobs=None):
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
     if logprobs is not None:
-        choice["logprobs"] = {"content": [{"token": t.token, "logprob": t.logprob, "bytes": None,
-                                           "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in t.top.items()]} for t in logprobs]}
-    return {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "m"),
-            "choices": [choice], "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "bytes": None,
+                    "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in t.top.items()],
+                }
+                for t in logprobs
+            ]
+        }
+    return {
+        "id": "chatcmpl-loopback",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "m"),
+        "choices": [choice],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
 
 
 @pytest.fixture(scope="module")

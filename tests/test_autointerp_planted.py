@@ -80,7 +80,10 @@ def test_shuffled_explanations_score_at_chance(planted):
     items = [ex[j] for j in range(N_SETS)]
     expl = TokensExplainer(text).explain(items)
     shuffled = [Explanation(e.latent, expl[(i + 1) % N_SETS].text) for i, e in enumerate(items)]
-    rows = [result_row(r, sae="planted", explainer="tokens-shuffled", prompt_version="v1") for r in TokenListScorer(text).score(list(zip(items, shuffled)))]
+    rows = [
+        result_row(r, sae="planted", explainer="tokens-shuffled", prompt_version="v1")
+        for r in TokenListScorer(text).score(list(zip(items, shuffled)))
+    ]
     (s,) = summarize(pd.DataFrame(rows), n_boot=200)
     print(f"shuffled tokens/tokens: mean AUROC {s.auroc_mean.estimate:.3f}, pooled {s.auroc_pooled.estimate:.3f}")
     assert abs(s.auroc_pooled.estimate - 0.5) <= 0.1 and abs(s.auroc_mean.estimate - 0.5) <= 0.1
@@ -114,7 +117,9 @@ def test_kill_keeps_scored_latents_and_resume_skips_them(planted, tmp_path, monk
 def test_embedding_scorer_runs(planted, tmp_path):
     source, _, tok, _ = planted
     small = ExampleConfig(n_latents=3, n_bins=5, per_bin=4, n_negative=20)
-    res = run_autointerp(source, tok, AutointerpConfig(explainer="tokens", scorers=["embedding"], examples=small, n_boot=50), tmp_path, "planted")
+    res = run_autointerp(
+        source, tok, AutointerpConfig(explainer="tokens", scorers=["embedding"], examples=small, n_boot=50), tmp_path, "planted"
+    )
     (s,) = res.summaries
     print(f"planted tokens/embedding: mean AUROC {s.auroc_mean.estimate:.3f}")
     assert s.n_failed_items == 0 and s.n_items == 3 * 40 and 0 <= s.auroc_mean.estimate <= 1
@@ -131,8 +136,10 @@ def test_hf_explainer_and_scorers_end_to_end(planted, smollm2, tmp_path):
     df = pd.read_parquet(res.latents_path)
     assert len(df) == 2 and set(df["scorer"]) == {"detection", "fuzzing"}
     for s in res.summaries:
-        print(f"planted hf:smollm2/{s.scorer}: mean AUROC {s.auroc_mean.estimate:.3f}, pooled {s.auroc_pooled.estimate:.3f}, "
-              f"failed {s.n_failed_items}/{s.n_items} {s.failures}; explanations {df['explanation'].unique().tolist()}")
+        print(
+            f"planted hf:smollm2/{s.scorer}: mean AUROC {s.auroc_mean.estimate:.3f}, pooled {s.auroc_pooled.estimate:.3f}, "
+            f"failed {s.n_failed_items}/{s.n_items} {s.failures}; explanations {df['explanation'].unique().tolist()}"
+        )
         assert s.n_items == 8
 
 

@@ -50,7 +50,9 @@ def test_train_seeds_flag_and_bad_seeds(tmp_path):
         with pytest.raises(UserError, match=msg):
             build_config("demo", {"train.seeds": bad})
     assert parse_config({"train": {"seed": 3}}).train.seeds == [3]  # a run directory's config from before train.seeds
-    res = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", "demo", "--dry-run", "--train.seeds", "1,1"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "nullsae.cli", "run", "demo", "--dry-run", "--train.seeds", "1,1"], capture_output=True, text=True
+    )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "listed twice" in res.stderr
 
 
@@ -61,9 +63,26 @@ def test_every_field_has_a_flag_and_overrides_it():
     flags = {a.option_strings[0] for a in parser._actions if a.option_strings}
     for path, _, _ in leaves:
         assert "--" + path.replace("_", "-") in flags
-    args = parser.parse_args(["--layers", "1,4", "--sae.k", "16", "--tokens.train", "50_000", "--baselines.layers", "4",
-                              "--autointerp.examples.min-examples", "7", "--train.lr", "none", "--tokens.skip-bos", "false",
-                              "--autointerp.scorers", "tokens"])
+    args = parser.parse_args(
+        [
+            "--layers",
+            "1,4",
+            "--sae.k",
+            "16",
+            "--tokens.train",
+            "50_000",
+            "--baselines.layers",
+            "4",
+            "--autointerp.examples.min-examples",
+            "7",
+            "--train.lr",
+            "none",
+            "--tokens.skip-bos",
+            "false",
+            "--autointerp.scorers",
+            "tokens",
+        ]
+    )
     cfg = build_config("demo", overrides_from_args(args))
     assert cfg.layers == [1, 4] and cfg.sae.k == 16 and cfg.tokens.train == 50_000 and cfg.baselines.layers == [4]
     assert cfg.autointerp.examples.min_examples == 7 and cfg.train.lr is None and cfg.tokens.skip_bos is False

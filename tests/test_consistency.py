@@ -19,7 +19,9 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_verdict_reads_the_metric_modules_value(tiny_dir, tmp_path):
-    cfg = tiny_run_config(tiny_dir, layers=[2], metrics=ALL_METRICS, train=dict(batch_size=256, warmup_steps=4, checkpoint_every=3, lr=0.003, seeds=[0, 1]))
+    cfg = tiny_run_config(
+        tiny_dir, layers=[2], metrics=ALL_METRICS, train=dict(batch_size=256, warmup_steps=4, checkpoint_every=3, lr=0.003, seeds=[0, 1])
+    )
     res = execute(cfg, tmp_path / "run", progress=False)
     m = __import__("pandas").read_parquet(tmp_path / "run" / "metrics.parquet")
     assert sorted(m.seed.unique()) == [0, 1] and len(m) == 2 * (2 + 3)

@@ -48,8 +48,12 @@ def _metrics(run_dir: Path) -> pd.DataFrame:
 @pytest.mark.slow
 def test_kill_and_resume_gives_identical_numbers(tiny_dir, tmp_path):
     """Two SAE seeds and every metric family (probing and editing at one layer)."""
-    cfg = tiny_config(tiny_dir, metrics=ALL_METRICS, probing={**TINY_PROBING, "baseline_layers_only": True},
-                     editing=dict(baseline_layers_only=True, n_latents_grid=[4], max_pairs=4))
+    cfg = tiny_config(
+        tiny_dir,
+        metrics=ALL_METRICS,
+        probing={**TINY_PROBING, "baseline_layers_only": True},
+        editing=dict(baseline_layers_only=True, n_latents_grid=[4], max_pairs=4),
+    )
     cfg["train"] = {**cfg["train"], "seeds": [0, 1]}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -65,8 +69,9 @@ def test_kill_and_resume_gives_identical_numbers(tiny_dir, tmp_path):
     ]
     killed = sum(_run_until(["run", str(path), "--out", str(out), "--quiet"], ready) for ready in kill_points)
     assert killed >= 1
-    res = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", str(path), "--out", str(out), "--json"],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "nullsae.cli", "run", str(path), "--out", str(out), "--json"], capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr
     assert "%|" not in res.stderr, "--json must not draw progress bars"
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -74,7 +79,9 @@ def test_kill_and_resume_gives_identical_numbers(tiny_dir, tmp_path):
     pd.testing.assert_frame_equal(_metrics(tmp_path / "ref"), _metrics(out), check_exact=True)
     assert sorted(_metrics(out).seed.unique()) == [0, 1] and _metrics(out).probe_acc_k1.notna().sum() == 2 * 5
     for table in ("latents", "latent_scores"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ref" / f"{table}.parquet"), pd.read_parquet(out / f"{table}.parquet"), check_exact=True)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "ref" / f"{table}.parquet"), pd.read_parquet(out / f"{table}.parquet"), check_exact=True
+        )
 
     # a finished run recomputes nothing
     files = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*") if p.is_file()}
@@ -93,9 +100,30 @@ def test_audit_checks_an_saelens_sae_against_its_baselines(tiny_dir, tmp_path, c
     raw["hook_name"] = "blocks.2.hook_resid_post"  # SAELens names the layer it reads
     (folder / "cfg.json").write_text(json.dumps(raw))
     small = tiny_config(tiny_dir)
-    flags = ["--models", str(tiny_dir), "--tokens.context", "32", "--tokens.train", "4096", "--tokens.eval", "256",
-             "--tokens.interp", "2048", "--tokens.interp-window", "16", "--tokens.model-batch", "16", "--train.batch-size", "256",
-             "--train.warmup-steps", "4", "--metrics", "reconstruction,latents", "--report.n-bootstrap", "100"]
+    flags = [
+        "--models",
+        str(tiny_dir),
+        "--tokens.context",
+        "32",
+        "--tokens.train",
+        "4096",
+        "--tokens.eval",
+        "256",
+        "--tokens.interp",
+        "2048",
+        "--tokens.interp-window",
+        "16",
+        "--tokens.model-batch",
+        "16",
+        "--train.batch-size",
+        "256",
+        "--train.warmup-steps",
+        "4",
+        "--metrics",
+        "reconstruction,latents",
+        "--report.n-bootstrap",
+        "100",
+    ]
     for k, v in small["autointerp"]["examples"].items():
         flags += [f"--autointerp.examples.{k.replace('_', '-')}", str(v)]
     rc = main(["audit", "--sae", str(folder), "--out", str(tmp_path / "audit"), "--json", *flags])

@@ -86,7 +86,10 @@ def test_smollm2_capture_and_scores(smollm2):
 def test_per_window_sums_do_not_depend_on_the_batching(tiny):
     """The bootstrap's units: each window's sums are the same computed alone or in a batch, and add up to the totals."""
     batched = downstream_metrics(tiny.model, WINDOWS, 1, lambda x: 0.5 * x, batch_size=len(WINDOWS))
-    alone = [downstream_metrics(tiny.model, WINDOWS[i : i + 1], 1, lambda x: 0.5 * x, mean=mean_activation(tiny.model, WINDOWS, 1)) for i in range(len(WINDOWS))]
+    alone = [
+        downstream_metrics(tiny.model, WINDOWS[i : i + 1], 1, lambda x: 0.5 * x, mean=mean_activation(tiny.model, WINDOWS, 1))
+        for i in range(len(WINDOWS))
+    ]
     for key, per_window in batched.sums.items():
         torch.testing.assert_close(per_window, torch.cat([a.sums[key] for a in alone]), rtol=1e-5, atol=1e-6)
     res = batched.summary()

@@ -14,7 +14,9 @@ from nullsae.models import LoadedModel
 from nullsae.sae import SAE, SAEConfig
 
 D = 16
-ENTITIES = {f"e{i}": {"color": "red" if i % 2 == 0 else "blue", "size": "big" if i % 4 < 2 else "small", "shape": "round"} for i in range(12)}
+ENTITIES = {
+    f"e{i}": {"color": "red" if i % 2 == 0 else "blue", "size": "big" if i % 4 < 2 else "small", "shape": "round"} for i in range(12)
+}
 
 
 def planted_llama() -> LoadedModel:
@@ -30,8 +32,19 @@ def planted_llama() -> LoadedModel:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", pad_token="<pad>", unk_token="<unk>")
-    cfg = LlamaConfig(vocab_size=len(words), hidden_size=D, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=32, tie_word_embeddings=False, bos_token_id=1, eos_token_id=0, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=len(words),
+        hidden_size=D,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
@@ -74,10 +87,16 @@ def planted_sae() -> SAE:
 
 
 def planted_facts() -> FactSet:
-    return FactSet.model_validate({"entity_types": {"thing": {
-        "attributes": {"color": ["{entity} color"], "size": ["{entity} size"], "shape": ["{entity} shape"]},
-        "entities": ENTITIES,
-    }}})
+    return FactSet.model_validate(
+        {
+            "entity_types": {
+                "thing": {
+                    "attributes": {"color": ["{entity} color"], "size": ["{entity} size"], "shape": ["{entity} shape"]},
+                    "entities": ENTITIES,
+                }
+            }
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +188,16 @@ def test_bundled_model_knows_capitals_and_entity_positions_are_right(smollm2):
     full = load_facts()
     country = full.entity_types["country"]
     names = ["France", "Japan", "Germany", "Italy", "South Korea", "Egypt"]
-    facts = FactSet.model_validate({"entity_types": {"country": {
-        "attributes": {"capital": country.attributes["capital"][:1]},
-        "entities": {n: {"capital": country.entities[n]["capital"]} for n in names},
-    }}})
+    facts = FactSet.model_validate(
+        {
+            "entity_types": {
+                "country": {
+                    "attributes": {"capital": country.attributes["capital"][:1]},
+                    "entities": {n: {"capital": country.entities[n]["capital"]} for n in names},
+                }
+            }
+        }
+    )
     prep = prepare_facts(smollm2, 6, EditingConfig(), facts)
     tok = smollm2.tokenizer
     for p in prep.prompts:

@@ -61,8 +61,18 @@ def test_saelens_figures_match_saelens(tmp_path):
     assert ours.saelens_explained_variance == pytest.approx(calc.compute(), rel=1e-5)  # SAELens squares in float32
     replay = _Replay(xs)
     theirs, _ = get_sparsity_and_variance_metrics(
-        sae, replay, replay, ActivationScaler(), n_batches=NB, compute_l2_norms=True, compute_sparsity_metrics=True,
-        compute_variance_metrics=True, compute_featurewise_density_statistics=False, eval_batch_size_prompts=1, model_kwargs={})
+        sae,
+        replay,
+        replay,
+        ActivationScaler(),
+        n_batches=NB,
+        compute_l2_norms=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+        compute_featurewise_density_statistics=False,
+        eval_batch_size_prompts=1,
+        model_kwargs={},
+    )
     assert ours.saelens_explained_variance == pytest.approx(theirs["explained_variance"], abs=1e-6)
     assert ours.saelens_explained_variance_legacy == pytest.approx(theirs["explained_variance_legacy"], abs=1e-5)
     # nullsae's EV is SAELens's current definition; its other figures agree too
@@ -85,8 +95,17 @@ def test_saebench_figures_match_saebench(tmp_path):
     ours = library_ev(list(zip(xs, recons)))
     replay = _Replay(xs)
     theirs, _ = core.get_sparsity_and_variance_metrics(
-        sae, replay, replay, n_batches=NB, compute_l2_norms=True, compute_sparsity_metrics=True,
-        compute_variance_metrics=True, compute_featurewise_density_statistics=False, eval_batch_size_prompts=1, model_kwargs={})
+        sae,
+        replay,
+        replay,
+        n_batches=NB,
+        compute_l2_norms=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+        compute_featurewise_density_statistics=False,
+        eval_batch_size_prompts=1,
+        model_kwargs={},
+    )
     assert ours.saebench_explained_variance == pytest.approx(theirs["explained_variance"], rel=1e-5)
     assert ours.saebench_explained_variance_legacy == pytest.approx(theirs["explained_variance_legacy"], abs=1e-5)
 

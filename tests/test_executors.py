@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from runner_helpers import tiny_model_dir, tiny_run_config
 
 from nullsae.assets import package_dir
 from nullsae.errors import UserError
 from nullsae.experiment.executors import LocalExecutor, RayExecutor, make_executor
-from runner_helpers import tiny_model_dir, tiny_run_config
 
 pytest.importorskip("ray")
 
@@ -37,8 +37,21 @@ def ray_address():
     port = _free_port()
     temp = Path(tempfile.mkdtemp(prefix="nsray", dir="/tmp"))  # short: Ray's socket paths have a length limit
     ray_bin = Path(sys.executable).with_name("ray")
-    proc = subprocess.Popen([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                             "--disable-usage-stats", "--block", f"--temp-dir={temp}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--block",
+            f"--temp-dir={temp}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

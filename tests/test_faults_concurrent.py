@@ -69,7 +69,9 @@ def test_synth_on_a_resume_folder_in_use_exits_2(tmp_path):
 
 def test_toy_on_an_output_folder_in_use_exits_2(tmp_path):
     with Holder(tmp_path / "toy") as h:
-        res = nullsae("toy", "superposition", "--seeds", "0", "--coefs", "0.1", "--epochs", "1", "--samples", "256", "--out", str(tmp_path / "toy"))
+        res = nullsae(
+            "toy", "superposition", "--seeds", "0", "--coefs", "0.1", "--epochs", "1", "--samples", "256", "--out", str(tmp_path / "toy")
+        )
     assert_clean_error(res, "toy output folder", f"process {h.proc.pid}")
 
 
@@ -93,9 +95,11 @@ def test_run_on_a_run_folder_in_use_exits_2_and_writes_nothing(tiny_folder, tmp_
 
 def test_taking_a_lock_removes_what_a_killed_holder_half_wrote(tmp_path):
     """SIGKILL in the middle of a write leaves `.NAME.XXXX.tmp`; the next holder of the folder removes it."""
-    code = ("import os, sys, time\nfrom nullsae import io_utils\nfrom nullsae.locks import folder_lock\n"
-            "with folder_lock(sys.argv[1]):\n"
-            "    io_utils.atomic_write(os.path.join(sys.argv[1], 'sub', 'big.bin'), lambda tmp: (print('writing', flush=True), time.sleep(120)))\n")
+    code = (
+        "import os, sys, time\nfrom nullsae import io_utils\nfrom nullsae.locks import folder_lock\n"
+        "with folder_lock(sys.argv[1]):\n"
+        "    io_utils.atomic_write(os.path.join(sys.argv[1], 'sub', 'big.bin'), lambda tmp: (print('writing', flush=True), time.sleep(120)))\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env())
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)

@@ -6,9 +6,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fault_helpers import assert_clean_error, embedding_key, nullsae, result_files, save_model_folder, temp_files, tiny_folder, write_run_config  # noqa: F401
-
 from conftest import tiny_model
+from fault_helpers import (  # noqa: F401
+    assert_clean_error,
+    embedding_key,
+    nullsae,
+    result_files,
+    save_model_folder,
+    temp_files,
+    tiny_folder,
+    write_run_config,
+)
+
 from nullsae.activations import DegenerateActivations, LiveStream, SpreadCheck, fill_cache
 from nullsae.models import LoadedModel
 
@@ -27,7 +36,9 @@ def _nan_rows(state: dict[str, torch.Tensor]) -> None:
 def test_nan_in_a_model_folder_is_one_error_naming_where_and_how_much(tiny_folder, tmp_path):
     """A few NaN weights (one embedding row): `activations` exits 2 naming model, variant, layer and the share."""
     bad = save_model_folder(tiny_folder, tmp_path / "nan-model", _nan_rows)
-    res = nullsae("activations", "--model", str(bad), "--layers", "1", "--tokens", "2048", "--window", "32", "--cache-dir", str(tmp_path / "cache"))
+    res = nullsae(
+        "activations", "--model", str(bad), "--layers", "1", "--tokens", "2048", "--window", "32", "--cache-dir", str(tmp_path / "cache")
+    )
     assert_clean_error(res, "model nan-model", "variant trained", "layer 1", "NaN or inf", "%) of windows")
     assert not list((tmp_path / "cache").rglob("layer_1/meta.json")) and not list((tmp_path / "cache").rglob("shard_*"))
     assert not temp_files(tmp_path)

@@ -36,8 +36,10 @@ def test_a_write_past_the_file_size_limit_is_one_line_and_leaves_nothing(tmp_pat
         "atomic_torch_save": f"io_utils.atomic_torch_save({{'a': torch.zeros({LIMIT})}}, p)",
         "write_parquet": f"io_utils.write_parquet(p, pd.DataFrame({{'a': np.random.rand({LIMIT})}}))",
     }[writer]
-    code = ("import sys, numpy as np, pandas as pd, torch\nfrom nullsae import io_utils\nfrom nullsae.errors import UserError\n"
-            f"p = {str(target)!r}\ntry:\n    {make}\nexcept UserError as e:\n    print(e); sys.exit(2)\n")
+    code = (
+        "import sys, numpy as np, pandas as pd, torch\nfrom nullsae import io_utils\nfrom nullsae.errors import UserError\n"
+        f"p = {str(target)!r}\ntry:\n    {make}\nexcept UserError as e:\n    print(e); sys.exit(2)\n"
+    )
     res = python(code, file_size_limit=LIMIT)
     assert res.returncode == 2, res.stderr[-2000:]
     assert f"cannot write {target}" in res.stdout and "ulimit -f" in res.stdout
@@ -47,8 +49,10 @@ def test_a_write_past_the_file_size_limit_is_one_line_and_leaves_nothing(tmp_pat
 def test_a_failed_overwrite_keeps_the_old_file(tmp_path):
     target = tmp_path / "state.bin"
     target.write_bytes(b"old")
-    code = (f"from nullsae import io_utils\nfrom nullsae.errors import UserError\ntry:\n    io_utils.write_bytes({str(target)!r}, b'y' * {4 * LIMIT})\n"
-            "except UserError as e:\n    print(e)\n")
+    code = (
+        f"from nullsae import io_utils\nfrom nullsae.errors import UserError\ntry:\n    io_utils.write_bytes({str(target)!r}, b'y' * {4 * LIMIT})\n"
+        "except UserError as e:\n    print(e)\n"
+    )
     res = python(code, file_size_limit=LIMIT)
     assert "cannot write" in res.stdout, res.stderr[-2000:]
     assert target.read_bytes() == b"old" and not temp_files(tmp_path)
@@ -106,8 +110,20 @@ def test_synth_results_are_printed_when_out_hits_the_size_limit(tmp_path):
 
 def test_activations_past_the_size_limit_leave_no_layer(tiny_folder, tmp_path):
     cache = tmp_path / "cache"
-    res = nullsae("activations", "--model", str(tiny_folder), "--layers", "1", "--tokens", "4096", "--window", "32", "--cache-dir", str(cache),
-                  file_size_limit=LIMIT)
+    res = nullsae(
+        "activations",
+        "--model",
+        str(tiny_folder),
+        "--layers",
+        "1",
+        "--tokens",
+        "4096",
+        "--window",
+        "32",
+        "--cache-dir",
+        str(cache),
+        file_size_limit=LIMIT,
+    )
     assert_clean_error(res, "cannot write", "shard_", "ulimit -f")
     assert not list(cache.rglob("layer_1/meta.json")) and not list(cache.rglob("shard_*")) and not temp_files(cache)
 
@@ -151,5 +167,7 @@ def test_autointerp_out_naming_a_file_fails_before_the_model_runs(tmp_path):
     torch.manual_seed(0)
     save_sae(SAE(SAEConfig(arch="topk", d_in=32, n_latents=64, k=4)), tmp_path / "sae")
     (tmp_path / "taken").write_text("x")
-    res = nullsae("autointerp", "--sae", str(tmp_path / "sae"), "--layer", "1", "--model", "/nonexistent/model", "--out", str(tmp_path / "taken"))
+    res = nullsae(
+        "autointerp", "--sae", str(tmp_path / "sae"), "--layer", "1", "--model", "/nonexistent/model", "--out", str(tmp_path / "taken")
+    )
     assert_clean_error(res, "taken is a file, not a folder")  # not the missing model: the output folder is checked first

@@ -49,7 +49,19 @@ def test_synth_killed_twice_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_activations_killed_mid_fill_resume_to_the_same_cache(tiny_folder, tmp_path):
     def args(root: Path) -> list[str]:
-        return ["activations", "--model", str(tiny_folder), "--layers", "0,2", "--tokens", "16384", "--window", "32", "--cache-dir", str(root)]
+        return [
+            "activations",
+            "--model",
+            str(tiny_folder),
+            "--layers",
+            "0,2",
+            "--tokens",
+            "16384",
+            "--window",
+            "32",
+            "--cache-dir",
+            str(root),
+        ]
 
     _ok(nullsae(*args(tmp_path / "whole")))
     rng = random.Random(7)
@@ -66,8 +78,30 @@ def test_activations_killed_mid_fill_resume_to_the_same_cache(tiny_folder, tmp_p
 @pytest.mark.slow
 def test_toy_sweep_killed_resumes_to_the_same_runs(tmp_path):
     def args(out: Path) -> list[str]:
-        return ["toy", "superposition", "--seeds", "0", "--coefs", "0.01", "0.1", "1.0", "--epochs", "3", "--samples", "1024",
-                "--latents", "32", "--max-stack", "1", "--data", "inputs", "gaussian", "--out", str(out), "--json"]
+        return [
+            "toy",
+            "superposition",
+            "--seeds",
+            "0",
+            "--coefs",
+            "0.01",
+            "0.1",
+            "1.0",
+            "--epochs",
+            "3",
+            "--samples",
+            "1024",
+            "--latents",
+            "32",
+            "--max-stack",
+            "1",
+            "--data",
+            "inputs",
+            "gaussian",
+            "--out",
+            str(out),
+            "--json",
+        ]
 
     _ok(nullsae(*args(tmp_path / "whole")))
     cut = tmp_path / "cut"
@@ -90,8 +124,29 @@ def test_autointerp_killed_resumes_to_the_same_scores(tiny_folder, tmp_path):
     save_sae(SAE(SAEConfig(arch="topk", d_in=32, n_latents=64, k=4)), tmp_path / "sae")
 
     def args(out: Path) -> list[str]:
-        return ["autointerp", "--sae", str(tmp_path / "sae"), "--layer", "1", "--model", str(tiny_folder), "--tokens", "8192", "--latents", "8",
-                "--min-examples", "2", "--window", "16", "--explainer", "tokens", "--scorers", "tokens", "--out", str(out)]
+        return [
+            "autointerp",
+            "--sae",
+            str(tmp_path / "sae"),
+            "--layer",
+            "1",
+            "--model",
+            str(tiny_folder),
+            "--tokens",
+            "8192",
+            "--latents",
+            "8",
+            "--min-examples",
+            "2",
+            "--window",
+            "16",
+            "--explainer",
+            "tokens",
+            "--scorers",
+            "tokens",
+            "--out",
+            str(out),
+        ]
 
     _ok(nullsae(*args(tmp_path / "whole")))
     cut = tmp_path / "cut"

@@ -26,7 +26,9 @@ def test_a_dictionary_of_1e11_latents_is_refused_at_once():
     """The issue's example: `--sae.n-latents 100000000000` asked the allocator for terabytes."""
     cfg = _cfg(sae=dict(n_latents=100_000_000_000, k=4))
     t0 = time.time()
-    with pytest.raises(UserError, match=r"needs about [\d,.]+ GiB but only [\d,.]+ (GiB|MiB) of available memory is left; lower --sae.n-latents"):
+    with pytest.raises(
+        UserError, match=r"needs about [\d,.]+ GiB but only [\d,.]+ (GiB|MiB) of available memory is left; lower --sae.n-latents"
+    ):
         check_plan_memory(plan(cfg, lambda m: ModelShape(n_layers=3, d_model=576)))
     assert time.time() - t0 < 5
 

@@ -37,7 +37,10 @@ def test_every_fault_file_has_a_category():
 
 def test_the_docs_table_gives_each_categorys_case_count():
     text = (ROOT / "docs" / "faults.md").read_text(encoding="utf-8")
-    rows = {m.group(1).strip(): (m.group(2).strip(), int(m.group(3))) for m in re.finditer(r"^\|([^|]+)\|\s*`tests/([^`]+)`\s*\|\s*(\d+)\s*\|", text, re.M)}
+    rows = {
+        m.group(1).strip(): (m.group(2).strip(), int(m.group(3)))
+        for m in re.finditer(r"^\|([^|]+)\|\s*`tests/([^`]+)`\s*\|\s*(\d+)\s*\|", text, re.M)
+    }
     expected = {cat: (name, _cases(ROOT / "tests" / name)) for name, cat in CATEGORIES.items()}
     assert rows == expected, "update docs/faults.md: " + "; ".join(f"{c}: {n} cases" for c, (_, n) in expected.items())
     total = int(re.search(r"\*\*(\d+) cases\*\*", text).group(1))

@@ -141,8 +141,14 @@ def test_run_never_suggests_flags_it_lacks(tiny_folder, tmp_path, capsys):
 @pytest.mark.slow
 def test_min_examples_above_every_count_is_a_warning_and_a_report_on_every_rerun(tiny_folder, tmp_path):
     """The issue's example: `min_examples` larger than any latent's count crashed the runner on every rerun."""
-    cfg = write_run_config(tmp_path / "run.yaml", tiny_folder, variants=["trained"], layers=[1], baselines=dict(layers=[], kinds=[]),
-                           metrics=["latents", "autointerp"])
+    cfg = write_run_config(
+        tmp_path / "run.yaml",
+        tiny_folder,
+        variants=["trained"],
+        layers=[1],
+        baselines=dict(layers=[], kinds=[]),
+        metrics=["latents", "autointerp"],
+    )
     args = ("run", str(cfg), "--autointerp.examples.min-examples", "1000000", "--out", str(tmp_path / "run"))
     for attempt in range(2):  # the rerun finds every part done and reports again
         res = nullsae(*args)

@@ -25,8 +25,13 @@ def logged_run(tmp_path_factory) -> tuple[Path, str]:
     config.write_text(yaml.safe_dump(tiny_config(tiny_model_dir(root / "tiny-llama"), metrics=["reconstruction", "latents"])))
     out, log = root / "run", root / "stderr.log"
     with open(log, "wb") as err:
-        proc = subprocess.run([sys.executable, "-m", "nullsae.cli", "run", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
-                              stderr=err, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "nullsae.cli", "run", str(config), "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=600,
+        )
     text = log.read_text(encoding="utf-8")
     assert proc.returncode == 0, text[-2000:]
     return out, text
@@ -88,7 +93,12 @@ def test_ls_lists_every_trained_sae(tiny_run, capsys):
     for r in rows:
         info = json.loads((Path(r["path"]).parent / "cell.json").read_text())
         assert (r["variant"], r["layer"], r["arch"], r["baseline"], r["seed"]) == (
-            info["variant"], info["layer"], info["arch"], info["baseline"], info["seed"])
+            info["variant"],
+            info["layer"],
+            info["arch"],
+            info["baseline"],
+            info["seed"],
+        )
     assert {r["variant"] for r in rows} == {"trained", "control"} and {r["layer"] for r in rows} == {0, 2}
     assert sum(r["baseline"] != "none" for r in rows) == 3
 
@@ -122,9 +132,39 @@ def one_sae(tiny_run) -> dict:
 COMMANDS_WITH_SAE = {
     "probe": ["--tasks", "topic:history", "--n-train", "8", "--n-test", "6", "--ks", "1", "--max-tokens", "24"],
     "edit": ["--grid", "1,4", "--max-pairs", "4", "--min-facts", "2"],
-    "audit": ["--metrics", "reconstruction", "--tokens.context", "32", "--tokens.train", "2048", "--tokens.eval", "256",
-              "--train.batch-size", "256", "--train.warmup-steps", "4", "--report.n-bootstrap", "100", "--threads", "1", "--quiet"],
-    "autointerp": ["--tokens", "512", "--window", "16", "--latents", "3", "--min-examples", "2", "--explainer", "tokens", "--scorers", "tokens"],
+    "audit": [
+        "--metrics",
+        "reconstruction",
+        "--tokens.context",
+        "32",
+        "--tokens.train",
+        "2048",
+        "--tokens.eval",
+        "256",
+        "--train.batch-size",
+        "256",
+        "--train.warmup-steps",
+        "4",
+        "--report.n-bootstrap",
+        "100",
+        "--threads",
+        "1",
+        "--quiet",
+    ],
+    "autointerp": [
+        "--tokens",
+        "512",
+        "--window",
+        "16",
+        "--latents",
+        "3",
+        "--min-examples",
+        "2",
+        "--explainer",
+        "tokens",
+        "--scorers",
+        "tokens",
+    ],
 }
 
 
@@ -200,14 +240,19 @@ def test_every_flag_has_help_that_shows_its_default(command):
     assert not missing, missing
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--scorers", "detection"], "the detection scorer needs an LLM"),
-    (["--scorers", "tokens,foo"], "unknown scorer 'foo'"),
-    (["--explainer", "gpt4"], "--explainer 'gpt4' names no LLM"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scorers", "detection"], "the detection scorer needs an LLM"),
+        (["--scorers", "tokens,foo"], "unknown scorer 'foo'"),
+        (["--explainer", "gpt4"], "--explainer 'gpt4' names no LLM"),
+    ],
+)
 def test_autointerp_refuses_a_setup_that_cannot_work_before_loading(argv, message, one_sae, tmp_path, capsys):
     """The model named does not exist: the error is about the setup, so nothing was loaded first."""
-    rc = main(["autointerp", "--sae", one_sae["path"], "--layer", "2", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"), *argv])
+    rc = main(
+        ["autointerp", "--sae", one_sae["path"], "--layer", "2", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"), *argv]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o").exists()
@@ -217,7 +262,9 @@ def test_autointerp_finds_layer_and_model_in_the_sae_files(one_sae, tmp_path, ca
     """An SAE whose files record its hook and model (SAELens format) needs neither --layer nor --model."""
     from nullsae.sae.io import load_sae, save_sae
 
-    folder = save_sae(load_sae(one_sae["path"]), tmp_path / "saelens", fmt="saelens", hook="blocks.2.hook_resid_post", model=one_sae["model"])
+    folder = save_sae(
+        load_sae(one_sae["path"]), tmp_path / "saelens", fmt="saelens", hook="blocks.2.hook_resid_post", model=one_sae["model"]
+    )
     argv = ["autointerp", "--sae", str(folder), "--out", str(tmp_path / "out"), *COMMANDS_WITH_SAE["autointerp"]]
     assert main(argv) == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "latents.parquet").exists()
@@ -226,17 +273,23 @@ def test_autointerp_finds_layer_and_model_in_the_sae_files(one_sae, tmp_path, ca
 
 
 def test_off_a_terminal_the_hugging_face_libraries_draw_no_bars(tmp_path):
-    code = ("import os; from nullsae.cli import main; main(['ls', os.getcwd()]); "
-            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    code = (
+        "import os; from nullsae.cli import main; main(['ls', os.getcwd()]); "
+        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    )
     env = {k: v for k, v in os.environ.items() if not k.endswith("DISABLE_PROGRESS_BARS")}
     with open(tmp_path / "err.log", "wb") as err:
-        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120
+        )
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_report_example_windows_are_whole_strings(tiny_run):
     """The stored example windows are pieces of each window's whole-string decoding: no lone byte halves."""
-    windows = [w for f in (tiny_run / "cells").glob("*/latents-examples-*.json") for lat in json.loads(f.read_text()) for w in lat["windows"]]
+    windows = [
+        w for f in (tiny_run / "cells").glob("*/latents-examples-*.json") for lat in json.loads(f.read_text()) for w in lat["windows"]
+    ]
     assert windows
     for w in windows:
         assert len(w["tokens"]) == len(w["acts"]) and "\ufffd" not in "".join(w["tokens"])

@@ -94,6 +94,7 @@ def test_corrupt_and_mismatched_files_are_user_errors(tmp_path):
 
 # ----- every config field that changes encode or decode, against the peer libraries' own code ---------
 
+
 def _randomised(module, seed=0):
     """Give every float parameter of a peer's SAE random values (their inits leave biases at zero)."""
     gen = torch.Generator().manual_seed(seed)
@@ -128,11 +129,20 @@ def test_saelens_fields_encode_as_saelens_does(tmp_path, arch, fields):
     sae_lens = pytest.importorskip("sae_lens")
     from nullsae.sae.io import load_sae_source
 
-    cfg = {"architecture": arch, "d_in": D, "d_sae": M, "k": K, "metadata": {"hook_name": "blocks.2.hook_resid_post", "model_name": "tiny"}, **fields}
+    cfg = {
+        "architecture": arch,
+        "d_in": D,
+        "d_sae": M,
+        "k": K,
+        "metadata": {"hook_name": "blocks.2.hook_resid_post", "model_name": "tiny"},
+        **fields,
+    }
     theirs = _randomised(sae_lens.SAE.from_dict({**cfg, "dtype": "float32"}))
     theirs.save_model(str(tmp_path / "s"))
     raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
-    (tmp_path / "s" / "cfg.json").write_text(json.dumps({**raw, **{k: v for k, v in fields.items() if k != "dtype"}}))  # every field in the file
+    (tmp_path / "s" / "cfg.json").write_text(
+        json.dumps({**raw, **{k: v for k, v in fields.items() if k != "dtype"}})
+    )  # every field in the file
     if "dtype" in fields:  # a bf16 checkpoint: nullsae upcasts and computes in float32, as SAELens does with dtype=float32
         raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
         raw["dtype"] = fields["dtype"]
@@ -171,15 +181,18 @@ def test_saelens_norm_scaling_factor_folds_as_saelens_does(tmp_path):
         assert torch.allclose(ours.decode(ours.encode(x)), theirs.decode(theirs.encode(x)), atol=1e-4)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("normalize_activations", "constant_norm_rescale", "normalize_activations"),
-    ("normalize_activations", "layer_norm", "normalize_activations"),
-    ("reshape_activations", "hook_z", "reshape_activations"),
-    ("architecture", "gated", "architecture"),
-    ("hook_name", "blocks.2.hook_mlp_out", "residual-stream"),
-    ("hook_name", "blocks.0.hook_resid_pre", "embeddings"),
-    ("dtype", "int8", "dtype"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("normalize_activations", "constant_norm_rescale", "normalize_activations"),
+        ("normalize_activations", "layer_norm", "normalize_activations"),
+        ("reshape_activations", "hook_z", "reshape_activations"),
+        ("architecture", "gated", "architecture"),
+        ("hook_name", "blocks.2.hook_mlp_out", "residual-stream"),
+        ("hook_name", "blocks.0.hook_resid_pre", "embeddings"),
+        ("dtype", "int8", "dtype"),
+    ],
+)
 def test_saelens_fields_nullsae_cannot_apply_are_refused_by_name(tmp_path, field, value, match):
     sae, _ = _trained("topk")
     save_sae(sae, tmp_path / "s", fmt="saelens")
@@ -232,8 +245,15 @@ def save_dictionary_learning(ae, folder, dict_class, layer=2, lm_name="tiny"):
     """What dictionary_learning's trainSAE writes: ae.pt (a state dict) and config.json."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(ae.state_dict(), folder / "ae.pt")
-    trainer = {"dict_class": dict_class, "activation_dim": ae.activation_dim, "dict_size": ae.dict_size, "k": K, "layer": layer, "lm_name": lm_name,
-               "submodule_name": f"resid_post_layer_{layer}"}
+    trainer = {
+        "dict_class": dict_class,
+        "activation_dim": ae.activation_dim,
+        "dict_size": ae.dict_size,
+        "k": K,
+        "layer": layer,
+        "lm_name": lm_name,
+        "submodule_name": f"resid_post_layer_{layer}",
+    }
     (folder / "config.json").write_text(json.dumps({"trainer": trainer}))
     return folder
 
@@ -280,9 +300,14 @@ def _gemma_scope_npz(folder, seed=0):
 
     gen = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"w_enc": gen.normal(size=(D, M)).astype("float32"), "w_dec": gen.normal(size=(M, D)).astype("float32"),
-              "b_enc": gen.normal(size=M).astype("float32"), "b_dec": gen.normal(size=D).astype("float32"),
-              "threshold": np.abs(gen.normal(size=M)).astype("float32"), "scaling_factor": np.ones(1, dtype="float32")}
+    arrays = {
+        "w_enc": gen.normal(size=(D, M)).astype("float32"),
+        "w_dec": gen.normal(size=(M, D)).astype("float32"),
+        "b_enc": gen.normal(size=M).astype("float32"),
+        "b_dec": gen.normal(size=D).astype("float32"),
+        "threshold": np.abs(gen.normal(size=M)).astype("float32"),
+        "scaling_factor": np.ones(1, dtype="float32"),
+    }
     np.savez(folder / "params.npz", **arrays)
     return arrays
 
@@ -293,8 +318,18 @@ def test_gemma_scope_npz_encodes_as_saelens_does(tmp_path):
 
     arrays = _gemma_scope_npz(tmp_path / "g")
     # what sae-lens's get_gemma_2_config_from_hf gives, at this size
-    cfg = {"architecture": "jumprelu", "d_in": D, "d_sae": M, "dtype": "float32", "model_name": "gemma-2-2b", "hook_name": "blocks.2.hook_resid_post",
-           "hook_head_index": None, "apply_b_dec_to_input": False, "normalize_activations": None, "finetuning_scaling_factor": False}
+    cfg = {
+        "architecture": "jumprelu",
+        "d_in": D,
+        "d_sae": M,
+        "dtype": "float32",
+        "model_name": "gemma-2-2b",
+        "hook_name": "blocks.2.hook_resid_post",
+        "hook_head_index": None,
+        "apply_b_dec_to_input": False,
+        "normalize_activations": None,
+        "finetuning_scaling_factor": False,
+    }
     with pytest.raises(UserError, match="without its config"):
         load_sae(tmp_path / "g")
     ours, source = load_sae_source(tmp_path / "g", cfg_overrides=cfg)

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from nullsae import assets
 from nullsae.errors import UserError
 from nullsae.models import load_model
 from nullsae.models.load import _gguf_cache_dir
-from nullsae import assets
 
 
 @pytest.mark.slow
@@ -27,11 +27,13 @@ def test_bundled_smollm2(smollm2):
 
 def test_local_folder_roundtrip(tmp_path):
     from conftest import tiny_model
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
     loaded = tiny_model("gpt2")
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<bos>": 0, "a": 1, "[UNK]": 2}, unk_token="[UNK]")), bos_token="<bos>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<bos>": 0, "a": 1, "[UNK]": 2}, unk_token="[UNK]")), bos_token="<bos>"
+    )
     loaded.model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     again = load_model(str(tmp_path / "m"))

@@ -38,35 +38,80 @@ def synthetic_tables(seed: int = 0, layers=(2, 8, 14), n_tok: int = 300, n_lat: 
         zero = clean + 3 + rng.random(n_tok)
         sae = clean + (zero - clean) * (0.2 if v == "trained" else 0.95)
         toks.append(pd.DataFrame({"key": key, "token": np.arange(n_tok), "sq_err": err, "sq_dev": dev, "cos": cos, "l1": l1}))
-        chunks.append(pd.DataFrame({"key": key, "unit": np.arange(n_tok), "ce_clean": clean, "ce_sae": sae, "ce_zero": zero,
-                                    "kl_sae": sae - clean, "kl_zero": zero - clean}))
+        chunks.append(
+            pd.DataFrame(
+                {
+                    "key": key,
+                    "unit": np.arange(n_tok),
+                    "ce_clean": clean,
+                    "ce_sae": sae,
+                    "ce_zero": zero,
+                    "kl_sae": sae - clean,
+                    "kl_zero": zero - clean,
+                }
+            )
+        )
         ent_mean = 0.9 if v == "control" else 0.3 + (0.03 * layer if v == "trained" else 0.0)
         ent = np.clip(rng.normal(ent_mean, 0.05, n_lat), 0, 1)
         dens = 10 ** rng.normal(-3, 1, 100)
         dens[:3] = 0
-        lats.append(pd.DataFrame({"key": key, "latent": np.arange(100), "density": dens, "entropy": np.r_[ent, np.full(100 - n_lat, np.nan)]}))
+        lats.append(
+            pd.DataFrame({"key": key, "latent": np.arange(100), "density": dens, "entropy": np.r_[ent, np.full(100 - n_lat, np.nan)]})
+        )
         sep = 0.3 if v == "control" else 1.5
         cell_scores = []
         for scorer in ("tokens", "embedding"):
             for lat in range(n_lat):
                 lab = np.r_[np.ones(n_ex), np.zeros(n_ex)].astype(int)
-                cell_scores.append(pd.DataFrame({"key": key, "scorer": scorer, "latent": lat, "label": lab, "score": rng.normal(lab * sep, 1.0)}))
+                cell_scores.append(
+                    pd.DataFrame({"key": key, "scorer": scorer, "latent": lat, "label": lab, "score": rng.normal(lab * sep, 1.0)})
+                )
         sc = pd.concat(cell_scores)
         scores.append(sc)
-        row = {"key": key, "model": "smollm2", "variant": v, "layer": layer, "arch": "topk", "baseline": b,
-               "ev": 1 - err.sum() / dev.sum(), "cosine": cos.mean(), "l1": l1.mean(), "l0": 32.0, "dead_fraction_eval": 0.03,
-               "ce_score": (zero.sum() - sae.sum()) / (zero.sum() - clean.sum()), "kl_score": 0.5,
-               "ce_ill_conditioned": v != "trained", "entropy": ent.mean()}
+        row = {
+            "key": key,
+            "model": "smollm2",
+            "variant": v,
+            "layer": layer,
+            "arch": "topk",
+            "baseline": b,
+            "ev": 1 - err.sum() / dev.sum(),
+            "cosine": cos.mean(),
+            "l1": l1.mean(),
+            "l0": 32.0,
+            "dead_fraction_eval": 0.03,
+            "ce_score": (zero.sum() - sae.sum()) / (zero.sum() - clean.sum()),
+            "kl_score": 0.5,
+            "ce_ill_conditioned": v != "trained",
+            "entropy": ent.mean(),
+        }
         for scorer in ("tokens", "embedding"):
             row[f"auroc_{scorer}"] = auroc(sc[sc.scorer == scorer].score.to_numpy(), sc[sc.scorer == scorer].label.to_numpy())
             row[f"auroc_{scorer}_mean"] = row[f"auroc_{scorer}"]
         rows.append(row)
-        examples[key] = [{"latent": 3, "explanation": EVIL, "scores": {"tokens": 0.9}, "entropy": 0.4,
-                          "windows": [{"tokens": ["<img src=x onerror=alert(1)>", " the", " cat"], "acts": [0.0, 1.0, 0.5]}]}]
-    manifest = {"config": {"models": ["smollm2"], "variants": VARIANTS, "layers": list(layers), "sae": {"archs": ["topk"]}},
-                "created": "2026-01-01T00:00:00Z", "git_commit": "abc"}
-    return ResultTables(metrics=pd.DataFrame(rows), tokens=pd.concat(toks, ignore_index=True), chunks=pd.concat(chunks, ignore_index=True),
-                        latents=pd.concat(lats, ignore_index=True), scores=pd.concat(scores, ignore_index=True), examples=examples, manifest=manifest)
+        examples[key] = [
+            {
+                "latent": 3,
+                "explanation": EVIL,
+                "scores": {"tokens": 0.9},
+                "entropy": 0.4,
+                "windows": [{"tokens": ["<img src=x onerror=alert(1)>", " the", " cat"], "acts": [0.0, 1.0, 0.5]}],
+            }
+        ]
+    manifest = {
+        "config": {"models": ["smollm2"], "variants": VARIANTS, "layers": list(layers), "sae": {"archs": ["topk"]}},
+        "created": "2026-01-01T00:00:00Z",
+        "git_commit": "abc",
+    }
+    return ResultTables(
+        metrics=pd.DataFrame(rows),
+        tokens=pd.concat(toks, ignore_index=True),
+        chunks=pd.concat(chunks, ignore_index=True),
+        latents=pd.concat(lats, ignore_index=True),
+        scores=pd.concat(scores, ignore_index=True),
+        examples=examples,
+        manifest=manifest,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,17 +190,31 @@ def _near(img: np.ndarray, rgb: tuple[int, int, int], tol: int = 12) -> np.ndarr
     return (np.abs(img[..., :3].astype(int) - np.array(rgb)) <= tol).all(-1)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium); the report render test needs it")
+@pytest.mark.skipif(
+    _chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium); the report render test needs it"
+)
 def test_report_renders_in_headless_chromium(report, tmp_path):
     """Screenshot the report offline: the verdict table (green/red cells) at the top, the figures below."""
     import matplotlib.image as mpimg
 
     rep, _ = report
     shot = tmp_path / "shot.png"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,4000",
-           f"--screenshot={shot}", rep.path.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1280,4000",
+        f"--screenshot={shot}",
+        rep.path.as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, timeout=120, check=False)
     assert shot.exists(), "chromium wrote no screenshot"
     img = (mpimg.imread(shot) * 255).astype(np.uint8)
@@ -165,7 +224,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     red = _near(top, (0xF6, 0xD0, 0xD0)).sum()
     assert green > 5000 and red > 5000, (green, red)  # the verdict table, first on the page
     rows_with_table = np.nonzero(_near(img, (0xC7, 0xEC, 0xC7)).any(1) | _near(img, (0xF6, 0xD0, 0xD0)).any(1))[0]
-    below = img[rows_with_table.min():]
+    below = img[rows_with_table.min() :]
     # figure pixels: the variant line colours of Fig. 3 occur only inside the embedded PNGs
     orange = _near(below, (0xFF, 0x7F, 0x0E), 20).sum()
     blue = _near(below, (0x1F, 0x77, 0xB4), 20).sum()

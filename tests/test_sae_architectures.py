@@ -168,7 +168,7 @@ def test_jumprelu_threshold_gradient_is_the_straight_through_estimator():
     g_out = torch.randn_like(z)
     (z * g_out).sum().backward()
     window = ((pre - theta).abs() < eps / 2).float()
-    expected_theta_grad = (-(theta / eps) * (g_out * window).sum(0))
+    expected_theta_grad = -(theta / eps) * (g_out * window).sum(0)
     assert torch.allclose(sae.log_threshold.grad, expected_theta_grad * theta, atol=1e-4, rtol=1e-4)
 
 

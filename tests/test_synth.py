@@ -80,7 +80,21 @@ def test_paper_setting_is_per_architecture_and_explicit_options_override_it():
     assert key(cfg("--arch", "topk", "--paper")) == (11_000, 3e-3, 0.0, None, 2_000_000)
     assert key(cfg("--arch", "jumprelu", "--paper")) == (20_000, 3e-3, 0.0, None, 2_000_000)
     assert key(cfg("--arch", "relu", "--paper")) == (40_000, 3e-3, 0.2, None, 2_000_000)
-    mine = cfg("--arch", "batchtopk", "--paper", "--steps", "9000", "--dead-tokens", "5000", "--lr-drop-step", "3000", "--lr", "1e-3", "--decay-fraction", "0")
+    mine = cfg(
+        "--arch",
+        "batchtopk",
+        "--paper",
+        "--steps",
+        "9000",
+        "--dead-tokens",
+        "5000",
+        "--lr-drop-step",
+        "3000",
+        "--lr",
+        "1e-3",
+        "--decay-fraction",
+        "0",
+    )
     assert key(mine) == (9000, 1e-3, 0.0, 3000, 5000)
     assert key(cfg("--arch", "batchtopk")) == (2_000, 2e-3, 0.2, None, 2_000_000)
 

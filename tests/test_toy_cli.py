@@ -44,7 +44,22 @@ def _json_last_line(capsys) -> dict:
 def test_glove_file_sweep_json_and_files(tmp_path, capsys):
     vecs = np.random.default_rng(1).normal(size=(300, 8)).astype(np.float32)
     np.save(tmp_path / "v.npy", vecs)
-    argv = ["toy", "glove", "--vectors", str(tmp_path / "v.npy"), "--latents", "16", "--coefs", "0.01", "0.3", "--epochs", "2", "--json", "--out", str(tmp_path / "g")]
+    argv = [
+        "toy",
+        "glove",
+        "--vectors",
+        str(tmp_path / "v.npy"),
+        "--latents",
+        "16",
+        "--coefs",
+        "0.01",
+        "0.3",
+        "--epochs",
+        "2",
+        "--json",
+        "--out",
+        str(tmp_path / "g"),
+    ]
     assert main(argv) == 0
     res = _json_last_line(capsys)
     assert res["experiment"] == "glove"
@@ -57,7 +72,27 @@ def test_glove_file_sweep_json_and_files(tmp_path, capsys):
 
 
 def test_superposition_reduced_sweep_has_mmcs(tmp_path, capsys):
-    argv = ["toy", "superposition", "--samples", "300", "--latents", "16", "--seeds", "0", "1", "--coefs", "0.03", "--epochs", "1", "--data", "inputs", "gaussian", "--json", "--out", str(tmp_path)]
+    argv = [
+        "toy",
+        "superposition",
+        "--samples",
+        "300",
+        "--latents",
+        "16",
+        "--seeds",
+        "0",
+        "1",
+        "--coefs",
+        "0.03",
+        "--epochs",
+        "1",
+        "--data",
+        "inputs",
+        "gaussian",
+        "--json",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     res = _json_last_line(capsys)
     by = {p["data"]: p for p in res["points"]}
@@ -66,18 +101,51 @@ def test_superposition_reduced_sweep_has_mmcs(tmp_path, capsys):
     assert by["inputs"]["sem"]["ev"] is not None  # two seeds
     assert res["train_seconds"] > 0 and res["threads"] >= 1
     assert [(f["data"], f["ev"]) for f in res["frontier_at_ev"]] == [(d, ev) for ev in (0.8, 0.9) for d in ("inputs", "gaussian")]
-    for fig in ("fig05_mmcs.png", "fig06_pareto_l1_sqrt_l2.png", "fig13_pareto_l0.png", "fig14_pareto_l1.png", "fig15_pareto_l1_sqrt_l2.png", "fig16_pareto_hoyer.png"):
+    for fig in (
+        "fig05_mmcs.png",
+        "fig06_pareto_l1_sqrt_l2.png",
+        "fig13_pareto_l0.png",
+        "fig14_pareto_l1.png",
+        "fig15_pareto_l1_sqrt_l2.png",
+        "fig16_pareto_hoyer.png",
+    ):
         assert (tmp_path / fig).stat().st_size > 0
 
 
 def test_other_sweeps_checkpoints_give_one_warning_line(tmp_path):
     """A sweep that cannot resume the unfinished work in OUT/checkpoints says so, in one stderr line."""
     (tmp_path / "checkpoints" / "0123456789abcdef").mkdir(parents=True)
-    argv = ["toy", "superposition", "--samples", "200", "--latents", "8", "--seeds", "0", "--coefs", "0.03", "--epochs", "1", "--data", "inputs", "--out", str(tmp_path)]
-    proc = subprocess.run([sys.executable, "-m", "nullsae.cli", *argv], check=False, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+    argv = [
+        "toy",
+        "superposition",
+        "--samples",
+        "200",
+        "--latents",
+        "8",
+        "--seeds",
+        "0",
+        "--coefs",
+        "0.03",
+        "--epochs",
+        "1",
+        "--data",
+        "inputs",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "nullsae.cli", *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     warning = [line for line in proc.stderr.splitlines() if "warning" in line]
-    assert len(warning) == 1 and warning[0].startswith("nullsae toy: warning:") and "other sweeps (0123456789abcdef)" in warning[0], proc.stderr
+    assert len(warning) == 1 and warning[0].startswith("nullsae toy: warning:") and "other sweeps (0123456789abcdef)" in warning[0], (
+        proc.stderr
+    )
     assert (tmp_path / "checkpoints" / "0123456789abcdef").is_dir()  # the other sweep's work is kept
 
 
@@ -104,7 +172,27 @@ def tiny_folder(tmp_path_factory):
 
 
 def test_embeddings_of_trained_and_null_variants(tiny_folder, tmp_path, capsys):
-    argv = ["toy", "embeddings", "--model", str(tiny_folder), "--variants", "trained", "rerandomized", "--latents", "16", "--coefs", "0.05", "--epochs", "2", "--data", "inputs", "mlp-inputs", "--json", "--out", str(tmp_path)]
+    argv = [
+        "toy",
+        "embeddings",
+        "--model",
+        str(tiny_folder),
+        "--variants",
+        "trained",
+        "rerandomized",
+        "--latents",
+        "16",
+        "--coefs",
+        "0.05",
+        "--epochs",
+        "2",
+        "--data",
+        "inputs",
+        "mlp-inputs",
+        "--json",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     res = _json_last_line(capsys)
     assert {p["data"] for p in res["points"]} == {"trained/inputs", "trained/mlp-inputs", "rerandomized/inputs", "rerandomized/mlp-inputs"}

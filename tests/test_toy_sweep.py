@@ -11,7 +11,16 @@ import torch
 
 from nullsae.errors import UserError
 from nullsae.toy.data import ToyData, sharkey, with_controls
-from nullsae.toy.sweep import CPU_STACK_ACTIVATION_BYTES, RunResult, SweepConfig, SweepPoint, _fitting_stack, run_sweep, sparsity_at_ev, summarize
+from nullsae.toy.sweep import (
+    CPU_STACK_ACTIVATION_BYTES,
+    RunResult,
+    SweepConfig,
+    SweepPoint,
+    _fitting_stack,
+    run_sweep,
+    sparsity_at_ev,
+    summarize,
+)
 
 
 def test_batched_equals_plain_loop():

@@ -67,7 +67,12 @@ def test_nonfinite_batches_are_skipped_and_counted_or_refused():
     assert res["topk"].tokens == 6 * 256
     assert all(torch.isfinite(p).all() for p in saes["topk"].parameters())
     with pytest.raises(UserError, match="NaN or inf"):
-        train_saes({"t": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))}, _NaNStream({1}), TrainConfig(steps=3, skip_nonfinite=False), progress=False)
+        train_saes(
+            {"t": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))},
+            _NaNStream({1}),
+            TrainConfig(steps=3, skip_nonfinite=False),
+            progress=False,
+        )
 
 
 def test_dead_latents_are_tracked():
@@ -82,13 +87,17 @@ def test_dead_latents_are_tracked():
 
 def test_corrupt_and_mismatched_checkpoints_are_user_errors(tmp_path):
     cfg = TrainConfig(steps=4, lr=1e-3, warmup_steps=0, checkpoint_every=2)
-    train_saes({"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False, stop_after=2)
+    train_saes(
+        {"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False, stop_after=2
+    )
     with pytest.raises(UserError, match="holds SAEs"):
         train_saes({"b": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(UserError, match="different config"):
         train_saes({"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=4))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)
     # a field TopK never reads (the relu L1 coefficient) does not block resuming
-    res = train_saes({"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8, l1_coef=0.1))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False)
+    res = train_saes(
+        {"a": SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=8, l1_coef=0.1))}, _stream(), cfg, checkpoint_dir=tmp_path, progress=False
+    )
     assert res["a"].steps == 4
     (tmp_path / "trainer.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt"):

@@ -124,10 +124,9 @@ def _hub_cache_repo(cache, repo_id: str, revisions: dict[str, int]) -> None:
     (a tiny GPT-NeoX model of the given seed plus a word-level tokenizer), refs naming each."""
     import hashlib
 
+    from conftest import tiny_model
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from conftest import tiny_model
 
     vocab = {f"w{i}": i for i in range(96)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))

@@ -22,8 +22,19 @@ def planted(trained_ev: dict[int, float], null_ev: dict[int, float], n_tok: int 
             key = f"{baseline}-{seed}"
             err = dev * (1 - ev) * rng.uniform(0.95, 1.05, n_tok)
             toks.append(pd.DataFrame({"key": key, "token": np.arange(n_tok), "sq_err": err, "sq_dev": dev, "cos": 0.9, "l1": 1.0}))
-            rows.append({"key": key, "model": "m", "variant": "trained", "layer": 3, "arch": "topk", "baseline": baseline, "seed": seed,
-                         "ev": 1 - err.sum() / dev.sum(), "same_weights": same_weights and baseline != "none"})
+            rows.append(
+                {
+                    "key": key,
+                    "model": "m",
+                    "variant": "trained",
+                    "layer": 3,
+                    "arch": "topk",
+                    "baseline": baseline,
+                    "seed": seed,
+                    "ev": 1 - err.sum() / dev.sum(),
+                    "same_weights": same_weights and baseline != "none",
+                }
+            )
     return ResultTables(metrics=pd.DataFrame(rows), tokens=pd.concat(toks, ignore_index=True))
 
 

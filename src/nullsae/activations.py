@@ -97,8 +97,9 @@ def fill_cache(
         return _fill_locked(loaded, windows, layers, Path(directory), batch_size, shard_tokens, dtype, progress)
 
 
-def _fill_locked(loaded: LoadedModel, windows: Tensor, layers: list[int], directory: Path, batch_size: int, shard_tokens: int, dtype: str,
-                 progress: bool) -> CacheReport:
+def _fill_locked(
+    loaded: LoadedModel, windows: Tensor, layers: list[int], directory: Path, batch_size: int, shard_tokens: int, dtype: str, progress: bool
+) -> CacheReport:
     _write_tokens(directory, windows, loaded)
     cached = [layer for layer in layers if (directory / f"layer_{layer}" / "meta.json").is_file()]
     todo = [layer for layer in layers if layer not in cached]
@@ -108,7 +109,9 @@ def _fill_locked(loaded: LoadedModel, windows: Tensor, layers: list[int], direct
     device = next(loaded.model.parameters()).device
     for layer in todo:
         (directory / f"layer_{layer}").mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(total=n * window, desc=f"activations {loaded.name}/{loaded.variant} layers {todo}", unit="tok", disable=not progress or not todo)
+    bar = progress_bar(
+        total=n * window, desc=f"activations {loaded.name}/{loaded.variant} layers {todo}", unit="tok", disable=not progress or not todo
+    )
     checks = {layer: SpreadCheck(loaded, layer) for layer in todo}
     for shard in range(n_shards):
         lo, hi = shard * per_shard, min(n, (shard + 1) * per_shard)
@@ -136,7 +139,16 @@ def _fill_locked(loaded: LoadedModel, windows: Tensor, layers: list[int], direct
     for layer in todo:
         checks[layer].finish()
         shards = [_shard_name(i * per_shard, min(n, (i + 1) * per_shard)) for i in range(n_shards)]
-        meta = {"layer": layer, "n_rows": n * window, "d": loaded.d_model, "dtype": dtype, "shards": shards, "window": window, "model": loaded.name, "variant": loaded.variant}
+        meta = {
+            "layer": layer,
+            "n_rows": n * window,
+            "d": loaded.d_model,
+            "dtype": dtype,
+            "shards": shards,
+            "window": window,
+            "model": loaded.name,
+            "variant": loaded.variant,
+        }
         atomic_write_text(directory / f"layer_{layer}" / "meta.json", json.dumps(meta, indent=1))
     return CacheReport(directory=str(directory), written=todo, cached=cached, n_tokens=n * window, d_model=loaded.d_model)
 
@@ -153,11 +165,19 @@ def _write_tokens(directory: Path, windows: Tensor, loaded: LoadedModel) -> None
     if path.is_file():
         old = _load(path, "tokens")
         if not torch.equal(old, windows):
-            raise UserError(f"the activation cache {directory} holds other token windows than these; delete that folder or use another cache root")
+            raise UserError(
+                f"the activation cache {directory} holds other token windows than these; delete that folder or use another cache root"
+            )
         return
     directory.mkdir(parents=True, exist_ok=True)
     save_safetensors({"tokens": windows}, path)
-    meta = {"model": loaded.name, "variant": loaded.variant, "bos_id": loaded.bos_id, "n_windows": windows.shape[0], "window": windows.shape[1]}
+    meta = {
+        "model": loaded.name,
+        "variant": loaded.variant,
+        "bos_id": loaded.bos_id,
+        "n_windows": windows.shape[0],
+        "window": windows.shape[1],
+    }
     atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1))
 
 
@@ -181,7 +201,8 @@ class SpreadCheck:
             nb = int(bad.sum())
             raise DegenerateActivations(
                 f"the activations of {self.where} hold NaN or inf in {nb} of {x.shape[0]} rows ({nb / x.shape[0]:.1%}) of {span}; "
-                "no metric is defined on them: check the model's weights (a float16 cache can overflow: store float32)")
+                "no metric is defined on them: check the model's weights (a float16 cache can overflow: store float32)"
+            )
         x = x.double()
         self.n += x.shape[0]
         self.sum = x.sum(0) if self.sum is None else self.sum + x.sum(0)
@@ -196,7 +217,8 @@ class SpreadCheck:
             what = "all zero" if self.sum_sq == 0.0 else "one constant vector"
             raise DegenerateActivations(
                 f"the activations of {self.where} are {what} in all {self.n} rows (100% of rows); with no variance the "
-                "fraction of variance unexplained is 0/0, so no reconstruction metric is defined: check the model's weights")
+                "fraction of variance unexplained is 0/0, so no reconstruction metric is defined: check the model's weights"
+            )
 
 
 class CachedActivations:
@@ -222,7 +244,9 @@ class CachedActivations:
             self._shards.append(arr)
         self._starts = np.cumsum([0] + [a.shape[0] for a in self._shards])
         if self._starts[-1] != self.n_rows:
-            raise UserError(f"activation cache {self.directory} layer {layer} is inconsistent ({self._starts[-1]} rows, meta says {self.n_rows}); delete the layer folder and rerun")
+            raise UserError(
+                f"activation cache {self.directory} layer {layer} is inconsistent ({self._starts[-1]} rows, meta says {self.n_rows}); delete the layer folder and rerun"
+            )
 
     @property
     def token_ids(self) -> Tensor:
@@ -299,13 +323,23 @@ class CachedStream:
     (their residual norm is an outlier that dominates the reconstruction loss).
     """
 
-    def __init__(self, cache: CachedActivations, batch_size: int, seed: int = 0, epochs: int | None = 1, exclude_bos: bool = True, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        cache: CachedActivations,
+        batch_size: int,
+        seed: int = 0,
+        epochs: int | None = 1,
+        exclude_bos: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.cache, self.batch_size, self.seed, self.epochs, self.device = cache, batch_size, seed, epochs, torch.device(device)
         self.d_in = cache.d_in
         self.keep = _keep_rows(cache.tokens, cache.bos_id, exclude_bos)
         self.steps_per_epoch = len(self.keep) // batch_size
         if self.steps_per_epoch == 0:
-            raise UserError(f"the cache holds {len(self.keep)} usable rows, fewer than one batch of {batch_size}; cache more tokens or use a smaller batch")
+            raise UserError(
+                f"the cache holds {len(self.keep)} usable rows, fewer than one batch of {batch_size}; cache more tokens or use a smaller batch"
+            )
 
     def batches(self, start_step: int = 0) -> Iterator[Tensor]:
         step = start_step
@@ -351,7 +385,9 @@ class LiveStream:
         self.rows_per_epoch = int(self.rows_per_window.sum())
         self.steps_per_epoch = self.rows_per_epoch // batch_size
         if self.steps_per_epoch == 0:
-            raise UserError(f"the windows give {self.rows_per_epoch} usable rows, fewer than one batch of {batch_size}; use more tokens or a smaller batch")
+            raise UserError(
+                f"the windows give {self.rows_per_epoch} usable rows, fewer than one batch of {batch_size}; use more tokens or a smaller batch"
+            )
 
     def _window_order(self, epoch: int) -> Tensor:
         return torch.randperm(self.windows.shape[0], generator=_generator(self.seed, epoch))

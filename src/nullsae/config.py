@@ -91,7 +91,9 @@ SAESettings = create_model(
 class BaselineSettings(_Section):
     """Random SAE baselines of Korznikov et al. (docs/spec.md#baselines), trained beside the SAE they mirror."""
 
-    kinds: list[str] = Field(default_factory=lambda: list(RANDOM_BASELINES), description=f"baselines: {', '.join(RANDOM_BASELINES)} (empty: none)")
+    kinds: list[str] = Field(
+        default_factory=lambda: list(RANDOM_BASELINES), description=f"baselines: {', '.join(RANDOM_BASELINES)} (empty: none)"
+    )
     layers: list[int] | None = Field(None, description="layers that get baselines (default: every layer)")
     variants: list[str] = Field(default_factory=lambda: ["trained"], description="variants that get baselines")
     tau: float = Field(0.8, gt=-1, lt=1, description="soft-frozen decoder cone cos ≥ τ")
@@ -118,9 +120,15 @@ class TrainSettings(_Section):
     warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up steps")
     decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
     checkpoint_every: int = Field(100, gt=0, description="steps between trainer checkpoints (an interrupted run resumes there)")
-    stream: Literal["cache", "live"] = Field("cache", description="cache: train split's activations on disk (one model pass for all layers); live: computed per layer through a shuffle buffer (no disk)")
+    stream: Literal["cache", "live"] = Field(
+        "cache",
+        description="cache: train split's activations on disk (one model pass for all layers); live: computed per layer through a shuffle buffer (no disk)",
+    )
     buffer_tokens: int = Field(262_144, gt=0, description="live stream: activations held in the shuffle buffer")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="SAE seeds: every SAE cell, trained and null, is trained once per seed on the same activations (the seed sets its initialisation and batch order; an SAE and its baselines share it)")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="SAE seeds: every SAE cell, trained and null, is trained once per seed on the same activations (the seed sets its initialisation and batch order; an SAE and its baselines share it)",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -136,7 +144,9 @@ class TrainSettings(_Section):
 class ProbingSettings(ProbingConfig):
     """Sparse probing as a metric family (`metrics: [..., probing]`): the tasks, their sizes and the probes."""
 
-    tasks: list[str] = Field(default_factory=lambda: ["builtin"], description="task names, families, files or hf:DATASET (builtin = every built-in task)")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["builtin"], description="task names, families, files or hf:DATASET (builtin = every built-in task)"
+    )
     n_train: int = Field(100, gt=0, description="training texts per class")
     n_test: int = Field(50, gt=0, description="test texts per class")
     baseline_layers_only: bool = Field(False, description="probe only the SAEs at the layers that get SAE baselines (baselines.layers)")
@@ -161,9 +171,13 @@ class RunConfig(_Section):
     """One experiment: every SAE of the grid and every metric to compute on it."""
 
     name: str = Field("run", description="run name (the default output folder is runs/NAME)")
-    models: list[str] = Field(default_factory=lambda: ["smollm2"], description="smollm2 (bundled) | HF hub id[@revision] | local folder | .gguf file")
+    models: list[str] = Field(
+        default_factory=lambda: ["smollm2"], description="smollm2 (bundled) | HF hub id[@revision] | local folder | .gguf file"
+    )
     variants: list[str] = Field(default_factory=lambda: list(VARIANTS), description=f"null models: {', '.join(VARIANTS)}")
-    layers: list[int] = Field(default_factory=lambda: [2, 6, 10], description="residual-stream layers: the output of decoder block ℓ, 0-based")
+    layers: list[int] = Field(
+        default_factory=lambda: [2, 6, 10], description="residual-stream layers: the output of decoder block ℓ, 0-based"
+    )
     sae: SAESettings = Field(default_factory=SAESettings)
     baselines: BaselineSettings = Field(default_factory=BaselineSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)

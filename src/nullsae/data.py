@@ -162,7 +162,9 @@ def _hf_documents(spec: str, text_field: str) -> Iterator[Document]:
         rows = iter(ds)
         first = next(rows, None)
     except Exception as exc:
-        raise UserError(f"could not open dataset '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the id, the split and the network") from exc
+        raise UserError(
+            f"could not open dataset '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the id, the split and the network"
+        ) from exc
     if first is None:
         return
     if text_field not in first:
@@ -234,7 +236,9 @@ def token_windows(
             if have >= need:
                 break
     if have < need:
-        raise UserError(f"the {split} split of '{source}' gives {have} tokens, fewer than the {need} needed for {n_windows} windows of {window}; ask for fewer tokens or give more text")
+        raise UserError(
+            f"the {split} split of '{source}' gives {have} tokens, fewer than the {need} needed for {n_windows} windows of {window}; ask for fewer tokens or give more text"
+        )
     return pack_windows(token_lists, window, bos_id, max_windows=n_windows)
 
 

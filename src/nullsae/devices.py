@@ -16,5 +16,7 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     except RuntimeError:
         raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' was asked for but this machine has no CUDA GPU; use {advice('--device', '--device cpu', 'the cpu device')} (or auto)")
+        raise UserError(
+            f"device '{name}' was asked for but this machine has no CUDA GPU; use {advice('--device', '--device cpu', 'the cpu device')} (or auto)"
+        )
     return dev

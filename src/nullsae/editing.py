@@ -30,8 +30,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
 from nullsae.errors import UserError
@@ -71,7 +71,9 @@ def load_facts(path: str | Path | None = None) -> FactSet:
         raise UserError(f"facts file {path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix it") from None
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UserError(f"facts file {path} is malformed at {'.'.join(map(str, err['loc']))}: {err['msg']}; follow the shape of nullsae/assets/ravel_facts.json") from None
+        raise UserError(
+            f"facts file {path} is malformed at {'.'.join(map(str, err['loc']))}: {err['msg']}; follow the shape of nullsae/assets/ravel_facts.json"
+        ) from None
     for tname, etype in facts.entity_types.items():
         for attr, templates in etype.attributes.items():
             if not templates or any(t.count("{entity}") != 1 for t in templates):
@@ -79,7 +81,9 @@ def load_facts(path: str | Path | None = None) -> FactSet:
         for entity, values in etype.entities.items():
             unknown = set(values) - set(etype.attributes)
             if unknown:
-                raise UserError(f"facts file {path}: {tname} '{entity}' has attribute(s) {', '.join(sorted(unknown))} with no templates; add templates or remove them")
+                raise UserError(
+                    f"facts file {path}: {tname} '{entity}' has attribute(s) {', '.join(sorted(unknown))} with no templates; add templates or remove them"
+                )
     return facts
 
 
@@ -90,15 +94,24 @@ class EditingConfig(BaseModel):
 
     facts: str | None = Field(None, description="facts JSON (default: the bundled countries and cities)")
     train_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of entities used to select latents (the rest are scored)")
-    n_latents_grid: list[int] = Field(default_factory=lambda: [1, 4, 16, 64, 256, 1024, 4096], description="latent-set sizes tried on the training entities (capped at m)")
-    min_facts: int = Field(5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped")
+    n_latents_grid: list[int] = Field(
+        default_factory=lambda: [1, 4, 16, 64, 256, 1024, 4096], description="latent-set sizes tried on the training entities (capped at m)"
+    )
+    min_facts: int = Field(
+        5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped"
+    )
     max_pairs: int = Field(48, gt=0, description="base/source pairs per attribute and split")
     batch_size: int = Field(32, gt=0, description="prompts per forward pass")
-    selection: Literal["eta2", "mask"] = Field("eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask")
+    selection: Literal["eta2", "mask"] = Field(
+        "eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask"
+    )
     mask_epochs: int = Field(8, gt=0, description="mask: passes over the training items")
     mask_lr: float = Field(1e-2, gt=0, description="mask: Adam learning rate of the mask logits")
     mask_batch_size: int = Field(16, gt=0, description="mask: items per gradient step")
-    keep_error: bool = Field(True, description="the edit keeps the SAE's reconstruction error (x' = x + Δ); False decodes the edited code alone (x' = x̂ + Δ), as SAEBench does")
+    keep_error: bool = Field(
+        True,
+        description="the edit keeps the SAE's reconstruction error (x' = x + Δ); False decodes the edited code alone (x' = x̂ + Δ), as SAEBench does",
+    )
     seed: int = 0
 
 
@@ -230,7 +243,9 @@ def _pad(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
 Edit = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (h, batch rows, entity positions, item indices) -> h'
 
 
-def _last_logits(loaded: LoadedModel, batch: list[_Prompt], layer: int, edit: Edit | None, idx: Tensor, resid: Tensor | None = None) -> Tensor:
+def _last_logits(
+    loaded: LoadedModel, batch: list[_Prompt], layer: int, edit: Edit | None, idx: Tensor, resid: Tensor | None = None
+) -> Tensor:
     """(B, V) next-token logits of `batch` with `edit` applied to the layer's output (None: clean run);
     the clean residual at the entity position goes to resid[idx] when given. Differentiable through `edit`."""
     device = next(loaded.model.parameters()).device
@@ -249,7 +264,9 @@ def _last_logits(loaded: LoadedModel, batch: list[_Prompt], layer: int, edit: Ed
     return loaded.model.get_output_embeddings()(hidden[r.to(hidden.device), last])
 
 
-def _predict(loaded: LoadedModel, prompts: list[_Prompt], layer: int, edit: Edit | None, batch_size: int, desc: str) -> tuple[Tensor, Tensor]:
+def _predict(
+    loaded: LoadedModel, prompts: list[_Prompt], layer: int, edit: Edit | None, batch_size: int, desc: str
+) -> tuple[Tensor, Tensor]:
     """Greedy next token of each prompt and its clean residual at (layer, entity position), with `edit`
     applied (None: clean run). Prompts run in length order (little padding)."""
     preds = torch.empty(len(prompts), dtype=torch.long)
@@ -279,7 +296,7 @@ def prepare_facts(loaded: LoadedModel, layer: int, cfg: EditingConfig | None = N
         if p.correct:
             per_attr[key].n_prompts_correct += 1
             known.add((p.etype, p.entity, p.attribute))
-    for (etype, _, attr) in known:
+    for etype, _, attr in known:
         per_attr[f"{etype}/{attr}"].n_facts_correct += 1
     counts = FactCounts(
         n_facts=sum(a.n_facts for a in per_attr.values()),
@@ -322,7 +339,12 @@ def make_items(prep: PreparedFacts, etype: str, attribute: str, entities: set[st
         p = prep.prompts[i]
         if p.attribute != attribute:
             others.setdefault((p.entity, p.attribute), []).append(i)
-    pairs = [(b, s) for b in own for s in own if prep.prompts[s].entity != prep.prompts[b].entity and prep.prompts[s].value != prep.prompts[b].value]
+    pairs = [
+        (b, s)
+        for b in own
+        for s in own
+        if prep.prompts[s].entity != prep.prompts[b].entity and prep.prompts[s].value != prep.prompts[b].value
+    ]
     rng.shuffle(pairs)
     items: list[_Item] = []
     for b, s in pairs[:max_pairs]:
@@ -375,13 +397,22 @@ def no_intervention(prep: PreparedFacts, items: list[_Item]) -> tuple[float, flo
     return _accuracy(torch.tensor([prep.prompts[it.prompt].pred == it.expected for it in items]), items)
 
 
-def interchange(loaded: LoadedModel, sae: SAE | None, prep: PreparedFacts, items: list[_Item], latents: list[int] | None, batch_size: int, keep_error: bool = True) -> tuple[float, float]:
+def interchange(
+    loaded: LoadedModel,
+    sae: SAE | None,
+    prep: PreparedFacts,
+    items: list[_Item],
+    latents: list[int] | None,
+    batch_size: int,
+    keep_error: bool = True,
+) -> tuple[float, float]:
     """(cause, isolation) accuracy of the interchange on `latents` over `items`; `latents=None` swaps the
     whole residual at the entity position (x' = x_src), the ceiling any latent set is measured against."""
     if not items:
         return float("nan"), float("nan")
     x_src = prep.residuals[[it.source for it in items]]
     if latents is None:
+
         def edit(h: Tensor, r: Tensor, pos: Tensor, idx: Tensor) -> Tensor:
             h = h.clone()
             h[r, pos] = x_src[idx].to(h.device, h.dtype)
@@ -450,7 +481,16 @@ def rank_latents(sae: SAE, prep: PreparedFacts, prompt_ids: list[int]) -> list[i
     return torch.argsort(-eta2, stable=True).tolist()
 
 
-def _select_by_eta2(loaded: LoadedModel, sae: SAE, prep: PreparedFacts, train_prompts: list[int], train_items: list[_Item], grid: list[int], cfg: EditingConfig, key: str) -> tuple[list[int], float]:
+def _select_by_eta2(
+    loaded: LoadedModel,
+    sae: SAE,
+    prep: PreparedFacts,
+    train_prompts: list[int],
+    train_items: list[_Item],
+    grid: list[int],
+    cfg: EditingConfig,
+    key: str,
+) -> tuple[list[int], float]:
     """The top-n latents by η², n from `grid` with the best RAVEL score on the training items; (latents, that score)."""
     order = rank_latents(sae, prep, train_prompts)
     best_n, best = grid[0], -1.0
@@ -461,7 +501,9 @@ def _select_by_eta2(loaded: LoadedModel, sae: SAE, prep: PreparedFacts, train_pr
     return order[:best_n], best
 
 
-def run_editing(sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | None = None, prepared: PreparedFacts | None = None) -> EditingResult:
+def run_editing(
+    sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | None = None, prepared: PreparedFacts | None = None
+) -> EditingResult:
     """RAVEL-style cause / isolation / score of `sae` at `layer`; `prepared` (from prepare_facts) is reused across SAEs."""
     cfg = cfg or EditingConfig()
     if sae.cfg.d_in != loaded.d_model:
@@ -495,31 +537,37 @@ def run_editing(sae: SAE, loaded: LoadedModel, layer: int, cfg: EditingConfig | 
                 latents = learn_mask(loaded, sae, prep, train_items, cfg)
                 best = ravel_score(*interchange(loaded, sae, prep, train_items, latents, cfg.batch_size, cfg.keep_error))
             else:
-                train_prompts = [i for i, p in enumerate(prep.prompts) if p.correct and p.etype == tname and p.attribute == attr and p.entity in groups["train"]]
+                train_prompts = [
+                    i
+                    for i, p in enumerate(prep.prompts)
+                    if p.correct and p.etype == tname and p.attribute == attr and p.entity in groups["train"]
+                ]
                 latents, best = _select_by_eta2(loaded, sae, prep, train_prompts, train_items, grid, cfg, key)
             cause, iso = interchange(loaded, sae, prep, eval_items, latents, cfg.batch_size, cfg.keep_error)
             full_cause, full_iso = interchange(loaded, None, prep, eval_items, None, cfg.batch_size)
             none_cause, none_iso = no_intervention(prep, eval_items)
-            results.append(AttributeEdit(
-                attribute=key,
-                n_train_entities=len(groups["train"]),
-                n_eval_entities=len(groups["eval"]),
-                n_latents=len(latents),
-                latents=latents,
-                train_score=best,
-                n_cause=sum(it.kind == "cause" for it in eval_items),
-                n_isolation=sum(it.kind == "isolation" for it in eval_items),
-                cause=cause,
-                isolation=iso,
-                score=ravel_score(cause, iso),
-                full_cause=full_cause,
-                full_isolation=full_iso,
-                full_score=ravel_score(full_cause, full_iso),
-                none_cause=none_cause,
-                none_isolation=none_iso,
-                none_score=ravel_score(none_cause, none_iso),
-                selection=cfg.selection,
-            ))
+            results.append(
+                AttributeEdit(
+                    attribute=key,
+                    n_train_entities=len(groups["train"]),
+                    n_eval_entities=len(groups["eval"]),
+                    n_latents=len(latents),
+                    latents=latents,
+                    train_score=best,
+                    n_cause=sum(it.kind == "cause" for it in eval_items),
+                    n_isolation=sum(it.kind == "isolation" for it in eval_items),
+                    cause=cause,
+                    isolation=iso,
+                    score=ravel_score(cause, iso),
+                    full_cause=full_cause,
+                    full_isolation=full_iso,
+                    full_score=ravel_score(full_cause, full_iso),
+                    none_cause=none_cause,
+                    none_isolation=none_iso,
+                    none_score=ravel_score(none_cause, none_iso),
+                    selection=cfg.selection,
+                )
+            )
 
     def mean(values: list[float]) -> float | None:
         vals = [v for v in values if not np.isnan(v)]

@@ -67,7 +67,9 @@ class ProbingResult(BaseModel):
     mean_random: dict[int, float]
 
 
-def pooled_features(loaded: LoadedModel, layer: int, texts: list[str], encoders: dict[str, Callable[[Tensor], Tensor]], cfg: ProbingConfig) -> tuple[Tensor, dict[str, Tensor]]:
+def pooled_features(
+    loaded: LoadedModel, layer: int, texts: list[str], encoders: dict[str, Callable[[Tensor], Tensor]], cfg: ProbingConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Pooled residuals (n, d) and pooled codes {name: (n, m)} of `texts`, from one model pass per batch.
 
     Each text is tokenised without special tokens, cut to max_tokens − 1 and preceded by BOS; pooling
@@ -82,7 +84,13 @@ def pooled_features(loaded: LoadedModel, layer: int, texts: list[str], encoders:
     device = next(loaded.model.parameters()).device
     raw = torch.zeros(len(ids), loaded.d_model)
     codes: dict[str, Tensor] = {}
-    for start in progress_bar(range(0, len(order), cfg.batch_size), desc=f"probing texts (layer {layer})", unit="batch", leave=False, disable=len(order) < 4 * cfg.batch_size):
+    for start in progress_bar(
+        range(0, len(order), cfg.batch_size),
+        desc=f"probing texts (layer {layer})",
+        unit="batch",
+        leave=False,
+        disable=len(order) < 4 * cfg.batch_size,
+    ):
         rows = order[start : start + cfg.batch_size]
         width = max(len(ids[i]) for i in rows)
         batch = torch.zeros(len(rows), width, dtype=torch.long)
@@ -148,7 +156,9 @@ def mean_task_accuracy(task: np.ndarray, correct: np.ndarray) -> float:
     return float((hits[drawn] / n[drawn]).mean()) if drawn.any() else math.nan
 
 
-def probe_task(task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train: np.ndarray, z_test: np.ndarray, cfg: ProbingConfig) -> TaskProbe:
+def probe_task(
+    task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train: np.ndarray, z_test: np.ndarray, cfg: ProbingConfig
+) -> TaskProbe:
     """All probes of one task from pooled features of its train and test texts."""
     y_tr, y_te = np.asarray(task.train_labels), np.asarray(task.test_labels)
     rng = np.random.default_rng(cfg.seed)
@@ -167,7 +177,9 @@ def probe_task(task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train:
     return TaskProbe(task=task.name, n_train=len(y_tr), n_test=len(y_te), sae=sae, correct=correct, latents=latents, raw=raw, random=rand)
 
 
-def run_probing_many(saes: dict[str, SAE], loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> dict[str, ProbingResult]:
+def run_probing_many(
+    saes: dict[str, SAE], loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None
+) -> dict[str, ProbingResult]:
     """Sparse probing of several SAEs of one layer; the model reads every distinct text once."""
     cfg = cfg or ProbingConfig()
     if not tasks:
@@ -227,8 +239,19 @@ def _accuracy_terms(df: pd.DataFrame) -> Terms | None:
 def probing_metric(k: int) -> VerdictMetric:
     """Sparse-probing accuracy at k latents as a verdict metric: test texts are the unit, paired (the
     same texts for every SAE); chance 0.5 (balanced classes); default δ 0.02."""
-    return VerdictMetric(f"probe_acc_k{k}", f"probing accuracy, k = {k}", +1, "test text", "probing", _accuracy_terms,
-                         tolerance=0.02, chance=0.5, paired=True, ids=("task", "item"), select=(("k", k),))
+    return VerdictMetric(
+        f"probe_acc_k{k}",
+        f"probing accuracy, k = {k}",
+        +1,
+        "test text",
+        "probing",
+        _accuracy_terms,
+        tolerance=0.02,
+        chance=0.5,
+        paired=True,
+        ids=("task", "item"),
+        select=(("k", k),),
+    )
 
 
 def run_probing(sae: SAE, loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> ProbingResult:

@@ -25,7 +25,9 @@ def plain_library_progress() -> None:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
-def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str = "", total: float | None = None, disable: bool = False, **kwargs: Any) -> Any:
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, desc: str = "", total: float | None = None, disable: bool = False, **kwargs: Any
+) -> Any:
     """A tqdm bar on a terminal, else a `LogLines` with the same methods (iteration, update, set_postfix, close)."""
     if interactive():
         from tqdm.auto import tqdm

@@ -79,11 +79,20 @@ def check_plan_memory(plan: Any) -> None:
         for layer, seed in sorted({(c.layer, c.seed) for c in task.cells}):
             group = [c for c in task.cells if c.layer == layer and c.seed == seed]
             need = sum(sae_train_bytes(c.sae_config.d_in, c.sae_config.n_latents, cfg.train.batch_size) for c in group)
-            check_memory(need, f"training {len(group)} SAE{'s' if len(group) > 1 else ''} of {task.label} layer {layer} together (m = {group[0].sae_config.n_latents:,} latents)",
-                         "lower --sae.n-latents or --sae.expansion, or --train.batch-size", device)
+            check_memory(
+                need,
+                f"training {len(group)} SAE{'s' if len(group) > 1 else ''} of {task.label} layer {layer} together (m = {group[0].sae_config.n_latents:,} latents)",
+                "lower --sae.n-latents or --sae.expansion, or --train.batch-size",
+                device,
+            )
         d = plan.shapes[task.model].d_model
         if cfg.train.stream == "live":
-            check_memory(2 * FLOAT * cfg.train.buffer_tokens * d, f"the live stream's shuffle buffer of {task.label}", "lower --train.buffer-tokens", device)
+            check_memory(
+                2 * FLOAT * cfg.train.buffer_tokens * d,
+                f"the live stream's shuffle buffer of {task.label}",
+                "lower --train.buffer-tokens",
+                device,
+            )
         if "reconstruction" in cfg.metrics:  # the evaluation split is held whole (float32, and float64 for its mean)
             check_memory(3 * FLOAT * cfg.tokens.eval * d, f"the evaluation split of {task.label} in memory", "lower --tokens.eval", device)
 

@@ -108,7 +108,9 @@ def _sae_config(cfg: SynthConfig, baseline: str) -> SAEConfig:
         sparse = {"k": cfg.l0, "auxk": cfg.auxk_coef > 0, "auxk_coef": cfg.auxk_coef}
     else:
         sparse = {"k": cfg.l0, "target_l0": float(cfg.l0)}
-    return SAEConfig(arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=cfg.dead_tokens, **sparse)
+    return SAEConfig(
+        arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=cfg.dead_tokens, **sparse
+    )
 
 
 @torch.no_grad()
@@ -161,7 +163,9 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
     def record(step: int) -> None:
         for b, sae in saes.items():
             scores = _evaluate(sae, data, x_eval, with_mcc=False)
-            curve.append(CurvePoint(samples=step * cfg.batch_size, baseline=b, **{k: scores[k] for k in ("recovered_fraction", "mmcs", "ev")}))
+            curve.append(
+                CurvePoint(samples=step * cfg.batch_size, baseline=b, **{k: scores[k] for k in ("recovered_fraction", "mmcs", "ev")})
+            )
         if curve_file is not None:
             atomic_write_text(curve_file, json.dumps([p.model_dump() for p in curve]))
 

@@ -122,14 +122,18 @@ def load_tasks(specs: list[str] | None = None, cfg: TaskConfig | None = None) ->
         tasks += got.tasks
         skipped.update(got.skipped)
     if not tasks:
-        raise UserError(f"no task could be built from {', '.join(specs)} ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); give more labelled texts")
+        raise UserError(
+            f"no task could be built from {', '.join(specs)} ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); give more labelled texts"
+        )
     return TaskSet(tasks=tasks, skipped=skipped)
 
 
 def _builtin_tasks(spec: str, builtin: dict[str, tuple[list[str], list[str]]], cfg: TaskConfig) -> TaskSet:
     families = list(builtin) if spec == "builtin" else [spec.split(":")[0]]
     if families[0] not in builtin:
-        raise UserError(f"unknown task '{spec}'; give a built-in task ({', '.join(builtin_task_names())}), a family (topic, continent, builtin), a .csv/.jsonl/.parquet file or hf:DATASET")
+        raise UserError(
+            f"unknown task '{spec}'; give a built-in task ({', '.join(builtin_task_names())}), a family (topic, continent, builtin), a .csv/.jsonl/.parquet file or hf:DATASET"
+        )
     out = TaskSet(tasks=[])
     for family in families:
         texts, labels = builtin[family]
@@ -147,7 +151,9 @@ def _builtin_tasks(spec: str, builtin: dict[str, tuple[list[str], list[str]]], c
     return out
 
 
-def tasks_from_labels(family: str, texts: list[str], labels: list[str], cfg: TaskConfig, positives: list[str] | None = None, always_one_vs_rest: bool = False) -> TaskSet:
+def tasks_from_labels(
+    family: str, texts: list[str], labels: list[str], cfg: TaskConfig, positives: list[str] | None = None, always_one_vs_rest: bool = False
+) -> TaskSet:
     """Binary tasks from (text, label) rows: one task if there are two classes, else one per class vs rest.
 
     Texts that occur under two labels are dropped; repeated texts count once, so no text can land in
@@ -160,7 +166,9 @@ def tasks_from_labels(family: str, texts: list[str], labels: list[str], cfg: Tas
     rows = [(t, ys.pop()) for t, ys in by_text.items() if len(ys) == 1]
     classes = sorted({y for _, y in rows})
     if len(classes) < 2:
-        raise UserError(f"'{family}' has {len(classes)} class{'es' if len(classes) != 1 else ''} ({', '.join(classes) or 'none'}); a probing task needs texts of at least two labels")
+        raise UserError(
+            f"'{family}' has {len(classes)} class{'es' if len(classes) != 1 else ''} ({', '.join(classes) or 'none'}); a probing task needs texts of at least two labels"
+        )
     if positives is None:
         positives = classes[1:] if len(classes) == 2 and not always_one_vs_rest else classes
     out = TaskSet(tasks=[])
@@ -169,7 +177,9 @@ def tasks_from_labels(family: str, texts: list[str], labels: list[str], cfg: Tas
         task = balanced_split(name, [t for t, _ in rows], [int(y == pos) for _, y in rows], pos, cfg)
         if task is None:
             n_pos = sum(y == pos for _, y in rows)
-            out.skipped[name] = f"{min(n_pos, len(rows) - n_pos)} texts in the smaller class, fewer than min_per_class = {cfg.min_per_class}"
+            out.skipped[name] = (
+                f"{min(n_pos, len(rows) - n_pos)} texts in the smaller class, fewer than min_per_class = {cfg.min_per_class}"
+            )
         else:
             out.tasks.append(task)
     return out
@@ -210,7 +220,9 @@ def read_labelled_file(path: Path, cfg: TaskConfig) -> tuple[list[str], list[str
     import pandas as pd
 
     if not path.is_file():
-        raise UserError(f"labelled file {path} does not exist; give a .csv/.jsonl/.parquet file with '{cfg.text_field}' and '{cfg.label_field}' columns")
+        raise UserError(
+            f"labelled file {path} does not exist; give a .csv/.jsonl/.parquet file with '{cfg.text_field}' and '{cfg.label_field}' columns"
+        )
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -224,7 +236,9 @@ def read_labelled_file(path: Path, cfg: TaskConfig) -> tuple[list[str], list[str
     except UserError:
         raise
     except Exception as exc:  # pandas raises many types for a malformed file
-        raise UserError(f"could not read {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the file format") from None
+        raise UserError(
+            f"could not read {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the file format"
+        ) from None
     return _columns(df.to_dict("list") if len(df.columns) else {}, str(path), cfg)
 
 
@@ -250,7 +264,9 @@ def _hf_labelled(spec: str, cfg: TaskConfig) -> tuple[list[str], list[str]]:
     try:
         ds = datasets.load_dataset(name, config or None, split=split or "train")
     except Exception as exc:
-        raise UserError(f"could not open dataset '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the id, the split and the network") from None
+        raise UserError(
+            f"could not open dataset '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the id, the split and the network"
+        ) from None
     ds = ds.select(range(min(len(ds), cfg.max_rows)))
     if cfg.text_field not in ds.column_names or cfg.label_field not in ds.column_names:
         return _columns({c: [] for c in ds.column_names}, f"dataset '{name}'", cfg)
@@ -259,4 +275,3 @@ def _hf_labelled(spec: str, cfg: TaskConfig) -> tuple[list[str], list[str]]:
     if isinstance(feature, datasets.ClassLabel):
         table[cfg.label_field] = [feature.int2str(int(y)) for y in table[cfg.label_field]]
     return _columns(table, f"dataset '{name}'", cfg)
-

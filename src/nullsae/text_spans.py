@@ -49,6 +49,6 @@ def token_pieces(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
     text, spans = decode_with_offsets(tokenizer, token_ids)
     pieces, shown = [], 0
     for _, end in spans:
-        pieces.append(text[shown:max(shown, end)].replace("\n", "\\n"))
+        pieces.append(text[shown : max(shown, end)].replace("\n", "\\n"))
         shown = max(shown, end)
     return pieces

@@ -5,7 +5,16 @@ Flow: `examples` (streamed from sparse activations) → `explainers` (tokens | h
 `results` (per-latent Parquet, summaries); `run.run_autointerp` chains them for one SAE.
 """
 
-from nullsae.autointerp.examples import ActivationSource, ExampleConfig, LatentExamples, SparseActs, collect_examples, count_firing, sae_encoder, select_latents
+from nullsae.autointerp.examples import (
+    ActivationSource,
+    ExampleConfig,
+    LatentExamples,
+    SparseActs,
+    collect_examples,
+    count_firing,
+    sae_encoder,
+    select_latents,
+)
 from nullsae.autointerp.run import AutointerpConfig, AutointerpResult, run_autointerp
 
 __all__ = [

@@ -51,7 +51,9 @@ class ActivationSource:
     or run the model and SAE live. This is the only thing example collection needs to know.
     """
 
-    def __init__(self, tokens: Tensor, encode: Callable[[Tensor], SparseActs], n_latents: int, batch_windows: int = 64, progress: bool = True):
+    def __init__(
+        self, tokens: Tensor, encode: Callable[[Tensor], SparseActs], n_latents: int, batch_windows: int = 64, progress: bool = True
+    ):
         if tokens.ndim != 2 or tokens.shape[0] == 0:
             raise UserError(f"token windows must be a non-empty (N, T) tensor, got shape {tuple(tokens.shape)}")
         self.tokens = tokens.long()
@@ -66,7 +68,9 @@ class ActivationSource:
 
     def batches(self, desc: str) -> Iterator[SparseActs]:
         """Every window once, in order, `batch_windows` at a time."""
-        for start in progress_bar(range(0, self.n_windows, self.batch_windows), desc=desc, unit="batch", leave=False, disable=not self.progress):
+        for start in progress_bar(
+            range(0, self.n_windows, self.batch_windows), desc=desc, unit="batch", leave=False, disable=not self.progress
+        ):
             yield self.encode(torch.arange(start, min(start + self.batch_windows, self.n_windows)))
 
 
@@ -319,7 +323,9 @@ def _hash_uniform(seed: int, latent: Tensor, window: Tensor) -> Tensor:
     return (x & ((1 << 53) - 1)).double() / 2.0**53
 
 
-def _fetch_token_acts(source: ActivationSource, plan: dict[int, tuple[list[int], list[tuple[int, int]], list[int]]]) -> dict[tuple[int, int], Tensor]:
+def _fetch_token_acts(
+    source: ActivationSource, plan: dict[int, tuple[list[int], list[tuple[int, int]], list[int]]]
+) -> dict[tuple[int, int], Tensor]:
     """Per-token activations of the (window, latent) pairs the examples need, one encode per window."""
     m, T = source.n_latents, source.tokens.shape[1]
     pairs = sorted({(w, lat) for lat, (ex, pos, _) in plan.items() for w in ex + [w for w, _ in pos]})

@@ -118,7 +118,10 @@ class LLMExplainer:
 
     def explain(self, examples: list[LatentExamples]) -> list[Explanation]:
         reqs = [
-            ChatRequest(messages=prompts.explainer_messages([self.text.render(e.tokens, marks(e, self.threshold)) for e in ex.explain]), max_tokens=self.max_tokens)
+            ChatRequest(
+                messages=prompts.explainer_messages([self.text.render(e.tokens, marks(e, self.threshold)) for e in ex.explain]),
+                max_tokens=self.max_tokens,
+            )
             for ex in examples
         ]
         out = []
@@ -142,7 +145,9 @@ def parse_explanation(raw: str) -> str | None:
     return line[:300] or None
 
 
-def make_explainer(spec: str, text: TokenText, threshold: float = 0.3, client: LLMClient | None = None, cache_dir: str | None = None, **llm_options: Any):
+def make_explainer(
+    spec: str, text: TokenText, threshold: float = 0.3, client: LLMClient | None = None, cache_dir: str | None = None, **llm_options: Any
+):
     """`tokens`, `hf:<model>` or `openai:<model>` → an explainer (an existing `client` may be reused)."""
     if spec == "tokens":
         return TokensExplainer(text, threshold=threshold)

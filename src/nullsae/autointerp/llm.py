@@ -176,9 +176,16 @@ class HFClient(LLMClient):
         want_logprobs = any(r.logprobs for r in requests)
         with torch.no_grad():
             gen = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                output_scores=want_logprobs, return_dict_in_generate=True, pad_token_id=pad,
-                temperature=None, top_p=None, top_k=None,
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new,
+                do_sample=False,
+                output_scores=want_logprobs,
+                return_dict_in_generate=True,
+                pad_token_id=pad,
+                temperature=None,
+                top_p=None,
+                top_k=None,
             )
         new = gen.sequences[:, width:].cpu()
         logp = torch.stack(gen.scores, dim=1).float().log_softmax(-1).cpu() if want_logprobs and gen.scores else None  # (B, S, V)
@@ -240,7 +247,12 @@ class OpenAIClient(LLMClient):
     def _one(self, req: ChatRequest) -> Completion:
         import openai
 
-        kwargs: dict[str, Any] = {"model": self.cfg.model, "messages": req.messages, "max_tokens": req.max_tokens, "temperature": req.temperature}
+        kwargs: dict[str, Any] = {
+            "model": self.cfg.model,
+            "messages": req.messages,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+        }
         if req.logprobs:
             kwargs |= {"logprobs": True, "top_logprobs": req.top_logprobs}
         error = ""
@@ -251,7 +263,10 @@ class OpenAIClient(LLMClient):
                 lps = None
                 content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
                 if content:
-                    lps = [TokenLogprob(token=c.token, logprob=c.logprob, top={t.token: t.logprob for t in (c.top_logprobs or [])}) for c in content]
+                    lps = [
+                        TokenLogprob(token=c.token, logprob=c.logprob, top={t.token: t.logprob for t in (c.top_logprobs or [])})
+                        for c in content
+                    ]
                 return Completion(text=choice.message.content or "", logprobs=lps)
             except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
                 error = f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}"

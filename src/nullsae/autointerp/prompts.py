@@ -21,7 +21,7 @@ EXPLAINER_SYSTEM = (
 
 DETECTION_SYSTEM = (
     "You are an intelligent and careful linguistics researcher. You will be given the explanation of a "
-    "latent feature of a language model, such as \"male pronouns\" or \"text about sports\", followed by "
+    'latent feature of a language model, such as "male pronouns" or "text about sports", followed by '
     "several numbered text examples. For each example, in order, answer 1 if the feature described by "
     "the explanation is present anywhere in the example, and 0 if it is not. Reply with a Python list "
     "of 0s and 1s with one entry per example, for example [1, 0, 0] for three examples, and nothing else."
@@ -29,7 +29,7 @@ DETECTION_SYSTEM = (
 
 FUZZING_SYSTEM = (
     "You are an intelligent and careful linguistics researcher. You will be given the explanation of a "
-    "latent feature of a language model, such as \"male pronouns\" or \"text about sports\", followed by "
+    'latent feature of a language model, such as "male pronouns" or "text about sports", followed by '
     "several numbered text examples in which some tokens are marked <<like this>>. For each example, in "
     "order, answer 1 if the marked tokens are ones the explanation describes, and 0 if the marking is "
     "wrong. Reply with a Python list of 0s and 1s with one entry per example, for example [1, 0, 0] for "

@@ -75,8 +75,17 @@ def _auroc_terms(df: pd.DataFrame) -> Terms | None:
 def auroc_metric(scorer: str) -> VerdictMetric:
     """The pooled AUROC of one scorer as a verdict metric: latents (with their test examples) are the
     unit, each SAE's own; chance 0.5; default δ 0.02."""
-    return VerdictMetric(f"auroc_{scorer}", f"AUROC ({scorer} scorer, pooled)", +1, "latent", "scores", _auroc_terms,
-                         tolerance=0.02, chance=0.5, select=(("scorer", scorer),))
+    return VerdictMetric(
+        f"auroc_{scorer}",
+        f"AUROC ({scorer} scorer, pooled)",
+        +1,
+        "latent",
+        "scores",
+        _auroc_terms,
+        tolerance=0.02,
+        chance=0.5,
+        select=(("scorer", scorer),),
+    )
 
 
 def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
@@ -124,7 +133,10 @@ class ScorerSummary(BaseModel):
 
 def summarize(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[ScorerSummary]:
     """Per (sae, explainer, scorer) group of per-latent rows: intervals resample latents."""
-    return [_summary(str(sae), str(explainer), str(scorer), g, n_boot, seed) for (sae, explainer, scorer), g in df.groupby(["sae", "explainer", "scorer"], sort=True)]
+    return [
+        _summary(str(sae), str(explainer), str(scorer), g, n_boot, seed)
+        for (sae, explainer, scorer), g in df.groupby(["sae", "explainer", "scorer"], sort=True)
+    ]
 
 
 def _summary(sae: str, explainer: str, scorer: str, g: pd.DataFrame, n_boot: int, seed: int) -> ScorerSummary:
@@ -146,10 +158,21 @@ def _summary(sae: str, explainer: str, scorer: str, g: pd.DataFrame, n_boot: int
         for k, v in json.loads(f).items():
             failures[k] = failures.get(k, 0) + v
     return ScorerSummary(
-        sae=sae, explainer=explainer, scorer=scorer, prompt_version=str(g["prompt_version"].iloc[0]),
-        n_latents=len(g), n_latents_scored=int(valid.size), n_items=int(all_s.size), n_failed_items=int(np.isnan(all_s).sum()), failures=failures,
-        auroc_per_latent=per.tolist(), auroc_mean=mean_ci, auroc_median=float(np.median(valid)) if valid.size else math.nan,
-        auroc_pooled=pooled_ci, balanced_accuracy=bacc, roc=roc_curve(all_s, all_y),
+        sae=sae,
+        explainer=explainer,
+        scorer=scorer,
+        prompt_version=str(g["prompt_version"].iloc[0]),
+        n_latents=len(g),
+        n_latents_scored=int(valid.size),
+        n_items=int(all_s.size),
+        n_failed_items=int(np.isnan(all_s).sum()),
+        failures=failures,
+        auroc_per_latent=per.tolist(),
+        auroc_mean=mean_ci,
+        auroc_median=float(np.median(valid)) if valid.size else math.nan,
+        auroc_pooled=pooled_ci,
+        balanced_accuracy=bacc,
+        roc=roc_curve(all_s, all_y),
     )
 
 

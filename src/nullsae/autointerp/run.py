@@ -13,7 +13,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from nullsae.autointerp import prompts
-from nullsae.autointerp.examples import ActivationSource, ExampleConfig, LatentExamples, LatentSelection, collect_examples, count_firing, select_latents
+from nullsae.autointerp.examples import (
+    ActivationSource,
+    ExampleConfig,
+    LatentExamples,
+    LatentSelection,
+    collect_examples,
+    count_firing,
+    select_latents,
+)
 from nullsae.autointerp.explainers import TokenText, make_explainer
 from nullsae.autointerp.llm import LLMClient, make_client
 from nullsae.autointerp.results import ResultStore, ScorerSummary, result_row, summarize
@@ -38,8 +46,15 @@ class AutointerpConfig(BaseModel):
 
     def manifest(self, sae: str) -> dict[str, Any]:
         """What a result folder must agree on to be resumed."""
-        return {"sae": sae, "explainer": self.explainer, "scorers": sorted(self.scorers), "scorer_llm": self.scorer_llm,
-                "examples": self.examples.model_dump(), "prompts": prompts.prompt_texts(), "prompt_hash": prompts.prompt_hash()}
+        return {
+            "sae": sae,
+            "explainer": self.explainer,
+            "scorers": sorted(self.scorers),
+            "scorer_llm": self.scorer_llm,
+            "examples": self.examples.model_dump(),
+            "prompts": prompts.prompt_texts(),
+            "prompt_hash": prompts.prompt_hash(),
+        }
 
 
 class AutointerpResult(BaseModel):
@@ -117,22 +132,37 @@ def run_autointerp(
     todo = [lat for lat in selection.latents if lat not in done]
     if todo:
         examples = collect_examples(source, todo, ecfg)
-        fields = {"sae": sae_name, "explainer": cfg.explainer, "prompt_version": prompts.PROMPT_VERSION, "prompt_hash": prompts.prompt_hash()}
-        for start in progress_bar(range(0, len(todo), cfg.chunk), desc="explaining and scoring latents", unit="chunk", disable=not progress):
+        fields = {
+            "sae": sae_name,
+            "explainer": cfg.explainer,
+            "prompt_version": prompts.PROMPT_VERSION,
+            "prompt_hash": prompts.prompt_hash(),
+        }
+        for start in progress_bar(
+            range(0, len(todo), cfg.chunk), desc="explaining and scoring latents", unit="chunk", disable=not progress
+        ):
             chunk = [examples[lat] for lat in todo[start : start + cfg.chunk]]
             explanations = explainer.explain(chunk)
             pairs = list(zip(chunk, explanations))
             per_scorer = [sc.score(pairs) for sc in scorers]
             for i, (ex, expl) in enumerate(pairs):
                 ent, ent_raw = _entropy(ex)
-                extra = {**fields, "n_active_windows": ex.n_active_windows, "explanation": expl.text, "explanation_error": expl.error,
-                         "entropy": ent, "entropy_raw": ent_raw}
+                extra = {
+                    **fields,
+                    "n_active_windows": ex.n_active_windows,
+                    "explanation": expl.text,
+                    "explanation_error": expl.error,
+                    "entropy": ent,
+                    "entropy_raw": ent_raw,
+                }
                 store.write_latent(ex.latent, [result_row(res[i], **extra) for res in per_scorer])
     path = store.finalize()
     df = store.load()
     df = df[df["latent"].isin(selection.latents)] if len(df) else df
     summaries = summarize(df, n_boot=cfg.n_boot, seed=cfg.seed) if len(df) else []
     n_explain_failed = int(df.groupby("latent")["explanation"].first().isna().sum()) if len(df) else 0
-    result = AutointerpResult(sae=sae_name, selection=selection, summaries=summaries, latents_path=str(path), n_explain_failed=n_explain_failed)
+    result = AutointerpResult(
+        sae=sae_name, selection=selection, summaries=summaries, latents_path=str(path), n_explain_failed=n_explain_failed
+    )
     _write_json(out / "summary.json", result.model_dump(mode="json"))
     return result

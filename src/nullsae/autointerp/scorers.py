@@ -45,7 +45,9 @@ def _test_items(ex: LatentExamples) -> list[tuple[Example, int]]:
 
 def _failed(ex: LatentExamples, name: str, reason: str) -> ScoreResult:
     items = _test_items(ex)
-    return ScoreResult(ex.latent, name, [math.nan] * len(items), [y for _, y in items], [e.quantile for e, _ in items], {reason: len(items)})
+    return ScoreResult(
+        ex.latent, name, [math.nan] * len(items), [y for _, y in items], [e.quantile for e, _ in items], {reason: len(items)}
+    )
 
 
 class _ChatScorer:
@@ -150,7 +152,9 @@ class EmbeddingScorer:
                 continue
             items = _test_items(ex)
             texts = [expl.text] + [self.text.render(e.tokens) for e, _ in items]
-            emb = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+            emb = self.model.encode(
+                texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+            )
             cos = (emb[1:] @ emb[0]).cpu().tolist()
             out.append(ScoreResult(ex.latent, self.name, cos, [y for _, y in items], [e.quantile for e, _ in items]))
         return out
@@ -185,7 +189,9 @@ def make_scorer(name: str, text: TokenText, client: LLMClient | None = None, thr
     """A scorer by name; `detection` and `fuzzing` need a chat client."""
     if name in ("detection", "fuzzing"):
         if client is None:
-            raise UserError(f"the {name} scorer needs an LLM; give {advice('--scorer-llm', '--scorer-llm', 'autointerp.scorer_llm')} as hf:<model> or openai:<model>")
+            raise UserError(
+                f"the {name} scorer needs an LLM; give {advice('--scorer-llm', '--scorer-llm', 'autointerp.scorer_llm')} as hf:<model> or openai:<model>"
+            )
         cls = DetectionScorer if name == "detection" else FuzzingScorer
         return cls(client, text, threshold=threshold, seed=seed)
     if name == "embedding":

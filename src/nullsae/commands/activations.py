@@ -14,7 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2", help="'smollm2' (bundled), a hub id, a local folder or a .gguf file (default: smollm2)")
     p.add_argument("--revision", default=None, help="hub revision of --model")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model to run its own code")
-    p.add_argument("--variant", default="trained", help="trained | rerandomized | rerandomized-excl-emb | step0 | control (default: trained)")
+    p.add_argument(
+        "--variant", default="trained", help="trained | rerandomized | rerandomized-excl-emb | step0 | control (default: trained)"
+    )
     p.add_argument("--seed", type=int, default=42, help="seed of the variant (default: 42)")
     p.add_argument("--keep-norms", action="store_true", help="keep layer norms at trained values in re-randomised variants")
     p.add_argument("--noise", default="fresh", choices=["fresh", "per-token"], help="control-variant noise mode (default: fresh)")
@@ -24,10 +26,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=128, help="tokens per window, BOS included (default: 128)")
     p.add_argument("--data", default="bundled", help="bundled | hf:DATASET[:SPLIT] | a .txt/.jsonl/.parquet file (default: bundled)")
     p.add_argument("--text-field", default="text", help="text field of a jsonl/parquet/HF source (default: text)")
-    p.add_argument("--split", default="train", choices=["train", "eval", "interp"], help="which disjoint split of the documents (default: train)")
+    p.add_argument(
+        "--split", default="train", choices=["train", "eval", "interp"], help="which disjoint split of the documents (default: train)"
+    )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the train/eval/interp split (default: 0)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: 16)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="storage dtype of the activations (default: float32)")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="storage dtype of the activations (default: float32)"
+    )
     p.add_argument("--cache-dir", default=None, help="cache root (default: $NULLSAE_CACHE or ~/.cache/nullsae)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(func=run)
@@ -52,14 +58,34 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code)
     layers = check_layers(layers, loaded.n_layers)
     device = resolve_device(args.device)
-    data = DataSlice(source=args.data, split=args.split, seed=args.data_seed, window=args.window, n_windows=-(-args.tokens // args.window), text_field=args.text_field)
-    windows = token_windows(loaded.tokenizer, loaded.bos_id, data.window, data.n_windows, source=data.source, split=data.split, seed=data.seed, text_field=data.text_field)
+    data = DataSlice(
+        source=args.data,
+        split=args.split,
+        seed=args.data_seed,
+        window=args.window,
+        n_windows=-(-args.tokens // args.window),
+        text_field=args.text_field,
+    )
+    windows = token_windows(
+        loaded.tokenizer,
+        loaded.bos_id,
+        data.window,
+        data.n_windows,
+        source=data.source,
+        split=data.split,
+        seed=data.seed,
+        text_field=data.text_field,
+    )
     variant, manifest = make_variant(loaded, args.variant, seed=args.seed, keep_norms=args.keep_norms, noise=args.noise, sigma=args.sigma)
     variant.model.to(device)
     directory = cache_dir(loaded.name, manifest.slug, data, root=args.cache_dir)
     itemsize = 4 if args.dtype == "float32" else 2
-    check_disk(windows.numel() * loaded.d_model * itemsize * len(layers), directory, f"caching {len(layers)} layers of {windows.numel():,} tokens",
-               "lower --tokens, cache fewer --layers at once, use --dtype bfloat16, or give another --cache-dir")
+    check_disk(
+        windows.numel() * loaded.d_model * itemsize * len(layers),
+        directory,
+        f"caching {len(layers)} layers of {windows.numel():,} tokens",
+        "lower --tokens, cache fewer --layers at once, use --dtype bfloat16, or give another --cache-dir",
+    )
     manifest.write(directory / "manifest.json")
     report = fill_cache(variant, windows, layers, directory, batch_size=args.batch_size, dtype=args.dtype)
     for layer in report.cached:

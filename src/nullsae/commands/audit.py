@@ -33,8 +33,14 @@ PCA_FIT_TOKENS = 65_536
 
 
 def add_parser(subparsers: Any) -> None:
-    p = add_lazy_parser(subparsers, "audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION)
-    p.add_argument("--sae", metavar="NAME", help="SAE folder (nullsae, SAELens, sparsify or dictionary_learning format) or hf:ORG/REPO[/SUBFOLDER][@REV]")
+    p = add_lazy_parser(
+        subparsers, "audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION
+    )
+    p.add_argument(
+        "--sae",
+        metavar="NAME",
+        help="SAE folder (nullsae, SAELens, sparsify or dictionary_learning format) or hf:ORG/REPO[/SUBFOLDER][@REV]",
+    )
     p.add_argument("--release", metavar="RELEASE", help="SAELens release name (with --sae-id), from the installed sae-lens registry")
     p.add_argument("--sae-id", metavar="ID", help="SAE id within --release")
     p.add_argument("--layer", type=int, help="layer the SAE reads (output of block ℓ, 0-based); default: from the SAE's hook")
@@ -75,8 +81,21 @@ def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) ->
     def fill(tmp: Path) -> None:
         save_sae(sae, tmp)
         nan = float("nan")
-        write_json(tmp / TRAIN_INFO, {"name": str(source), "steps": 0, "tokens": 0, "skipped_batches": 0, "fvu": nan, "l0": nan,
-                                      "dead_fraction": nan, "decoder_drift": nan, "source": str(source), "source_sha": sha})
+        write_json(
+            tmp / TRAIN_INFO,
+            {
+                "name": str(source),
+                "steps": 0,
+                "tokens": 0,
+                "skipped_batches": 0,
+                "fvu": nan,
+                "l0": nan,
+                "dead_fraction": nan,
+                "decoder_drift": nan,
+                "source": str(source),
+                "source_sha": sha,
+            },
+        )
 
     atomic_dir(store.sae_dir(key), fill)
 
@@ -103,8 +122,15 @@ def _downstream(store: Any, cell: Any) -> Any:
     if pk is None or not store.has_part(cell.key, "downstream", pk):
         return None
     r = store.read_part(cell.key, "downstream", pk).iloc[0]
-    return DownstreamNumbers(ce_loss_score=r.ce_score, ce_loss_with_ablation=r.ce_zero, ce_loss_with_sae=r.ce_sae,
-                             ce_loss_without_sae=r.ce_clean, kl_div_score=r.kl_score, kl_div_with_ablation=r.kl_zero, kl_div_with_sae=r.kl_sae)
+    return DownstreamNumbers(
+        ce_loss_score=r.ce_score,
+        ce_loss_with_ablation=r.ce_zero,
+        ce_loss_with_sae=r.ce_sae,
+        ce_loss_without_sae=r.ce_clean,
+        kl_div_score=r.kl_score,
+        kl_div_with_ablation=r.kl_zero,
+        kl_div_with_sae=r.kl_sae,
+    )
 
 
 def audit_outputs(cfg: Any, plan: Any, store: Any, layer: int, hook: str, label: str) -> dict[str, Any]:
@@ -123,8 +149,17 @@ def audit_outputs(cfg: Any, plan: Any, store: Any, layer: int, hook: str, label:
     for cell in plan.cells:
         sae = load_sae(store.sae_dir(cell.key))
         name = "sae" if cell.baseline == "none" else cell.baseline
-        out = core_eval_output(sae, x_eval, model_name=model, dataset=cfg.tokens.source, context_size=cfg.tokens.context, hook_name=hook,
-                               downstream=_downstream(store, cell), release="nullsae-audit", sae_id=f"{label}/{name}")
+        out = core_eval_output(
+            sae,
+            x_eval,
+            model_name=model,
+            dataset=cfg.tokens.source,
+            context_size=cfg.tokens.context,
+            hook_name=hook,
+            downstream=_downstream(store, cell),
+            release="nullsae-audit",
+            sae_id=f"{label}/{name}",
+        )
         saebench[name] = str(write_json(store.root / "saebench" / f"{name}_eval_results.json", out))
         if cell.baseline == "none":
             free = compare_with_free_nulls(sae, x_eval, x_fit, seed=cell.seed, n_boot=cfg.report.n_bootstrap)
@@ -140,8 +175,10 @@ def free_null_lines(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         ci = r["ev_difference"]
         verdict = "SAE beats it" if r["sae_beats_null"] else "SAE does not beat it"
-        lines.append(f"  {r['null']:<17} EV {r['ev_null']:.3f} at L0 {r['l0_null']:.1f} vs SAE {r['ev_sae']:.3f} at L0 {r['l0_sae']:.1f}: "
-                     f"difference {ci['estimate']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}], {verdict}")
+        lines.append(
+            f"  {r['null']:<17} EV {r['ev_null']:.3f} at L0 {r['l0_null']:.1f} vs SAE {r['ev_sae']:.3f} at L0 {r['l0_sae']:.1f}: "
+            f"difference {ci['estimate']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}], {verdict}"
+        )
     return lines
 
 
@@ -163,15 +200,23 @@ def run(args: argparse.Namespace) -> int:
     given = overrides.get("models")
     if source.model and given is not None and not all(same_model(m, source.model) for m in given.split(",")):
         raise UserError(f"the SAE was trained on {source.model}, but --models is {given}; drop --models or give that model")
-    shared = {k: v for k, v in sc.model_dump(mode="json").items() if k in SAESettings.model_fields and k not in ("archs", "expansion", "n_latents")}
+    shared = {
+        k: v
+        for k, v in sc.model_dump(mode="json").items()
+        if k in SAESettings.model_fields and k not in ("archs", "expansion", "n_latents")
+    }
     sha = sae_digest(ref.folder)
     base = load_yaml("demo")
     for section in base.values():  # every per-layer family reads the SAE's layer
         if isinstance(section, dict) and "layers" in section:
             section["layers"] = [layer]
-    base.update(name=f"audit-{sha[:12]}", variants=["trained"], layers=[layer],
-                baselines={"kinds": list(RANDOM_BASELINES), "layers": [layer], "variants": ["trained"], "tau": sc.tau},
-                sae={**shared, "archs": [sc.arch], "n_latents": sc.n_latents})
+    base.update(
+        name=f"audit-{sha[:12]}",
+        variants=["trained"],
+        layers=[layer],
+        baselines={"kinds": list(RANDOM_BASELINES), "layers": [layer], "variants": ["trained"], "tau": sc.tau},
+        sae={**shared, "archs": [sc.arch], "n_latents": sc.n_latents},
+    )
     if source.model and given is None:
         base["models"] = [source.model]
     cfg = parse_config(apply_overrides(base, overrides))
@@ -184,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"the SAE reads hook {hook}: {exc}") from None
     d_model = plan.shapes[cfg.models[0]].d_model
     if d_model != sc.d_in:
-        raise UserError(f"the SAE reads d_in = {sc.d_in} but {cfg.models[0]} has width {d_model}; give the model it was trained on with --models")
+        raise UserError(
+            f"the SAE reads d_in = {sc.d_in} but {cfg.models[0]} has width {d_model}; give the model it was trained on with --models"
+        )
     refs = [c for c in plan.cells if c.baseline == "none"]
     if len(refs) != 1:
         raise UserError("audit evaluates the one given SAE; give a single --train.seeds value")
@@ -194,8 +241,13 @@ def run(args: argparse.Namespace) -> int:
     if not progress:
         quiet_libraries()
     if args.dry_run:
-        print(json.dumps({"run_dir": str(out), "sae": ref.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]})
-              if args.json else f"would audit {ref.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls")
+        print(
+            json.dumps(
+                {"run_dir": str(out), "sae": ref.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]}
+            )
+            if args.json
+            else f"would audit {ref.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls"
+        )
         return 0
     store = RunStore(out)
     install_reference(store, ref_cell.key, sae, ref.folder.resolve(), sha)

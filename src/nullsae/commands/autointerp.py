@@ -17,18 +17,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", required=True, help="SAE folder (or a file in it) saved by nullsae, SAELens, sparsify or dictionary_learning")
     p.add_argument("--layer", type=int, default=None, help="layer the SAE reads (output of block ℓ; default: the layer its files record)")
     p.add_argument("--activations", default=None, help="activation cache folder of `nullsae activations` (default: a live pass of --model)")
-    p.add_argument("--model", default=None, help="model for a live pass and its tokenizer (default: the model the SAE's files record, else smollm2)")
+    p.add_argument(
+        "--model", default=None, help="model for a live pass and its tokenizer (default: the model the SAE's files record, else smollm2)"
+    )
     p.add_argument("--variant", default="trained", help="model variant of a live pass (default: trained)")
-    p.add_argument("--tokens", type=int, default=200_000, help="tokens of the live pass, interp split of the bundled corpus (default: 200000)")
+    p.add_argument(
+        "--tokens", type=int, default=200_000, help="tokens of the live pass, interp split of the bundled corpus (default: 200000)"
+    )
     p.add_argument("--explainer", default="tokens", help="tokens | hf:<model> (e.g. hf:smollm2) | openai:<model> (default: tokens)")
-    p.add_argument("--scorers", default=None, help="comma list of detection, fuzzing, embedding, tokens (default: tokens,embedding for the tokens explainer, else detection,fuzzing,embedding)")
+    p.add_argument(
+        "--scorers",
+        default=None,
+        help="comma list of detection, fuzzing, embedding, tokens (default: tokens,embedding for the tokens explainer, else detection,fuzzing,embedding)",
+    )
     p.add_argument("--scorer-llm", default=None, help="chat model of detection/fuzzing (default: the explainer's)")
     p.add_argument("--latents", type=int, default=100, help="latents sampled (default: 100)")
     p.add_argument("--min-examples", type=int, default=200, help="latents firing in fewer windows are not sampled (default: 200)")
     p.add_argument("--window", type=int, default=32, help="tokens per example window (default: 32)")
-    p.add_argument("--out", default=None, help="result folder (default: runs/autointerp-<explainer>-<hash of the SAE path>; the SAE's folder is never written)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="result folder (default: runs/autointerp-<explainer>-<hash of the SAE path>; the SAE's folder is never written)",
+    )
     p.add_argument("--llm-cache", default=None, help="prompt → response cache folder (default: <out>/llm-cache)")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")
+    p.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY"
+    )
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight (default: 8)")
     p.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request (default: 60)")
     p.add_argument("--max-retries", type=int, default=3, help="openai: retries after timeouts and 5xx (default: 3)")
@@ -53,8 +67,10 @@ def check_setup(explainer: str, scorers: list[str], scorer_llm: str | None) -> N
         raise UserError(f"unknown scorer '{','.join(unknown)}' in --scorers; choose from {', '.join(SCORERS)}")
     llm_scorers = [s for s in scorers if s in ("detection", "fuzzing")]
     if llm_scorers and scorer_llm is None and explainer == "tokens":
-        raise UserError(f"the {' and '.join(llm_scorers)} scorer needs an LLM and the tokens explainer is none; give --scorer-llm hf:<model> "
-                        "or openai:<model>, or --scorers tokens,embedding")
+        raise UserError(
+            f"the {' and '.join(llm_scorers)} scorer needs an LLM and the tokens explainer is none; give --scorer-llm hf:<model> "
+            "or openai:<model>, or --scorers tokens,embedding"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if args.latents < 1 or args.min_examples < 1 or args.window < 2:
         raise UserError("--latents and --min-examples must be positive and --window at least 2")
     explainer = args.explainer
-    scorers = [s.strip() for s in (args.scorers or ("tokens,embedding" if explainer == "tokens" else "detection,fuzzing,embedding")).split(",") if s.strip()]
+    scorers = [
+        s.strip()
+        for s in (args.scorers or ("tokens,embedding" if explainer == "tokens" else "detection,fuzzing,embedding")).split(",")
+        if s.strip()
+    ]
     check_setup(explainer, scorers, args.scorer_llm)
     from nullsae.commands.ls import results_path
     from nullsae.io_utils import check_writable_dir
@@ -100,9 +120,13 @@ def run(args: argparse.Namespace) -> int:
 
         cache = CachedActivations(args.activations, layer)
         if cache.d_in != sae.W_dec.shape[1]:
-            raise UserError(f"the cache holds d = {cache.d_in} activations but the SAE reads d = {sae.W_dec.shape[1]}; give the cache of its model and layer")
+            raise UserError(
+                f"the cache holds d = {cache.d_in} activations but the SAE reads d = {sae.W_dec.shape[1]}; give the cache of its model and layer"
+            )
         if cache.window % T:
-            raise UserError(f"the cache's windows of {cache.window} tokens do not split into --window {T}; pick a divisor of {cache.window}")
+            raise UserError(
+                f"the cache's windows of {cache.window} tokens do not split into --window {T}; pick a divisor of {cache.window}"
+            )
         tokens = cache.tokens.reshape(-1, T)
 
         def residuals(ids: torch.Tensor) -> torch.Tensor:
@@ -119,9 +143,21 @@ def run(args: argparse.Namespace) -> int:
             return capture_residuals(variant.model, tokens[ids], [layer])[layer].float()
 
     source = ActivationSource(tokens, sae_encoder(sae, residuals), n_latents=int(sae.W_dec.shape[0]))
-    openai = {k: v for k, v in {"base_url": args.base_url, "concurrency": args.concurrency, "timeout_s": args.timeout, "max_retries": args.max_retries}.items() if v is not None}
+    openai = {
+        k: v
+        for k, v in {
+            "base_url": args.base_url,
+            "concurrency": args.concurrency,
+            "timeout_s": args.timeout,
+            "max_retries": args.max_retries,
+        }.items()
+        if v is not None
+    }
     cfg = AutointerpConfig(
-        explainer=explainer, scorers=scorers, scorer_llm=args.scorer_llm, seed=args.seed,
+        explainer=explainer,
+        scorers=scorers,
+        scorer_llm=args.scorer_llm,
+        seed=args.seed,
         examples=ExampleConfig(n_latents=args.latents, min_examples=args.min_examples),
         llm_cache=args.llm_cache or str(out / "llm-cache"),
         openai=openai if any(s.startswith("openai:") for s in [explainer, args.scorer_llm or ""]) else {},
@@ -129,7 +165,9 @@ def run(args: argparse.Namespace) -> int:
     with folder_lock(out, "auto-interp output folder"):
         result = run_autointerp(source, loaded.tokenizer, cfg, out, sae_name=sae_path.name)
     sel = result.selection
-    print(f"SAE {sae_path.name}: {sel.n_total} latents, {sel.n_removed} removed by min_examples={args.min_examples} ({sel.n_dead} dead), {len(sel.latents)} sampled")
+    print(
+        f"SAE {sae_path.name}: {sel.n_total} latents, {sel.n_removed} removed by min_examples={args.min_examples} ({sel.n_dead} dead), {len(sel.latents)} sampled"
+    )
     if not sel.latents:
         print(f"no latent fires in at least {args.min_examples} windows; lower --min-examples or give more tokens")
     if result.n_explain_failed:
@@ -137,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     for s in result.summaries:
         head = f"{s.explainer:>12} / {s.scorer:<9}"
         if not s.n_latents_scored:
-            print(f"{head}  AUROC n/a: no latent had both activating and non-activating windows scored (a latent firing in every window has no negatives)")
+            print(
+                f"{head}  AUROC n/a: no latent had both activating and non-activating windows scored (a latent firing in every window has no negatives)"
+            )
             continue
         ba = f"  balanced acc {s.balanced_accuracy.estimate:.3f}" if s.balanced_accuracy else ""
         print(

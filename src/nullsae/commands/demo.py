@@ -21,7 +21,9 @@ report (runs/demo/report.html). Interrupt it at any time and rerun to resume. Fl
 
 
 def add_parser(subparsers: Any) -> None:
-    p = add_lazy_parser(subparsers, "demo", help="the main job on the bundled model and corpus (≤ 15 min on 2 cores)", description=DESCRIPTION)
+    p = add_lazy_parser(
+        subparsers, "demo", help="the main job on the bundled model and corpus (≤ 15 min on 2 cores)", description=DESCRIPTION
+    )
     add_common_options(p, "run directory (default runs/demo)")
     p.set_defaults(func=run)
 

@@ -19,11 +19,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2", help="model the SAE belongs to (default: smollm2)")
     p.add_argument("--variant", default="trained", help="model variant (default: trained)")
     p.add_argument("--facts", default=None, help="facts JSON shaped like nullsae/assets/ravel_facts.json (default: the bundled facts)")
-    p.add_argument("--grid", default="1,4,16,64,256,1024,4096", help="latent-set sizes tried on the training entities, capped at m (default: 1,4,16,64,256,1024,4096)")
-    p.add_argument("--min-facts", type=int, default=5, help="correct entities an attribute needs per split, else it is skipped (default: 5)")
+    p.add_argument(
+        "--grid",
+        default="1,4,16,64,256,1024,4096",
+        help="latent-set sizes tried on the training entities, capped at m (default: 1,4,16,64,256,1024,4096)",
+    )
+    p.add_argument(
+        "--min-facts", type=int, default=5, help="correct entities an attribute needs per split, else it is skipped (default: 5)"
+    )
     p.add_argument("--max-pairs", type=int, default=48, help="base/source pairs per attribute and split (default: 48)")
     p.add_argument("--seed", type=int, default=0, help="seed of the entity split and the pairs (default: 0)")
-    p.add_argument("--out", default=None, help="result JSON (default: runs/editing-layer<L>-<hash of the SAE path>.json; the SAE's folder is never written)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="result JSON (default: runs/editing-layer<L>-<hash of the SAE path>.json; the SAE's folder is never written)",
+    )
     p.set_defaults(func=run)
 
 
@@ -47,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     loaded, _ = make_variant(load_model(args.model), args.variant)
     prep = prepare_facts(loaded, args.layer, cfg, facts)
     c = prep.counts
-    print(f"facts the model answers right before any intervention: {c.n_facts_correct}/{c.n_facts} facts, {c.n_prompts_correct}/{c.n_prompts} prompts ({c.n_prompts_dropped} prompts dropped)")
+    print(
+        f"facts the model answers right before any intervention: {c.n_facts_correct}/{c.n_facts} facts, {c.n_prompts_correct}/{c.n_prompts} prompts ({c.n_prompts_dropped} prompts dropped)"
+    )
     for name, a in c.per_attribute.items():
         print(f"  {name:<20} {a.n_facts_correct:>3}/{a.n_facts:<3} facts  {a.n_prompts_correct:>3}/{a.n_prompts:<3} prompts")
     result = run_editing(sae, loaded, args.layer, cfg, prepared=prep)
@@ -55,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {name}: {why}")
     print(f"{'attribute':<20} {'latents':>7} {'cause':>6} {'iso':>6} {'score':>6}  (eval pairs)")
     for a in result.attributes:
-        print(f"{a.attribute:<20} {a.n_latents:>7} {a.cause:>6.3f} {a.isolation:>6.3f} {a.score:>6.3f}  ({a.n_cause} cause, {a.n_isolation} isolation)")
+        print(
+            f"{a.attribute:<20} {a.n_latents:>7} {a.cause:>6.3f} {a.isolation:>6.3f} {a.score:>6.3f}  ({a.n_cause} cause, {a.n_isolation} isolation)"
+        )
     if result.score is not None:
         print(f"{'mean':<20} {'':>7} {result.cause:>6.3f} {result.isolation:>6.3f} {result.score:>6.3f}")
     else:

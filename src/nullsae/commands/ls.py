@@ -42,8 +42,17 @@ def list_saes(run_dir: str | Path) -> list[dict[str, Any]]:
         except (OSError, ValueError) as exc:
             raise UserError(f"{info_path} is unreadable ({exc}); delete that cell folder and rerun the run to recompute it") from None
         seed = info.get("seed", (info.get("sae_config") or {}).get("seed"))
-        rows.append({"model": info.get("model"), "variant": info.get("variant"), "layer": info.get("layer"), "arch": info.get("arch"),
-                     "baseline": info.get("baseline") or "none", "seed": seed, "path": str(sae)})
+        rows.append(
+            {
+                "model": info.get("model"),
+                "variant": info.get("variant"),
+                "layer": info.get("layer"),
+                "arch": info.get("arch"),
+                "baseline": info.get("baseline") or "none",
+                "seed": seed,
+                "path": str(sae),
+            }
+        )
     rows.sort(key=lambda r: (str(r["model"]), str(r["variant"]), r["layer"] or 0, str(r["arch"]), r["baseline"], r["seed"] or 0))
     return rows
 

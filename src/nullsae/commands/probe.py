@@ -16,7 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sae", required=True, help="SAE folder (nullsae, SAELens or sparsify format)")
     p.add_argument("--layer", type=int, required=True, help="layer the SAE reads (output of block ℓ)")
-    p.add_argument("--tasks", nargs="+", default=["builtin"], help="task names, families, files or hf:DATASET (default: builtin = all built-in tasks)")
+    p.add_argument(
+        "--tasks", nargs="+", default=["builtin"], help="task names, families, files or hf:DATASET (default: builtin = all built-in tasks)"
+    )
     p.add_argument("--model", default="smollm2", help="model the SAE belongs to (default: smollm2)")
     p.add_argument("--variant", default="trained", help="model variant (default: trained)")
     p.add_argument("--ks", default="1,2,5,10,20", help="comma list of latent counts (default: 1,2,5,10,20)")
@@ -27,7 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="text column of a labelled file or dataset (default: text)")
     p.add_argument("--label-field", default="label", help="label column of a labelled file or dataset (default: label)")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and random projections (default: 0)")
-    p.add_argument("--out", default=None, help="result JSON (default: runs/probing-layer<L>-<hash of the SAE path>.json; the SAE's folder is never written)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="result JSON (default: runs/probing-layer<L>-<hash of the SAE path>.json; the SAE's folder is never written)",
+    )
     p.set_defaults(func=run)
 
 
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ks must list positive integers, got '{args.ks}'")
     if args.n_train < 1 or args.n_test < 1 or args.max_tokens < 2:
         raise UserError("--n-train and --n-test must be positive and --max-tokens at least 2")
-    task_cfg = TaskConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed, text_field=args.text_field, label_field=args.label_field)
+    task_cfg = TaskConfig(
+        n_train=args.n_train, n_test=args.n_test, seed=args.seed, text_field=args.text_field, label_field=args.label_field
+    )
     tasks = load_tasks(args.tasks, task_cfg)  # bad task names fail before the model loads
     for name, why in tasks.skipped.items():
         print(f"skipped {name}: {why}")
@@ -56,10 +64,25 @@ def run(args: argparse.Namespace) -> int:
     loaded, _ = make_variant(load_model(args.model), args.variant)
     cfg = ProbingConfig(ks=ks, pooling=args.pooling, max_tokens=args.max_tokens, seed=args.seed)
     result = run_probing(sae, loaded, args.layer, tasks.tasks, cfg)
-    print(f"{'task':<40} {'n_train':>7} {'n_test':>6} " + " ".join(f"{'k=' + str(k):>6}" for k in ks) + f" {'raw':>6} " + " ".join(f"{'rnd' + str(k):>6}" for k in ks))
+    print(
+        f"{'task':<40} {'n_train':>7} {'n_test':>6} "
+        + " ".join(f"{'k=' + str(k):>6}" for k in ks)
+        + f" {'raw':>6} "
+        + " ".join(f"{'rnd' + str(k):>6}" for k in ks)
+    )
     for t in result.tasks:
-        print(f"{t.task:<40} {t.n_train:>7} {t.n_test:>6} " + " ".join(f"{t.sae[k]:>6.3f}" for k in ks) + f" {t.raw:>6.3f} " + " ".join(f"{t.random[k]:>6.3f}" for k in ks))
-    print(f"{'mean':<40} {'':>7} {'':>6} " + " ".join(f"{result.mean_sae[k]:>6.3f}" for k in ks) + f" {result.mean_raw:>6.3f} " + " ".join(f"{result.mean_random[k]:>6.3f}" for k in ks))
+        print(
+            f"{t.task:<40} {t.n_train:>7} {t.n_test:>6} "
+            + " ".join(f"{t.sae[k]:>6.3f}" for k in ks)
+            + f" {t.raw:>6.3f} "
+            + " ".join(f"{t.random[k]:>6.3f}" for k in ks)
+        )
+    print(
+        f"{'mean':<40} {'':>7} {'':>6} "
+        + " ".join(f"{result.mean_sae[k]:>6.3f}" for k in ks)
+        + f" {result.mean_raw:>6.3f} "
+        + " ".join(f"{result.mean_random[k]:>6.3f}" for k in ks)
+    )
     out = Path(args.out) if args.out else results_path(args.sae, f"probing-layer{args.layer}", ".json")
     atomic_write_text(out, result.model_dump_json(indent=1))
     print(f"results: {out}")

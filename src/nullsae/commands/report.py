@@ -40,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_run(cfg, shape_of=lambda m: shapes[m] if m in shapes else _missing(m))
     rep = report_for(store, plan)
     if args.json:
-        print(json.dumps({"report": str(rep.path), "verdicts": summarize(rep.verdicts).to_dict(orient="records"),
-                          "findings": [f.model_dump() for f in rep.findings]}, default=str))
+        print(
+            json.dumps(
+                {
+                    "report": str(rep.path),
+                    "verdicts": summarize(rep.verdicts).to_dict(orient="records"),
+                    "findings": [f.model_dump() for f in rep.findings],
+                },
+                default=str,
+            )
+        )
     else:
         if not args.quiet:
             for f in rep.findings:

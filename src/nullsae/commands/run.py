@@ -92,8 +92,7 @@ def execute_and_print(cfg: Any, args: argparse.Namespace, out: Path) -> int:
         quiet_libraries()
     if args.dry_run:
         plan = plan_run(cfg)
-        summary = {"run_dir": str(out), "tasks": len(plan.tasks), "cells": len(plan.cells),
-                   "cells_list": [c.label for c in plan.cells]}
+        summary = {"run_dir": str(out), "tasks": len(plan.tasks), "cells": len(plan.cells), "cells_list": [c.label for c in plan.cells]}
         if args.json:
             print(json.dumps(summary))
         elif not args.quiet:

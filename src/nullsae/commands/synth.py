@@ -21,16 +21,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--setting", choices=["variable", "constant"], default="variable", help="feature probabilities (default: variable)")
     p.add_argument("--arch", default="batchtopk", help="relu | topk | batchtopk | jumprelu | matryoshka (default: batchtopk)")
-    p.add_argument("--baselines", action="store_true", help="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
+    p.add_argument(
+        "--baselines", action="store_true", help="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines"
+    )
     p.add_argument("--steps", type=int, default=None, help="training batches of 4,096 samples (default 2,000; --paper: per architecture)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3; --paper: 3e-3)")
-    p.add_argument("--paper", action="store_true", help="train to the recovery plateau with its per-architecture steps, lr, lr drop and dead window (docs/results/synthetic.md); explicit options override it")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="train to the recovery plateau with its per-architecture steps, lr, lr drop and dead window (docs/results/synthetic.md); explicit options override it",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic features, data and SAE initialisation (default: 0)")
-    p.add_argument("--dead-tokens", type=int, default=None, help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000; --paper: per architecture)")
-    p.add_argument("--lr-drop-step", type=int, default=None, help="from this step on the lr is multiplied by --lr-drop-factor (default: no drop)")
+    p.add_argument(
+        "--dead-tokens",
+        type=int,
+        default=None,
+        help="samples without firing after which a latent counts as dead and AuxK trains it (default 2,000,000; --paper: per architecture)",
+    )
+    p.add_argument(
+        "--lr-drop-step", type=int, default=None, help="from this step on the lr is multiplied by --lr-drop-factor (default: no drop)"
+    )
     p.add_argument("--lr-drop-factor", type=float, default=1 / 3, help="the lr drop's factor (default 1/3)")
     p.add_argument("--auxk-coef", type=float, default=1 / 32, help="AuxK weight α for topk/batchtopk/matryoshka (default 1/32; 0: no AuxK)")
-    p.add_argument("--decay-fraction", type=float, default=None, help="linear lr decay over this final fraction of steps (default 0.2; --paper: per architecture)")
+    p.add_argument(
+        "--decay-fraction",
+        type=float,
+        default=None,
+        help="linear lr decay over this final fraction of steps (default 0.2; --paper: per architecture)",
+    )
     p.add_argument("--curve-points", type=int, default=10, help="recovery evaluations (and checkpoints) along training (default: 10)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--resume-dir", default=None, help="checkpoint folder: an interrupted run continues from it")
@@ -72,9 +90,19 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
     if not 0 < args.lr_drop_factor <= 1:
         raise UserError(f"--lr-drop-factor must be in (0, 1], got {args.lr_drop_factor}")
     return SynthConfig(
-        setting=args.setting, arch=args.arch, baselines=args.baselines, steps=steps, lr=lr, seed=args.seed,
-        curve_points=max(1, args.curve_points), decay_fraction=decay, dead_tokens=dead_tokens,
-        auxk_coef=args.auxk_coef, lr_drop_step=drop, lr_drop_factor=args.lr_drop_factor, device=str(resolve_device(args.device)),
+        setting=args.setting,
+        arch=args.arch,
+        baselines=args.baselines,
+        steps=steps,
+        lr=lr,
+        seed=args.seed,
+        curve_points=max(1, args.curve_points),
+        decay_fraction=decay,
+        dead_tokens=dead_tokens,
+        auxk_coef=args.auxk_coef,
+        lr_drop_step=drop,
+        lr_drop_factor=args.lr_drop_factor,
+        device=str(resolve_device(args.device)),
     )
 
 
@@ -87,10 +115,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_writable_dir(args.out)  # before training, so a bad path never throws the results away
     report = run_synth(cfg, progress=not (args.quiet or args.json), checkpoint_dir=resume)
-    print(f"synthetic {report.setting} p, m = {cfg.n_latents}, L0 = {cfg.l0}, {cfg.steps} steps × {cfg.batch_size} ({report.seconds:.0f} s)")
+    print(
+        f"synthetic {report.setting} p, m = {cfg.n_latents}, L0 = {cfg.l0}, {cfg.steps} steps × {cfg.batch_size} ({report.seconds:.0f} s)"
+    )
     print(f"{'arch':<11}{'baseline':<22}{'EV':>7}{'L0':>7}{'recovered':>11}{'MMCS':>7}{'MCC':>7}{'silent':>8}")
     for r in report.results:
-        print(f"{r.arch:<11}{r.baseline:<22}{r.ev:>7.3f}{r.l0:>7.1f}{r.recovered_fraction:>10.1%}{r.mmcs:>7.3f}{r.mcc:>7.3f}{r.silent_fraction:>8.1%}")
+        print(
+            f"{r.arch:<11}{r.baseline:<22}{r.ev:>7.3f}{r.l0:>7.1f}{r.recovered_fraction:>10.1%}{r.mmcs:>7.3f}{r.mcc:>7.3f}{r.silent_fraction:>8.1%}"
+        )
     if args.json:
         keys = ("arch", "baseline", "ev", "l0", "recovered_fraction", "mmcs", "mcc")
         print(json.dumps({"setting": report.setting, "results": [{k: getattr(r, k) for k in keys} for r in report.results]}))

@@ -36,13 +36,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=100, help="training epochs per SAE (default 100)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per training step (default: 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--samples", type=int, default=10_000, help="samples (superposition) or most vectors used (glove: the first, most frequent; embeddings: a seeded random subset; default: 10000)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=10_000,
+        help="samples (superposition) or most vectors used (glove: the first, most frequent; embeddings: a seeded random subset; default: 10000)",
+    )
     p.add_argument("--data", nargs="+", choices=DATA, default=list(DATA), help="which datasets to sweep (default: all four)")
     p.add_argument("--vectors", help="glove: a .npy (n, d) array or a GloVe text file instead of the bundled GloVe 6B 50-d")
     p.add_argument("--model", default="smollm2", help="embeddings: model spec (smollm2, a folder, a .gguf or a hub id; default: smollm2)")
-    p.add_argument("--variants", nargs="+", default=["trained", "rerandomized"], help="embeddings: variants whose embedding matrix is swept (default: trained rerandomized)")
-    p.add_argument("--frontier-ev", type=float, nargs="+", default=[0.8, 0.9],
-                   help="EV levels at which each curve's L1/√L2 is read off (JSON frontier_at_ev; default 0.8 0.9: after the random MLP, SPEC's c grid reaches 0.8 but not 0.9)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["trained", "rerandomized"],
+        help="embeddings: variants whose embedding matrix is swept (default: trained rerandomized)",
+    )
+    p.add_argument(
+        "--frontier-ev",
+        type=float,
+        nargs="+",
+        default=[0.8, 0.9],
+        help="EV levels at which each curve's L1/√L2 is read off (JSON frontier_at_ev; default 0.8 0.9: after the random MLP, SPEC's c grid reaches 0.8 but not 0.9)",
+    )
     p.add_argument("--max-stack", type=int, help="most SAEs trained together in one batched model (bounds memory)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--json", action="store_true", help="print the results object as the last stdout line")
@@ -153,8 +168,13 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         latents = args.latents or ([1024] if args.experiment == "superposition" else [4 * d, 16 * d])
         try:
             cfg = SweepConfig(
-                latents=latents, coefs=args.coefs if args.coefs is not None else default_coefs(), epochs=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, max_stack=args.max_stack, device=str(resolve_device(args.device)),
+                latents=latents,
+                coefs=args.coefs if args.coefs is not None else default_coefs(),
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                max_stack=args.max_stack,
+                device=str(resolve_device(args.device)),
             )
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -182,8 +202,10 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     else:
         for p in result["points"]:
             mm = f" mmcs={p['mmcs']:.3f}" if p.get("mmcs") is not None else ""
-            print(f"{p['data']:>14} m={p['latents']:<5} c={p['coef']:<9.4g} ev={p['ev']:.3f} l0={p['l0']:.1f} "
-                  f"l1/√l2={p['l1_sqrt_l2']:.2f} hoyer={p['hoyer']:.3f}{mm}")
+            print(
+                f"{p['data']:>14} m={p['latents']:<5} c={p['coef']:<9.4g} ev={p['ev']:.3f} l0={p['l0']:.1f} "
+                f"l1/√l2={p['l1_sqrt_l2']:.2f} hoyer={p['hoyer']:.3f}{mm}"
+            )
         for f in result.get("frontier_at_ev", []):
             val = f["l1_sqrt_l2"]
             print(f"{f['data']:>14} m={f['latents']:<5} reaches EV {f['ev']} at L1/√L2 = {'not reached' if val is None else f'{val:.2f}'}")

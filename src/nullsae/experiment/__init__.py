@@ -55,9 +55,11 @@ class RunResult:
         }
 
     def text_lines(self) -> list[str]:
-        lines = [f"{len(self.plan.cells)} SAE cells: {sum(o.trained for o in self.outcomes)} trained now, "
-                 f"{sum(o.computed for o in self.outcomes)} result parts computed, {sum(o.skipped for o in self.outcomes)} already done "
-                 f"({self.seconds:.0f} s)"]
+        lines = [
+            f"{len(self.plan.cells)} SAE cells: {sum(o.trained for o in self.outcomes)} trained now, "
+            f"{sum(o.computed for o in self.outcomes)} result parts computed, {sum(o.skipped for o in self.outcomes)} already done "
+            f"({self.seconds:.0f} s)"
+        ]
         for f in self.findings:
             word = "holds" if f.holds else ("not checked" if f.holds is None else "DOES NOT HOLD")
             lines.append(f"  {f.claim}: {word} — {f.evidence}")
@@ -79,16 +81,25 @@ def schema_notes(manifest: dict[str, Any]) -> list[str]:
 
     schema = int(manifest.get("result_schema", 1))
     if schema > RESULT_SCHEMA:
-        raise UserError(f"this run directory was written by a newer nullsae (result schema {schema}, this one reads {RESULT_SCHEMA}); update nullsae to read it")
+        raise UserError(
+            f"this run directory was written by a newer nullsae (result schema {schema}, this one reads {RESULT_SCHEMA}); update nullsae to read it"
+        )
     if schema < RESULT_SCHEMA:
-        return [f"this run directory was written by an older nullsae (result schema {schema}, now {RESULT_SCHEMA}): its SAEs are read as seed 0 "
-                "and families it did not compute are absent; rerun the same command to compute what is missing"]
+        return [
+            f"this run directory was written by an older nullsae (result schema {schema}, now {RESULT_SCHEMA}): its SAEs are read as seed 0 "
+            "and families it did not compute are absent; rerun the same command to compute what is missing"
+        ]
     return []
 
 
 SUMMARY_PARTS = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
-UNIT_PARTS = {"tokens": ("reconstruction-tokens", "reconstruction"), "chunks": ("downstream-units", "downstream"),
-              "scores": ("autointerp-scores", "autointerp"), "probing": ("probing-units", "probing"), "editing": ("editing-units", "editing")}
+UNIT_PARTS = {
+    "tokens": ("reconstruction-tokens", "reconstruction"),
+    "chunks": ("downstream-units", "downstream"),
+    "scores": ("autointerp-scores", "autointerp"),
+    "probing": ("probing-units", "probing"),
+    "editing": ("editing-units", "editing"),
+}
 
 
 def _merge(row: dict[str, Any], part: str, values: dict[str, Any]) -> None:
@@ -106,7 +117,9 @@ def same_weights(store: RunStore, a: str, b: str) -> bool:
     from nullsae.sae.io import load_sae
 
     sa, sb = load_sae(store.sae_dir(a)).state_dict(), load_sae(store.sae_dir(b)).state_dict()
-    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-6) for k in sa)
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-6) for k in sa
+    )
 
 
 def load_tables(store: RunStore, p: Plan):
@@ -120,14 +133,32 @@ def load_tables(store: RunStore, p: Plan):
     units: dict[str, list[pd.DataFrame]] = {name: [] for name in UNIT_PARTS}
     trained = {(c.model, c.layer, c.arch, c.seed): c.key for c in p.cells if c.variant == "trained" and c.baseline == "none"}
     for c in p.cells:
-        row: dict[str, Any] = {"key": c.key, "model": c.model, "variant": c.variant, "layer": c.layer, "arch": c.arch, "baseline": c.baseline,
-                               "seed": c.seed, "n_latents": c.sae_config.n_latents}
+        row: dict[str, Any] = {
+            "key": c.key,
+            "model": c.model,
+            "variant": c.variant,
+            "layer": c.layer,
+            "arch": c.arch,
+            "baseline": c.baseline,
+            "seed": c.seed,
+            "n_latents": c.sae_config.n_latents,
+        }
         info = store.sae_dir(c.key) / TRAIN_INFO
         if not info.exists():
             continue
         tr = json.loads(info.read_text(encoding="utf-8"))
-        _merge(row, "train", {"train_steps": tr["steps"], "train_tokens": tr["tokens"], "train_fvu": tr["fvu"], "train_l0": tr["l0"],
-                              "dead_fraction_train": tr["dead_fraction"], "decoder_drift": tr["decoder_drift"]})
+        _merge(
+            row,
+            "train",
+            {
+                "train_steps": tr["steps"],
+                "train_tokens": tr["tokens"],
+                "train_fvu": tr["fvu"],
+                "train_l0": tr["l0"],
+                "dead_fraction_train": tr["dead_fraction"],
+                "decoder_drift": tr["decoder_drift"],
+            },
+        )
         ref = trained.get((c.model, c.layer, c.arch, c.seed))
         row["same_weights"] = ref is not None and ref != c.key and store.has_sae(ref) and same_weights(store, ref, c.key)
         pk = c.part_keys
@@ -185,8 +216,16 @@ def report_for(store: RunStore, p: Plan):
         notes.append(f"{missing} of {len(p.cells)} SAE cells have no results yet; rerun the same command to finish them")
     notes += schema_notes(tables.manifest) + skipped_notes(tables.metrics)
     r = cfg.report
-    return build_report(tables, store.root, title=f"nullsae report: {cfg.name}", n_boot=r.n_bootstrap, seed=r.seed, level=r.confidence,
-                        examples_per_variant=r.example_latents, notes=notes)
+    return build_report(
+        tables,
+        store.root,
+        title=f"nullsae report: {cfg.name}",
+        n_boot=r.n_bootstrap,
+        seed=r.seed,
+        level=r.confidence,
+        examples_per_variant=r.example_latents,
+        notes=notes,
+    )
 
 
 def execute(cfg: RunConfig, run_dir: str | Path, executor: str = "local", address: str | None = None, progress: bool = True) -> RunResult:
@@ -210,13 +249,31 @@ def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress:
     from nullsae.experiment.runner import Job, run_task
     from nullsae.experiment.store import write_text
 
-    store.write_manifest(cfg.model_dump(mode="json"), seeds={"variant": cfg.variant.seed, "sae": cfg.train.seeds, "data": cfg.tokens.seed,
-                                                              "autointerp": cfg.autointerp.seed, "bootstrap": cfg.report.seed},
-                         extra={"shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()}, "executor": ex.name,
-                                "result_schema": RESULT_SCHEMA})
+    store.write_manifest(
+        cfg.model_dump(mode="json"),
+        seeds={
+            "variant": cfg.variant.seed,
+            "sae": cfg.train.seeds,
+            "data": cfg.tokens.seed,
+            "autointerp": cfg.autointerp.seed,
+            "bootstrap": cfg.report.seed,
+        },
+        extra={
+            "shapes": {m: {"n_layers": s.n_layers, "d_model": s.d_model} for m, s in p.shapes.items()},
+            "executor": ex.name,
+            "result_schema": RESULT_SCHEMA,
+        },
+    )
     write_text(store.root / "config.yaml", dump_yaml(cfg))
     jobs = [Job(task=t, config=cfg, run_dir=str(store.root.resolve()), progress=progress and ex.name == "local") for t in p.tasks]
     outcomes = ex.map(run_task, jobs, [t.label for t in p.tasks], progress)
     rep = report_for(store, p)
-    return RunResult(run_dir=store.root, report_path=rep.path, plan=p, outcomes=outcomes, verdicts=rep.verdicts,
-                     findings=rep.findings, seconds=time.time() - t0)
+    return RunResult(
+        run_dir=store.root,
+        report_path=rep.path,
+        plan=p,
+        outcomes=outcomes,
+        verdicts=rep.verdicts,
+        findings=rep.findings,
+        seconds=time.time() - t0,
+    )

@@ -57,7 +57,9 @@ class RayExecutor:
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"could not connect to the Ray cluster at {address or 'auto'} ({first}); start it with `ray start --head` or check {advice('--address', '--address', 'the address')}") from None
+                raise UserError(
+                    f"could not connect to the Ray cluster at {address or 'auto'} ({first}); start it with `ray start --head` or check {advice('--address', '--address', 'the address')}"
+                ) from None
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str], progress: bool) -> list[R]:
         ray = self.ray
@@ -86,7 +88,9 @@ class RayExecutor:
 def make_executor(name: str, address: str | None = None) -> Executor:
     if name == "local":
         if address:
-            raise UserError(advice("--executor", "--address only applies to --executor ray", "a Ray address only applies to the ray executor"))
+            raise UserError(
+                advice("--executor", "--address only applies to --executor ray", "a Ray address only applies to the ray executor")
+            )
         return LocalExecutor()
     if name == "ray":
         return RayExecutor(address)

@@ -46,6 +46,7 @@ def _attribute_terms(column: str) -> Callable[[pd.DataFrame], Terms | None]:
             return None
         v = df[column].to_numpy(float)
         return len(v), lambda i: attribute_mean(v[i])
+
     return terms
 
 
@@ -53,19 +54,30 @@ def _attribute_terms(column: str) -> Callable[[pd.DataFrame], Terms | None]:
 # making no change (cause 0, isolation 1, score 0.5). Default δ 0.05: few attributes, coarse scores.
 EDITING_METRICS = [
     VerdictMetric("ravel_cause", "RAVEL cause", +1, "attribute", "editing", _attribute_terms("cause"), tolerance=0.05, chance=0.0),
-    VerdictMetric("ravel_isolation", "RAVEL isolation", +1, "attribute", "editing", _attribute_terms("isolation"), tolerance=0.05, chance=1.0),
+    VerdictMetric(
+        "ravel_isolation", "RAVEL isolation", +1, "attribute", "editing", _attribute_terms("isolation"), tolerance=0.05, chance=1.0
+    ),
     VerdictMetric("ravel_score", "RAVEL score", +1, "attribute", "editing", _attribute_terms("score"), tolerance=0.05, chance=0.5),
 ]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("reconstruction", "the evaluation split's activations", "tokens", lambda u: list(reconstruction.VERDICT_METRICS)),
-    Family("downstream", "the model variant and the evaluation split", "chunks", lambda u: list(downstream.VERDICT_METRICS)),
-    Family("latents", "the interpretation split's activations", "latents", lambda u: list(latents.VERDICT_METRICS)),
-    Family("autointerp", "the interpretation split's activations and an explainer / scorer", "scores",
-           lambda u: [auroc_metric(s) for s in sorted(u.scorer.unique())]),
-    Family("probing", "the model variant and labelled texts", "probing", lambda u: [probing_metric(int(k)) for k in sorted(u.k.unique())]),
-    Family("editing", "the model variant and the facts it answers right", "editing", lambda u: list(EDITING_METRICS)),
-)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("reconstruction", "the evaluation split's activations", "tokens", lambda u: list(reconstruction.VERDICT_METRICS)),
+        Family("downstream", "the model variant and the evaluation split", "chunks", lambda u: list(downstream.VERDICT_METRICS)),
+        Family("latents", "the interpretation split's activations", "latents", lambda u: list(latents.VERDICT_METRICS)),
+        Family(
+            "autointerp",
+            "the interpretation split's activations and an explainer / scorer",
+            "scores",
+            lambda u: [auroc_metric(s) for s in sorted(u.scorer.unique())],
+        ),
+        Family(
+            "probing", "the model variant and labelled texts", "probing", lambda u: [probing_metric(int(k)) for k in sorted(u.k.unique())]
+        ),
+        Family("editing", "the model variant and the facts it answers right", "editing", lambda u: list(EDITING_METRICS)),
+    )
+}
 
 
 def chance_levels(units: Callable[[str], pd.DataFrame]) -> dict[str, float]:

@@ -56,8 +56,16 @@ class Cell:
         return f"{self.model}/{self.variant}/L{self.layer}/{tail}/seed{self.seed}"
 
     def info(self) -> dict[str, Any]:
-        return {"model": self.model, "variant": self.variant, "layer": self.layer, "arch": self.arch, "baseline": self.baseline,
-                "seed": self.seed, "key": self.key, "sae_config": self.sae_config.model_dump(mode="json")}
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "layer": self.layer,
+            "arch": self.arch,
+            "baseline": self.baseline,
+            "seed": self.seed,
+            "key": self.key,
+            "sae_config": self.sae_config.model_dump(mode="json"),
+        }
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,7 @@ def data_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
 def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int, seed: int) -> SAEConfig:
     shared = cfg.sae.model_dump(exclude={"archs", "expansion", "n_latents"})
     m = cfg.sae.n_latents or cfg.sae.expansion * d_model
-    return SAEConfig(arch=arch, d_in=d_model, n_latents=m, baseline=baseline,
-                     tau=cfg.baselines.tau, seed=seed, **shared)
+    return SAEConfig(arch=arch, d_in=d_model, n_latents=m, baseline=baseline, tau=cfg.baselines.tau, seed=seed, **shared)
 
 
 def train_settings(cfg: RunConfig, seed: int) -> dict[str, Any]:
@@ -124,8 +131,12 @@ def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:
         return {"data": data_settings(cfg, "eval"), "model_batch": cfg.tokens.model_batch}
     interp = {"data": data_settings(cfg, "interp"), "window": cfg.tokens.interp_window}
     if part == "latents":
-        return {**interp, "examples": cfg.autointerp.examples.model_dump(mode="json"), "seed": cfg.autointerp.seed,
-                "example_latents": cfg.report.example_latents}
+        return {
+            **interp,
+            "examples": cfg.autointerp.examples.model_dump(mode="json"),
+            "seed": cfg.autointerp.seed,
+            "example_latents": cfg.report.example_latents,
+        }
     if part == "autointerp":
         return {**interp, **cfg.autointerp.model_dump(mode="json", exclude={"llm_cache", "n_boot"})}
     if part in ("probing", "editing"):
@@ -148,7 +159,9 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
         shape = shapes[model] = shape_of(model)
         bad = [layer for layer in cfg.layers if layer >= shape.n_layers]
         if bad:
-            raise UserError(f"layer {bad[0]} is out of range for {model}, which has layers 0..{shape.n_layers - 1} (the output of each block); pick layers in that range")
+            raise UserError(
+                f"layer {bad[0]} is out of range for {model}, which has layers 0..{shape.n_layers - 1} (the output of each block); pick layers in that range"
+            )
     tasks = []
     for model in cfg.models:
         d = shapes[model].d_model
@@ -162,9 +175,16 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                     for seed in cfg.train.seeds:
                         for baseline in baselines:
                             sc = make_sae_config(cfg, arch, baseline, d, seed)
-                            ident = {"model": model, "variant": variant, "variant_settings": variant_settings(cfg, variant),
-                                     "layer": layer, "data": data_settings(cfg, "train"), "model_batch": cfg.tokens.model_batch,
-                                     "train": train_settings(cfg, seed), "sae": sc.key_fields()}
+                            ident = {
+                                "model": model,
+                                "variant": variant,
+                                "variant_settings": variant_settings(cfg, variant),
+                                "layer": layer,
+                                "data": data_settings(cfg, "train"),
+                                "model_batch": cfg.tokens.model_batch,
+                                "train": train_settings(cfg, seed),
+                                "sae": sc.key_fields(),
+                            }
                             key = digest(ident)
                             parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
                             cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts, seed=seed))

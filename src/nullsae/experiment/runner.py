@@ -130,7 +130,9 @@ def _cache_dir(cfg: RunConfig, store: RunStore, task: Task, split: str) -> Path:
     from nullsae.models import VariantManifest
 
     v = cfg.variant
-    slug = VariantManifest(variant=task.variant, model=task.model, seed=v.seed, keep_norms=v.keep_norms, noise=v.control_noise, sigma=v.control_sigma).slug
+    slug = VariantManifest(
+        variant=task.variant, model=task.model, seed=v.seed, keep_norms=v.keep_norms, noise=v.control_noise, sigma=v.control_sigma
+    ).slug
     n_windows = -(-split_tokens(cfg, split) // cfg.tokens.context)
     data = DataSlice(source=cfg.tokens.source, split=split, seed=cfg.tokens.seed, window=cfg.tokens.context, n_windows=n_windows)
     return cache_dir(trained_model(task.model).name, slug, data, root=store.root)  # under <run>/activations/
@@ -181,21 +183,43 @@ def _train(job: Job, store: RunStore, cells: list[Cell]) -> int:
         group = [c for c in cells if c.layer == layer and c.seed == seed]  # an SAE and its baselines: one stream, one seed
         if live:
             variant, _ = build_variant(cfg, task.model, task.variant)
-            stream = LiveStream(variant, split_windows(cfg, task.model, "train"), layer, batch_size=cfg.train.batch_size, seed=seed,
-                                buffer_tokens=cfg.train.buffer_tokens, epochs=1, exclude_bos=cfg.tokens.skip_bos, model_batch=cfg.tokens.model_batch)
+            stream = LiveStream(
+                variant,
+                split_windows(cfg, task.model, "train"),
+                layer,
+                batch_size=cfg.train.batch_size,
+                seed=seed,
+                buffer_tokens=cfg.train.buffer_tokens,
+                epochs=1,
+                exclude_bos=cfg.tokens.skip_bos,
+                model_batch=cfg.tokens.model_batch,
+            )
         else:
-            stream = CachedStream(CachedActivations(directory, layer), batch_size=cfg.train.batch_size, seed=seed, epochs=1,
-                                  exclude_bos=cfg.tokens.skip_bos, device=device_of(cfg))
-        tc = TrainConfig(steps=stream.steps_per_epoch, lr=cfg.train.lr, warmup_steps=min(cfg.train.warmup_steps, stream.steps_per_epoch),
-                         decay_fraction=cfg.train.decay_fraction, checkpoint_every=cfg.train.checkpoint_every)
+            stream = CachedStream(
+                CachedActivations(directory, layer),
+                batch_size=cfg.train.batch_size,
+                seed=seed,
+                epochs=1,
+                exclude_bos=cfg.tokens.skip_bos,
+                device=device_of(cfg),
+            )
+        tc = TrainConfig(
+            steps=stream.steps_per_epoch,
+            lr=cfg.train.lr,
+            warmup_steps=min(cfg.train.warmup_steps, stream.steps_per_epoch),
+            decay_fraction=cfg.train.decay_fraction,
+            checkpoint_every=cfg.train.checkpoint_every,
+        )
         saes = {c.key: SAE(c.sae_config).to(device_of(cfg)) for c in group}
         ckpt = store.checkpoint_dir(digest(sorted(saes)))
         _seed(task, "train", f"{layer}/seed{seed}")
         results = train_saes(saes, stream, tc, checkpoint_dir=ckpt, progress=job.progress)
         for c in group:
+
             def fill(tmp: Path, c: Cell = c) -> None:
                 save_sae(saes[c.key].cpu(), tmp)
                 write_json(tmp / TRAIN_INFO, results[c.key].model_dump(mode="json", exclude={"history"}))
+
             atomic_dir(store.sae_dir(c.key), fill)
             trained += 1
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -257,12 +281,25 @@ def _downstream(job: Job, store: RunStore, cells: list[Cell]) -> int:
             return sae.decode(sae.encode(x))
 
         mean = mean_activation(variant.model, windows, c.layer, batch_size=cfg.tokens.model_batch)
-        per_window = downstream_metrics(variant.model, windows, c.layer, reconstruct, mean=mean, skip_bos=cfg.tokens.skip_bos,
-                                        batch_size=cfg.tokens.model_batch, progress=job.progress)
+        per_window = downstream_metrics(
+            variant.model,
+            windows,
+            c.layer,
+            reconstruct,
+            mean=mean,
+            skip_bos=cfg.tokens.skip_bos,
+            batch_size=cfg.tokens.model_batch,
+            progress=job.progress,
+        )
         units = pd.DataFrame({"unit": range(windows.shape[0]), **{k: v.numpy() for k, v in per_window.sums.items()}})
         r = per_window.summary()
-        row = {**r.model_dump(include={"ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean", "delta_ce"}),
-               "ce_score": r.ce_loss_score, "kl_score": r.kl_score, "ce_ill_conditioned": r.ill_conditioned, "downstream_tokens": r.n_tokens}
+        row = {
+            **r.model_dump(include={"ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean", "delta_ce"}),
+            "ce_score": r.ce_loss_score,
+            "kl_score": r.kl_score,
+            "ce_ill_conditioned": r.ill_conditioned,
+            "downstream_tokens": r.n_tokens,
+        }
         pk = c.part_keys["downstream"]
         store.write_part(c.key, "downstream-units", pk, units)
         store.write_part(c.key, "downstream", pk, pd.DataFrame([row]))
@@ -321,25 +358,44 @@ def _latents(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any) ->
     counts = count_firing(source)
     selection = select_latents(counts, ecfg)  # the same latents auto-interp samples (same config and seed)
     examples = collect_examples(source, selection.latents, ecfg)
-    stats = {lat: token_entropy(torch.stack([e.tokens for e in ex.explain]), torch.stack([e.acts for e in ex.explain]))
-             for lat, ex in examples.items() if ex.explain}
-    df = pd.DataFrame({"latent": np.arange(c.sae_config.n_latents), "density": (counts.tokens.double() / counts.n_tokens).numpy(),
-                       "fire_windows": counts.windows.numpy()})
+    stats = {
+        lat: token_entropy(torch.stack([e.tokens for e in ex.explain]), torch.stack([e.acts for e in ex.explain]))
+        for lat, ex in examples.items()
+        if ex.explain
+    }
+    df = pd.DataFrame(
+        {
+            "latent": np.arange(c.sae_config.n_latents),
+            "density": (counts.tokens.double() / counts.n_tokens).numpy(),
+            "fire_windows": counts.windows.numpy(),
+        }
+    )
     df["entropy"] = df.latent.map({k: s.normalized for k, s in stats.items()}).astype(float)
     df["entropy_raw"] = df.latent.map({k: s.entropy for k, s in stats.items()}).astype(float)
     df["single_token"] = df.latent.map({k: float(is_single_token(s)) for k, s in stats.items()}).astype(float)
     sampled = df.dropna(subset=["entropy"])
-    row = {"entropy": mean_entropy(sampled.entropy.to_numpy()),
-           "entropy_raw": float(sampled.entropy_raw.mean()) if len(sampled) else math.nan,
-           "single_token_fraction": float(sampled.single_token.mean()) if len(sampled) else math.nan,
-           "n_latents_sampled": len(selection.latents), "n_latents_eligible": selection.n_eligible,
-           "n_latents_removed": selection.n_removed, "n_dead_interp": selection.n_dead}
+    row = {
+        "entropy": mean_entropy(sampled.entropy.to_numpy()),
+        "entropy_raw": float(sampled.entropy_raw.mean()) if len(sampled) else math.nan,
+        "single_token_fraction": float(sampled.single_token.mean()) if len(sampled) else math.nan,
+        "n_latents_sampled": len(selection.latents),
+        "n_latents_eligible": selection.n_eligible,
+        "n_latents_removed": selection.n_removed,
+        "n_dead_interp": selection.n_dead,
+    }
     shown = []
     for lat in selection.latents[: cfg.report.example_latents]:
         top = sorted(examples[lat].explain, key=lambda e: -e.max_act)[:4]
-        shown.append({"latent": lat, "entropy": stats[lat].normalized if lat in stats else None,
-                      "windows": [{"tokens": token_pieces(tokenizer, e.tokens.tolist()),
-                                   "acts": [round(float(a), 4) for a in e.acts.tolist()]} for e in top]})
+        shown.append(
+            {
+                "latent": lat,
+                "entropy": stats[lat].normalized if lat in stats else None,
+                "windows": [
+                    {"tokens": token_pieces(tokenizer, e.tokens.tolist()), "acts": [round(float(a), 4) for a in e.acts.tolist()]}
+                    for e in top
+                ],
+            }
+        )
     pk = c.part_keys["latents"]
     store.write_part(c.key, "latents-per-latent", pk, df)
     store.write_json_part(c.key, "latents-examples", pk, shown)
@@ -366,12 +422,24 @@ def _autointerp(job: Job, store: RunStore, c: Cell, source: Any, tokenizer: Any)
             row[f"bacc_{s.scorer}"] = s.balanced_accuracy.estimate
     per = pd.read_parquet(res.latents_path)
     if not res.selection.latents:  # no latent fires in min_examples windows: a warning and empty parts, not a crash
-        warnings.warn(f"{c.label}: no latent fires in at least {acfg.examples.min_examples} interpretation windows, so none is interpreted; "
-                      "lower --autointerp.examples.min-examples or raise --tokens.interp")
-        per = pd.DataFrame({"latent": pd.Series(dtype=int), "scorer": pd.Series(dtype=str), "auroc": pd.Series(dtype=float),
-                            "explanation": pd.Series(dtype=str), "scores": pd.Series(dtype=object), "labels": pd.Series(dtype=object)})
+        warnings.warn(
+            f"{c.label}: no latent fires in at least {acfg.examples.min_examples} interpretation windows, so none is interpreted; "
+            "lower --autointerp.examples.min-examples or raise --tokens.interp"
+        )
+        per = pd.DataFrame(
+            {
+                "latent": pd.Series(dtype=int),
+                "scorer": pd.Series(dtype=str),
+                "auroc": pd.Series(dtype=float),
+                "explanation": pd.Series(dtype=str),
+                "scores": pd.Series(dtype=object),
+                "labels": pd.Series(dtype=object),
+            }
+        )
     per = per[per.latent.isin(res.selection.latents)]
-    scores = per[["latent", "scorer", "scores", "labels"]].explode(["scores", "labels"]).rename(columns={"scores": "score", "labels": "label"})
+    scores = (
+        per[["latent", "scorer", "scores", "labels"]].explode(["scores", "labels"]).rename(columns={"scores": "score", "labels": "label"})
+    )
     scores = scores.dropna(subset=["score"]).astype({"score": float, "label": int})
     store.write_part(c.key, "autointerp-scores", pk, scores.reset_index(drop=True))
     store.write_part(c.key, "autointerp-latents", pk, per[["latent", "scorer", "auroc", "explanation"]].reset_index(drop=True))
@@ -428,8 +496,12 @@ def _probing(job: Job, store: RunStore, cells: list[Cell]) -> int:
             results = run_probing_many({c.key: _load(store, c, cfg) for c in group}, variant, layer, tasks.tasks, pcfg)
         for c in group:
             r, pk = results[c.key], c.part_keys["probing"]
-            row = {**{f"probe_acc_k{k}": v for k, v in r.mean_sae.items()}, "probe_raw": r.mean_raw,
-                   **{f"probe_random_k{k}": v for k, v in r.mean_random.items()}, "probe_tasks": len(r.tasks)}
+            row = {
+                **{f"probe_acc_k{k}": v for k, v in r.mean_sae.items()},
+                "probe_raw": r.mean_raw,
+                **{f"probe_random_k{k}": v for k, v in r.mean_random.items()},
+                "probe_tasks": len(r.tasks),
+            }
             store.write_json_part(c.key, "probing-result", pk, r.model_dump(mode="json"))
             store.write_part(c.key, "probing-units", pk, unit_table(r))
             store.write_part(c.key, "probing", pk, pd.DataFrame([row]))
@@ -451,14 +523,27 @@ def _editing(job: Job, store: RunStore, cells: list[Cell]) -> int:
             with _bars(job.progress):
                 r = run_editing(_load(store, c, cfg), variant, layer, cfg.editing, prepared=prep)
             pk = c.part_keys["editing"]
-            units = pd.DataFrame([a.model_dump(include={"attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"})
-                                  for a in r.attributes], columns=["attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"])
+            units = pd.DataFrame(
+                [
+                    a.model_dump(include={"attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"})
+                    for a in r.attributes
+                ],
+                columns=["attribute", "n_latents", "cause", "isolation", "score", "full_cause", "full_isolation"],
+            )
             counts = r.counts
             skipped = "; ".join(f"{k}: {why}" for k, why in r.skipped.items())
-            row = {"ravel_cause": _nan(r.cause), "ravel_isolation": _nan(r.isolation), "ravel_score": _nan(r.score),
-                   "ravel_full_cause": _nan(r.full_cause), "editing_attributes": len(r.attributes),
-                   "editing_facts_correct": counts.n_facts_correct, "editing_facts": counts.n_facts,
-                   "editing_skipped": (f"{counts.n_facts_correct}/{counts.n_facts} facts answered right; skipped {skipped}" if skipped else "")}
+            row = {
+                "ravel_cause": _nan(r.cause),
+                "ravel_isolation": _nan(r.isolation),
+                "ravel_score": _nan(r.score),
+                "ravel_full_cause": _nan(r.full_cause),
+                "editing_attributes": len(r.attributes),
+                "editing_facts_correct": counts.n_facts_correct,
+                "editing_facts": counts.n_facts,
+                "editing_skipped": (
+                    f"{counts.n_facts_correct}/{counts.n_facts} facts answered right; skipped {skipped}" if skipped else ""
+                ),
+            }
             store.write_json_part(c.key, "editing-result", pk, r.model_dump(mode="json"))
             store.write_part(c.key, "editing-units", pk, units)
             store.write_part(c.key, "editing", pk, pd.DataFrame([row]))

@@ -31,7 +31,18 @@ import pandas as pd
 
 from nullsae.io_utils import atomic_dir, atomic_write, read_json, write_bytes, write_json, write_parquet, write_text  # noqa: F401 (the run store's writers)
 
-PACKAGES = ("nullsae", "torch", "transformers", "numpy", "safetensors", "pandas", "pyarrow", "scikit-learn", "sentence-transformers", "pydantic")
+PACKAGES = (
+    "nullsae",
+    "torch",
+    "transformers",
+    "numpy",
+    "safetensors",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "sentence-transformers",
+    "pydantic",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -53,7 +64,9 @@ def git_commit() -> str:
     sha = res.stdout.strip()
     if res.returncode != 0 or not sha:
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+    )
     return sha + ("-dirty" if dirty.stdout.strip() else "")
 
 

@@ -196,4 +196,3 @@ def downstream_metrics(
                 sums[f"kl_{name}"].append((p_clean * (clean_logp - logp)).sum(-1).double().sum(1).cpu())
             sums["n_tokens"].append(torch.full((ids.shape[0],), targets.shape[1], dtype=torch.float64))
     return WindowSums(layer=layer, skip_bos=skip_bos, sums={k: torch.cat(v) for k, v in sums.items()})
-

@@ -43,8 +43,13 @@ class LibraryEV(BaseModel):
 
 
 # Figures that depend on how the tokens are split into batches (each library's own batching).
-BATCH_DEPENDENT: tuple[str, ...] = ("saelens_explained_variance_legacy", "saebench_explained_variance", "saebench_explained_variance_legacy",
-                                    "sparsify_fvu", "dictionary_learning_frac_variance_explained")
+BATCH_DEPENDENT: tuple[str, ...] = (
+    "saelens_explained_variance_legacy",
+    "saebench_explained_variance",
+    "saebench_explained_variance_legacy",
+    "sparsify_fvu",
+    "dictionary_learning_frac_variance_explained",
+)
 
 
 class LibraryEVAccumulator:

@@ -54,7 +54,9 @@ def token_entropy(token_ids: Tensor, acts: Tensor, distinct: Literal["active", "
     h = float(-(q * q.log()).sum())
     n = len(q) if distinct == "active" else int(torch.unique(token_ids).numel())
     top = int(q.argmax())
-    return TokenEntropy(entropy=h, normalized=h / math.log(n) if n > 1 else 0.0, n_distinct=n, top_token=int(uniq[top]), top_mass=float(q[top]))
+    return TokenEntropy(
+        entropy=h, normalized=h / math.log(n) if n > 1 else 0.0, n_distinct=n, top_token=int(uniq[top]), top_mass=float(q[top])
+    )
 
 
 def is_single_token(stats: TokenEntropy, threshold: float = SINGLE_TOKEN_MASS) -> bool:

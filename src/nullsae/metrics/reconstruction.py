@@ -47,6 +47,7 @@ def _mean_terms(column: str):
             return None
         v = df[column].to_numpy(float)
         return len(v), lambda i: token_mean(v[i])
+
     return terms
 
 
@@ -54,7 +55,9 @@ def _mean_terms(column: str):
 # cosine, well above float error and below the gaps the papers discuss (≥ 0.03).
 VERDICT_METRICS = (
     VerdictMetric("ev", "explained variance", +1, "token", "tokens", _ev_terms, tolerance=0.01, chance=0.0, paired=True, ids=("token",)),
-    VerdictMetric("cosine", "cosine similarity", +1, "token", "tokens", _mean_terms("cos"), tolerance=0.01, chance=0.0, paired=True, ids=("token",)),
+    VerdictMetric(
+        "cosine", "cosine similarity", +1, "token", "tokens", _mean_terms("cos"), tolerance=0.01, chance=0.0, paired=True, ids=("token",)
+    ),
     VerdictMetric("l1", "L1 norm of latents", 0, "token", "tokens", _mean_terms("l1"), tolerance=0.0, paired=True, ids=("token",)),
 )
 

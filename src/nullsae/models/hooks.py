@@ -49,7 +49,9 @@ def _hidden(output: object) -> Tensor:
     return output[0] if isinstance(output, tuple) else output  # type: ignore[index,return-value]
 
 
-def capture_residuals(model: nn.Module, input_ids: Tensor, layers: Iterable[int], attention_mask: Tensor | None = None) -> dict[int, Tensor]:
+def capture_residuals(
+    model: nn.Module, input_ids: Tensor, layers: Iterable[int], attention_mask: Tensor | None = None
+) -> dict[int, Tensor]:
     """Residual stream (B, T, d) after each requested block, from one forward pass that stops after the deepest.
 
     Runs under no_grad (not inference mode, so the tensors can feed an SAE's autograd graph).

@@ -47,7 +47,9 @@ class LoadedModel:
     variant: str = "trained"  # slug of the null model (VariantManifest.slug)
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any = None, name: str = "model", source: str = "", revision: str | None = None) -> LoadedModel:
+    def from_model(
+        cls, model: Any, tokenizer: Any = None, name: str = "model", source: str = "", revision: str | None = None
+    ) -> LoadedModel:
         """Wrap an already built HF causal LM (eval mode, no gradients) and read its shape from the config."""
         model.eval().requires_grad_(False)
         cfg = model.config
@@ -58,7 +60,16 @@ class LoadedModel:
             bos = getattr(cfg, "bos_token_id", None)
         if isinstance(bos, list):
             bos = bos[0]
-        return cls(model=model, tokenizer=tokenizer, name=name, n_layers=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size), bos_id=bos, source=source, revision=revision)
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            name=name,
+            n_layers=int(cfg.num_hidden_layers),
+            d_model=int(cfg.hidden_size),
+            bos_id=bos,
+            source=source,
+            revision=revision,
+        )
 
 
 def cache_root() -> Path:
@@ -66,7 +77,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("NULLSAE_CACHE") or Path.home() / ".cache" / "nullsae")
 
 
-def load_model(spec: str = BUNDLED, revision: str | None = None, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(
+    spec: str = BUNDLED, revision: str | None = None, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32
+) -> LoadedModel:
     """Load `spec`: "smollm2" (bundled), a .gguf path, a local model folder, or a hub id (with `revision`).
 
     Raises UserError (one line, naming the fix) for a missing path, an unparseable GGUF, an unknown or
@@ -81,11 +94,15 @@ def load_model(spec: str = BUNDLED, revision: str | None = None, trust_remote_co
         return _load_gguf(path.resolve(), dtype, name=path.stem)
     if path.exists() or spec.startswith((".", "/", "~")):
         if not path.is_dir():
-            raise UserError(f"model path {spec} does not exist or is not a folder; give a model folder, a .gguf file, a hub id or 'smollm2'")
+            raise UserError(
+                f"model path {spec} does not exist or is not a folder; give a model folder, a .gguf file, a hub id or 'smollm2'"
+            )
         if revision is not None:
             raise UserError(f"a revision applies to hub ids, not to the local folder {spec}; drop it or pass a hub id")
         _check_remote_code(path / "config.json", spec, trust_remote_code)
-        return _from_pretrained(str(path.resolve()), spec=spec, name=path.name, revision=None, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True)
+        return _from_pretrained(
+            str(path.resolve()), spec=spec, name=path.name, revision=None, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True
+        )
     return _load_hub(spec, revision, trust_remote_code, dtype)
 
 
@@ -106,7 +123,9 @@ def _load_gguf(path: Path, dtype: torch.dtype, name: str) -> LoadedModel:
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         except Exception as exc:  # the GGUF reader raises many types (ValueError, KeyError, struct.error, ...)
-            raise UserError(f"could not parse GGUF file {path} ({type(exc).__name__}: {_first_line(exc)}); check that it is a complete GGUF model of a supported architecture") from exc
+            raise UserError(
+                f"could not parse GGUF file {path} ({type(exc).__name__}: {_first_line(exc)}); check that it is a complete GGUF model of a supported architecture"
+            ) from exc
         # The de-quantised model is plain float weights; drop the GGUF marker so it can be saved.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -127,9 +146,10 @@ def _load_gguf(path: Path, dtype: torch.dtype, name: str) -> LoadedModel:
     return _from_pretrained(str(cached), spec=str(path), name=name, revision=None, trust_remote_code=False, dtype=dtype, local_only=True)
 
 
-def _from_pretrained(where: str, spec: str, name: str, revision: str | None, trust_remote_code: bool, dtype: torch.dtype, local_only: bool) -> LoadedModel:
+def _from_pretrained(
+    where: str, spec: str, name: str, revision: str | None, trust_remote_code: bool, dtype: torch.dtype, local_only: bool
+) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
@@ -143,7 +163,9 @@ def _from_pretrained(where: str, spec: str, name: str, revision: str | None, tru
             raise UserError(f"model {spec} needs its own code from the hub; {_remote_code_advice()}") from exc
         raise UserError(f"could not load model {spec}: {_first_line(exc)}") from exc
     except Exception as exc:  # a truncated or corrupt weight file raises the safetensors or torch error types
-        raise UserError(f"could not load model {spec} ({type(exc).__name__}: {_first_line(exc)}); check that the folder holds a complete checkpoint") from exc
+        raise UserError(
+            f"could not load model {spec} ({type(exc).__name__}: {_first_line(exc)}); check that the folder holds a complete checkpoint"
+        ) from exc
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -151,8 +173,11 @@ def _from_pretrained(where: str, spec: str, name: str, revision: str | None, tru
 
 
 def _remote_code_advice() -> str:
-    return advice("--trust-remote-code", "rerun with --trust-remote-code if you trust it",
-                  "this command does not run a model's own code; give a model of an architecture transformers supports")
+    return advice(
+        "--trust-remote-code",
+        "rerun with --trust-remote-code if you trust it",
+        "this command does not run a model's own code; give a model of an architecture transformers supports",
+    )
 
 
 def _check_remote_code(config_file: Path, spec: str, trust_remote_code: bool) -> None:
@@ -176,18 +201,26 @@ def _load_hub(repo_id: str, revision: str | None, trust_remote_code: bool, dtype
     try:
         local = snapshot_download(repo_id, revision=revision, local_files_only=True)
     except HFValidationError as exc:
-        raise UserError(f"'{repo_id}' is neither an existing path nor a valid hub id; give a model folder, a .gguf file, a hub id or 'smollm2'") from exc
+        raise UserError(
+            f"'{repo_id}' is neither an existing path nor a valid hub id; give a model folder, a .gguf file, a hub id or 'smollm2'"
+        ) from exc
     except Exception:
         local = None
     if local is not None:
         _check_remote_code(Path(local) / "config.json", repo_id, trust_remote_code)
-        return _from_pretrained(local, spec=repo_id, name=name, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True)
+        return _from_pretrained(
+            local, spec=repo_id, name=name, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True
+        )
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"} or not hub_reachable():
-        raise UserError(f"model '{repo_id}'{' revision ' + revision if revision else ''} is not in the local Hugging Face cache and the hub is unreachable; download it where there is network or pass a local folder or .gguf file")
+        raise UserError(
+            f"model '{repo_id}'{' revision ' + revision if revision else ''} is not in the local Hugging Face cache and the hub is unreachable; download it where there is network or pass a local folder or .gguf file"
+        )
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        local = snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja"])
+        local = snapshot_download(
+            repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja"]
+        )
     except RevisionNotFoundError as exc:
         raise UserError(f"model '{repo_id}' has no revision '{revision}'; check the revision name") from exc
     except RepositoryNotFoundError as exc:
@@ -195,7 +228,9 @@ def _load_hub(repo_id: str, revision: str | None, trust_remote_code: bool, dtype
     except Exception as exc:
         raise UserError(f"could not download model '{repo_id}': {_first_line(exc)}") from exc
     _check_remote_code(Path(local) / "config.json", repo_id, trust_remote_code)
-    return _from_pretrained(local, spec=repo_id, name=name, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True)
+    return _from_pretrained(
+        local, spec=repo_id, name=name, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, local_only=True
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

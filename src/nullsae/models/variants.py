@@ -103,7 +103,9 @@ def _stats(p: Tensor) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-def make_variant(loaded: LoadedModel, variant: str, seed: int = 42, keep_norms: bool = False, noise: NoiseMode = "fresh", sigma: float = 1.0) -> tuple[LoadedModel, VariantManifest]:
+def make_variant(
+    loaded: LoadedModel, variant: str, seed: int = 42, keep_norms: bool = False, noise: NoiseMode = "fresh", sigma: float = 1.0
+) -> tuple[LoadedModel, VariantManifest]:
     """Build `variant` of a trained model (a copy; `loaded` is left untouched) and its manifest."""
     if variant not in VARIANTS:
         raise UserError(f"unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}")
@@ -176,7 +178,13 @@ def _step0(loaded: LoadedModel, seed: int) -> tuple[nn.Module, str]:
 
 
 def _is_hub_id(source: str) -> bool:
-    return bool(source) and "/" in source and not source.endswith(".gguf") and not Path(source).expanduser().exists() and not source.startswith((".", "/", "~"))
+    return (
+        bool(source)
+        and "/" in source
+        and not source.endswith(".gguf")
+        and not Path(source).expanduser().exists()
+        and not source.startswith((".", "/", "~"))
+    )
 
 
 def _records(before: nn.Module, after: nn.Module, resampled: set[str]) -> list[TensorRecord]:
@@ -187,7 +195,18 @@ def _records(before: nn.Module, after: nn.Module, resampled: set[str]) -> list[T
     for name, p in after.named_parameters():
         mb, sb = _stats(old[name]) if name in old else (float("nan"), float("nan"))
         ma, sa = _stats(p) if name in resampled else (mb, sb)
-        records.append(TensorRecord(name=name, role=roles[name], shape=list(p.shape), resampled=name in resampled, mean_before=mb, std_before=sb, mean_after=ma, std_after=sa))
+        records.append(
+            TensorRecord(
+                name=name,
+                role=roles[name],
+                shape=list(p.shape),
+                resampled=name in resampled,
+                mean_before=mb,
+                std_before=sb,
+                mean_after=ma,
+                std_after=sa,
+            )
+        )
     return records
 
 

@@ -17,8 +17,16 @@ class Report:
     figures: dict[str, Path]
 
 
-def build_report(t: ResultTables, out_dir: Path, title: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 examples_per_variant: int = 4, notes: list[str] | None = None) -> Report:
+def build_report(
+    t: ResultTables,
+    out_dir: Path,
+    title: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    examples_per_variant: int = 4,
+    notes: list[str] | None = None,
+) -> Report:
     """Verdicts, findings and figures from the tables, written as `out_dir/report.html` (+ figures/*.png)."""
     from nullsae.experiment.families import chance_levels
     from nullsae.report.figures import make_figures

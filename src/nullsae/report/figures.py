@@ -37,8 +37,14 @@ BASELINE_STYLE = {
     "soft-frozen-decoder": ("#9467bd", "Soft-frozen decoder"),
     "frozen-encoder": ("#8c564b", "Frozen encoder"),
 }
-FIG3_ROWS = [("ev", "Explained variance"), ("cosine", "Cosine similarity"), ("l1", "L1 norm"),
-             ("auroc", "AUROC"), ("ce_score", "CE loss score"), ("entropy", "Token entropy")]
+FIG3_ROWS = [
+    ("ev", "Explained variance"),
+    ("cosine", "Cosine similarity"),
+    ("l1", "L1 norm"),
+    ("auroc", "AUROC"),
+    ("ce_score", "CE loss score"),
+    ("entropy", "Token entropy"),
+]
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -147,7 +153,12 @@ def baseline_table(t: ResultTables) -> pd.DataFrame:
     sel = m[(m.variant == "trained")]
     layers = sel[sel.baseline != "none"].layer.unique()
     sel = sel[sel.layer.isin(layers)]
-    cols = [c for c, _ in BASELINE_COLUMNS] + auroc_columns(m) + sorted(c for c in m if c.startswith("probe_acc_k")) + ["ravel_score", "l0", "dead_fraction_eval"]
+    cols = (
+        [c for c, _ in BASELINE_COLUMNS]
+        + auroc_columns(m)
+        + sorted(c for c in m if c.startswith("probe_acc_k"))
+        + ["ravel_score", "l0", "dead_fraction_eval"]
+    )
     cols = [c for c in cols if c in sel]
     order = {b: i for i, b in enumerate(BASELINE_STYLE)}
     sel = sel.groupby(["model", "layer", "arch", "baseline"], as_index=False, sort=False)[cols].mean()
@@ -161,7 +172,11 @@ def baselines(t: ResultTables, path: Path) -> Path | None:
     if tab.empty or (tab.baseline == "none").all():
         return None
     # bounded metrics only: the CE score of a weak SAE can be far outside [0, 1] and would flatten the rest
-    metrics = [c for c in tab.columns if c not in ("model", "layer", "arch", "baseline", "l0", "dead_fraction_eval", "ce_score") and tab[c].notna().any()]
+    metrics = [
+        c
+        for c in tab.columns
+        if c not in ("model", "layer", "arch", "baseline", "l0", "dead_fraction_eval", "ce_score") and tab[c].notna().any()
+    ]
     groups = list(tab.groupby(["model", "layer", "arch"], sort=False))
     fig, axes = plt.subplots(len(groups), 1, figsize=(max(6, 1.4 * len(metrics) + 2), 2.8 * len(groups)), squeeze=False)
     for ax, ((model, layer, arch), g) in zip(axes[:, 0], groups):

@@ -45,7 +45,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         if math.isnan(x):
             return "–"
-        return f"{x:.{digits}f}" if abs(x) >= 10 ** -digits or x == 0 else f"{x:.2e}"
+        return f"{x:.{digits}f}" if abs(x) >= 10**-digits or x == 0 else f"{x:.2e}"
     return escape(str(x))
 
 
@@ -71,8 +71,13 @@ def _verdict_class(word: str) -> str:
     better), part (different words at different layers), na (n/a, not scored, no direction)."""
     if " at " in word:
         return "part"
-    return {"distinguishes": "yes", "differs": "yes", "does not distinguish": "no", "equal within tolerance": "eq",
-            "null is better": "rev"}.get(word, "na")
+    return {
+        "distinguishes": "yes",
+        "differs": "yes",
+        "does not distinguish": "no",
+        "equal within tolerance": "eq",
+        "null is better": "rev",
+    }.get(word, "na")
 
 
 def _chance(x: Any) -> str:
@@ -83,11 +88,15 @@ def _seed_note(verdicts: list[Verdict]) -> str:
     """Whether seed noise was measured: how many seeds, and where δ comes from."""
     n = min((v.n_seeds for v in verdicts), default=1)
     if n < 2:
-        return ("<p class='muted'><b>Seed noise was not measured</b>: every SAE was trained with one seed, so each interval resamples "
-                "the metric's units of one SAE per setting and δ is each metric's documented default (“δ default”). "
-                "Train several seeds (<code>--train.seeds 0,1,2</code>) to measure it.</p>")
-    return (f"<p class='muted'>Seed noise measured over {n} SAE seeds: intervals are two-level bootstraps (seeds resampled paired, "
-            "then each seed's units), and δ is the standard deviation of the trained setting across seeds (“δ from seed noise”).</p>")
+        return (
+            "<p class='muted'><b>Seed noise was not measured</b>: every SAE was trained with one seed, so each interval resamples "
+            "the metric's units of one SAE per setting and δ is each metric's documented default (“δ default”). "
+            "Train several seeds (<code>--train.seeds 0,1,2</code>) to measure it.</p>"
+        )
+    return (
+        f"<p class='muted'>Seed noise measured over {n} SAE seeds: intervals are two-level bootstraps (seeds resampled paired, "
+        "then each seed's units), and δ is the standard deviation of the trained setting across seeds (“δ from seed noise”).</p>"
+    )
 
 
 def _seed_table(verdicts: list[Verdict]) -> str:
@@ -97,11 +106,22 @@ def _seed_table(verdicts: list[Verdict]) -> str:
     df = pd.DataFrame([v.model_dump() for v in verdicts]).drop_duplicates(["metric", "model", "layer", "arch"])
     rows = []
     for label, g in df.groupby("metric_label", sort=False):
-        rows.append({"metric": label, "unit resampled": g.unit.iloc[0], "chance": _chance(g.chance.iloc[0]), "seeds": int(g.n_seeds.min()),
-                     "δ": ", ".join(f"L{r.layer}: {_fmt(r.tolerance)}" for r in g.itertuples()),
-                     "δ from": "seed noise" if g.tolerance_source.iloc[0] == "seed noise" else "δ default",
-                     "across-seed sd (trained)": ", ".join(f"L{r.layer}: {_fmt(r.seed_sd)}" for r in g.itertuples()) if g.n_seeds.min() >= 2 else "not measured",
-                     "smallest resolvable difference": ", ".join(f"L{r.layer}: {_fmt(r.resolvable)}" for r in g.itertuples()) if g.n_seeds.min() >= 2 else "not measured"})
+        rows.append(
+            {
+                "metric": label,
+                "unit resampled": g.unit.iloc[0],
+                "chance": _chance(g.chance.iloc[0]),
+                "seeds": int(g.n_seeds.min()),
+                "δ": ", ".join(f"L{r.layer}: {_fmt(r.tolerance)}" for r in g.itertuples()),
+                "δ from": "seed noise" if g.tolerance_source.iloc[0] == "seed noise" else "δ default",
+                "across-seed sd (trained)": ", ".join(f"L{r.layer}: {_fmt(r.seed_sd)}" for r in g.itertuples())
+                if g.n_seeds.min() >= 2
+                else "not measured",
+                "smallest resolvable difference": ", ".join(f"L{r.layer}: {_fmt(r.resolvable)}" for r in g.itertuples())
+                if g.n_seeds.min() >= 2
+                else "not measured",
+            }
+        )
     return _table(pd.DataFrame(rows), "seed-noise")
 
 
@@ -139,9 +159,11 @@ def _examples_html(t: ResultTables, per_variant: int) -> str:
         for row, lat in shown:
             scores = ", ".join(f"{escape(str(k))} AUROC {_fmt(v)}" for k, v in sorted(lat.get("scores", {}).items()))
             ent = lat.get("entropy")
-            head = (f"<b>{escape(str(row.model))} layer {int(row.layer)}, latent {int(lat['latent'])}</b> — "
-                    f"explanation: <i>{escape(str(lat.get('explanation', '')))}</i>"
-                    f"<div class='muted'>{scores}{'; entropy ' + _fmt(ent) if ent is not None else ''}</div>")
+            head = (
+                f"<b>{escape(str(row.model))} layer {int(row.layer)}, latent {int(lat['latent'])}</b> — "
+                f"explanation: <i>{escape(str(lat.get('explanation', '')))}</i>"
+                f"<div class='muted'>{scores}{'; entropy ' + _fmt(ent) if ent is not None else ''}</div>"
+            )
             wins = "".join(_window_html(w["tokens"], w["acts"]) for w in lat.get("windows", []))
             out.append(f'<div class="latent">{head}{wins}</div>')
     if not out:
@@ -154,7 +176,11 @@ def _findings_html(findings: list[Finding]) -> str:
         return "<p class='muted'>No findings could be checked.</p>"
     items = []
     for f in findings:
-        mark = "<span class='ok'>holds</span>" if f.holds else ("<span class='unk'>not checked</span>" if f.holds is None else "<span class='bad'>does not hold</span>")
+        mark = (
+            "<span class='ok'>holds</span>"
+            if f.holds
+            else ("<span class='unk'>not checked</span>" if f.holds is None else "<span class='bad'>does not hold</span>")
+        )
         items.append(f"<li>{escape(f.claim)}: {mark}. <span class='muted'>{escape(f.evidence)}</span></li>")
     return f"<ul>{''.join(items)}</ul>"
 
@@ -167,7 +193,8 @@ def _verdict_matrix(verdicts: list[Verdict]) -> str:
     nulls = list(dict.fromkeys(summary.null))
     kinds = dict(zip(summary.null, summary.null_kind))
     head = "<th>metric</th>" + "".join(
-        f"<th>{escape(n)}<br><span class='muted'>{'variant' if kinds[n] == 'variant' else 'SAE baseline'}</span></th>" for n in nulls)
+        f"<th>{escape(n)}<br><span class='muted'>{'variant' if kinds[n] == 'variant' else 'SAE baseline'}</span></th>" for n in nulls
+    )
     rows = []
     for metric, g in summary.groupby("metric", sort=False):
         first = g.iloc[0]
@@ -180,14 +207,23 @@ def _verdict_matrix(verdicts: list[Verdict]) -> str:
                 cells.append("<td class='na'>–</td>")
                 continue
             warn = f"<br><span class='muted'>⚠ {escape(r.warning)}</span>" if r.warning else ""
-            cells.append(f"<td class='{_verdict_class(r.verdict)}'><b>{escape(r.verdict)}</b><br>"
-                         f"<span class='muted'>Δ {_fmt(r.mean_diff)} (layers {escape(r.layers)})</span>{warn}</td>")
+            cells.append(
+                f"<td class='{_verdict_class(r.verdict)}'><b>{escape(r.verdict)}</b><br>"
+                f"<span class='muted'>Δ {_fmt(r.mean_diff)} (layers {escape(r.layers)})</span>{warn}</td>"
+            )
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table id='verdicts'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def render(t: ResultTables, verdicts: list[Verdict], findings: list[Finding], figures: dict[str, Path], title: str,
-           notes: list[str] | None = None, examples_per_variant: int = 4) -> str:
+def render(
+    t: ResultTables,
+    verdicts: list[Verdict],
+    findings: list[Finding],
+    figures: dict[str, Path],
+    title: str,
+    notes: list[str] | None = None,
+    examples_per_variant: int = 4,
+) -> str:
     """The report as one HTML string."""
     cfg = t.manifest.get("config", {})
     parts = [
@@ -211,9 +247,11 @@ def render(t: ResultTables, verdicts: list[Verdict], findings: list[Finding], fi
     if notes:
         parts.append("<ul>" + "".join(f"<li class='muted'>{escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("<h2>Figures</h2>")
-    captions = {"fig3": "Metrics against layer, one line per variant (Heap et al. Fig. 3)",
-                "baselines": "Trained SAE vs random SAE baselines (Korznikov et al.)",
-                "density": "Firing-density histograms (log10 firing frequency per latent)"}
+    captions = {
+        "fig3": "Metrics against layer, one line per variant (Heap et al. Fig. 3)",
+        "baselines": "Trained SAE vs random SAE baselines (Korznikov et al.)",
+        "density": "Firing-density histograms (log10 firing frequency per latent)",
+    }
     for name, path in figures.items():
         cap = captions.get(name, f"ROC curves, {name.removeprefix('roc_')} scorer (Heap et al. Figs. 1–2)")
         parts.append(f"<figure id='fig-{escape(name)}'>{_img(path, cap)}<figcaption class='muted'>{escape(cap)}</figcaption></figure>")
@@ -225,7 +263,25 @@ def render(t: ResultTables, verdicts: list[Verdict], findings: list[Finding], fi
     parts += ["<h2>Example windows of sampled latents</h2>", _examples_html(t, examples_per_variant)]
     if verdicts:
         vd = pd.DataFrame([v.model_dump() for v in verdicts])
-        vd = vd[["model", "layer", "arch", "metric", "null", "chance", "trained", "null_value", "diff", "low", "high", "tolerance", "n_seeds", "verdict", "warning"]]
+        vd = vd[
+            [
+                "model",
+                "layer",
+                "arch",
+                "metric",
+                "null",
+                "chance",
+                "trained",
+                "null_value",
+                "diff",
+                "low",
+                "high",
+                "tolerance",
+                "n_seeds",
+                "verdict",
+                "warning",
+            ]
+        ]
         parts += ["<h2>All verdicts</h2>", _table(vd, "verdicts-detail", [_verdict_class(w) for w in vd.verdict], "verdict")]
     m = t.metrics.drop(columns=[c for c in ("key",) if c in t.metrics]).rename(columns=with_chance)
     parts += ["<h2>All metrics</h2>", _table(m, "metrics")]
@@ -235,6 +291,14 @@ def render(t: ResultTables, verdicts: list[Verdict], findings: list[Finding], fi
     return "".join(parts)
 
 
-def write_report(path: Path, t: ResultTables, verdicts: list[Verdict], findings: list[Finding], figures: dict[str, Path],
-                 title: str, notes: list[str] | None = None, examples_per_variant: int = 4) -> Path:
+def write_report(
+    path: Path,
+    t: ResultTables,
+    verdicts: list[Verdict],
+    findings: list[Finding],
+    figures: dict[str, Path],
+    title: str,
+    notes: list[str] | None = None,
+    examples_per_variant: int = 4,
+) -> Path:
     return write_text(Path(path), render(t, verdicts, findings, figures, title, notes, examples_per_variant))

@@ -41,10 +41,10 @@ def _max_cosine(W: Tensor) -> Tensor:
     unit = torch.nn.functional.normalize(W.double(), dim=1)
     out = torch.empty(W.shape[0], dtype=torch.float64)
     for start in range(0, W.shape[0], 1024):
-        sims = unit[start:start + 1024] @ unit.T
+        sims = unit[start : start + 1024] @ unit.T
         idx = torch.arange(start, min(start + 1024, W.shape[0]))
         sims[idx - start, idx] = float("-inf")
-        out[start:start + 1024] = sims.max(1).values
+        out[start : start + 1024] = sims.max(1).values
     return out
 
 
@@ -76,15 +76,29 @@ def core_metrics(sae: SAE, x: Tensor, downstream: DownstreamNumbers | None = Non
     total = float(density.sum())
     d = downstream or DownstreamNumbers()
     return {
-        "model_behavior_preservation": {"kl_div_score": d.kl_div_score, "kl_div_with_ablation": d.kl_div_with_ablation,
-                                        "kl_div_with_sae": d.kl_div_with_sae},
-        "model_performance_preservation": {"ce_loss_score": d.ce_loss_score, "ce_loss_with_ablation": d.ce_loss_with_ablation,
-                                           "ce_loss_with_sae": d.ce_loss_with_sae, "ce_loss_without_sae": d.ce_loss_without_sae},
-        "reconstruction_quality": {"explained_variance": lib.saebench_explained_variance,
-                                   "explained_variance_legacy": lib.saebench_explained_variance_legacy,
-                                   "mse": sums["sq_err"] / n, "cossim": sums["cos"] / n},
-        "shrinkage": {"l2_norm_in": sums["norm_in"] / n, "l2_norm_out": sums["norm_out"] / n, "l2_ratio": sums["ratio"] / n,
-                      "relative_reconstruction_bias": sums["xhat_sq"] / sums["dot"]},
+        "model_behavior_preservation": {
+            "kl_div_score": d.kl_div_score,
+            "kl_div_with_ablation": d.kl_div_with_ablation,
+            "kl_div_with_sae": d.kl_div_with_sae,
+        },
+        "model_performance_preservation": {
+            "ce_loss_score": d.ce_loss_score,
+            "ce_loss_with_ablation": d.ce_loss_with_ablation,
+            "ce_loss_with_sae": d.ce_loss_with_sae,
+            "ce_loss_without_sae": d.ce_loss_without_sae,
+        },
+        "reconstruction_quality": {
+            "explained_variance": lib.saebench_explained_variance,
+            "explained_variance_legacy": lib.saebench_explained_variance_legacy,
+            "mse": sums["sq_err"] / n,
+            "cossim": sums["cos"] / n,
+        },
+        "shrinkage": {
+            "l2_norm_in": sums["norm_in"] / n,
+            "l2_norm_out": sums["norm_out"] / n,
+            "l2_ratio": sums["ratio"] / n,
+            "relative_reconstruction_bias": sums["xhat_sq"] / sums["dot"],
+        },
         "sparsity": {"l0": sums["l0"] / n, "l1": sums["l1"] / n},
         "token_stats": {"total_tokens_eval_reconstruction": n, "total_tokens_eval_sparsity_variance": n},
         "misc_metrics": {
@@ -99,8 +113,18 @@ def core_metrics(sae: SAE, x: Tensor, downstream: DownstreamNumbers | None = Non
     }
 
 
-def core_eval_output(sae: SAE, x: Tensor, *, model_name: str, dataset: str, context_size: int, hook_name: str,
-                     downstream: DownstreamNumbers | None = None, release: str = "nullsae", sae_id: str = "") -> dict[str, Any]:
+def core_eval_output(
+    sae: SAE,
+    x: Tensor,
+    *,
+    model_name: str,
+    dataset: str,
+    context_size: int,
+    hook_name: str,
+    downstream: DownstreamNumbers | None = None,
+    release: str = "nullsae",
+    sae_id: str = "",
+) -> dict[str, Any]:
     """One SAEBench core eval output (a JSON-ready dict) for `sae` on activations `x`."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -113,11 +137,22 @@ def core_eval_output(sae: SAE, x: Tensor, *, model_name: str, dataset: str, cont
     return {
         "eval_type_id": "core",
         "eval_config": {
-            "model_name": model_name, "llm_dtype": "float32", "batch_size_prompts": 0, "n_eval_reconstruction_batches": 0,
-            "n_eval_sparsity_variance_batches": -(-x.shape[0] // BATCH), "dataset": dataset, "context_size": context_size,
-            "compute_kl": computed, "compute_ce_loss": computed, "compute_l2_norms": True, "compute_sparsity_metrics": True,
-            "compute_variance_metrics": True, "compute_featurewise_density_statistics": False,
-            "compute_featurewise_weight_based_metrics": False, "exclude_special_tokens_from_reconstruction": False, "verbose": False,
+            "model_name": model_name,
+            "llm_dtype": "float32",
+            "batch_size_prompts": 0,
+            "n_eval_reconstruction_batches": 0,
+            "n_eval_sparsity_variance_batches": -(-x.shape[0] // BATCH),
+            "dataset": dataset,
+            "context_size": context_size,
+            "compute_kl": computed,
+            "compute_ce_loss": computed,
+            "compute_l2_norms": True,
+            "compute_sparsity_metrics": True,
+            "compute_variance_metrics": True,
+            "compute_featurewise_density_statistics": False,
+            "compute_featurewise_weight_based_metrics": False,
+            "exclude_special_tokens_from_reconstruction": False,
+            "verbose": False,
         },
         "eval_id": str(uuid.uuid4()),
         "datetime_epoch_millis": int(time.time() * 1000),
@@ -127,7 +162,14 @@ def core_eval_output(sae: SAE, x: Tensor, *, model_name: str, dataset: str, cont
         "sae_lens_id": sae_id,
         "sae_lens_release_id": release,
         "sae_lens_version": saelens_version,
-        "sae_cfg_dict": {"architecture": cfg.arch, "d_in": cfg.d_in, "d_sae": cfg.n_latents, "k": cfg.k,
-                         "hook_name": hook_name, "model_name": model_name, "baseline": cfg.baseline},
+        "sae_cfg_dict": {
+            "architecture": cfg.arch,
+            "d_in": cfg.d_in,
+            "d_sae": cfg.n_latents,
+            "k": cfg.k,
+            "hook_name": hook_name,
+            "model_name": model_name,
+            "baseline": cfg.baseline,
+        },
         "eval_result_unstructured": None,
     }

@@ -84,8 +84,10 @@ class _Units:
     """Per-unit tables split by SAE key once, and each SAE's terms per metric built once."""
 
     def __init__(self, t: ResultTables):
-        self.groups = {f.units: ({k: g for k, g in t.units(f.units).groupby("key", sort=False)} if len(t.units(f.units)) else {})
-                       for f in FAMILIES.values()}
+        self.groups = {
+            f.units: ({k: g for k, g in t.units(f.units).groupby("key", sort=False)} if len(t.units(f.units)) else {})
+            for f in FAMILIES.values()
+        }
         self.cache: dict[tuple[str, str], Terms | None] = {}
 
     def rows(self, metric: VerdictMetric, key: str) -> pd.DataFrame:
@@ -130,7 +132,9 @@ def _by_seed(rows: pd.DataFrame) -> dict[int, pd.Series]:
 def _warning(metric: VerdictMetric, null_name: str, trained: dict[int, pd.Series], null: dict[int, pd.Series]) -> str:
     if metric.name not in ("ce_score", "kl_score"):
         return ""
-    bad = [n for n, rows in (("trained", trained), (null_name, null)) if any(bool(r.get("ce_ill_conditioned", False)) for r in rows.values())]
+    bad = [
+        n for n, rows in (("trained", trained), (null_name, null)) if any(bool(r.get("ce_ill_conditioned", False)) for r in rows.values())
+    ]
     return f"ill-conditioned (CE_zero − CE_clean < 0.1 nats) for {', '.join(bad)}" if bad else ""
 
 
@@ -148,8 +152,13 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
     for (model, layer, arch), ref_rows in refs.groupby(["model", "layer", "arch"], sort=True):
         trained = _by_seed(ref_rows)
         same = m[(m.model == model) & (m.layer == layer) & (m.arch == arch)]
-        nulls = [(name, "variant", g) for name, g in same[(same.baseline == "none") & (same.variant != "trained")].groupby("variant", sort=False)]
-        nulls += [(name, "sae-baseline", g) for name, g in same[(same.variant == "trained") & (same.baseline != "none")].groupby("baseline", sort=False)]
+        nulls = [
+            (name, "variant", g) for name, g in same[(same.baseline == "none") & (same.variant != "trained")].groupby("variant", sort=False)
+        ]
+        nulls += [
+            (name, "sae-baseline", g)
+            for name, g in same[(same.variant == "trained") & (same.baseline != "none")].groupby("baseline", sort=False)
+        ]
         for null_name, kind, null_rows in nulls:
             null = _by_seed(null_rows)
             seeds = sorted(set(trained) & set(null))
@@ -164,24 +173,69 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
                 sd = float(np.std(ref_vals, ddof=1)) if n_seeds >= 2 else math.nan
                 tol, source = (sd, "seed noise") if n_seeds >= 2 else (metric.tolerance, "default")
                 common: dict[str, Any] = dict(
-                    model=model, layer=int(layer), arch=arch, metric=metric.name, metric_label=metric.label, null=null_name,
-                    null_kind=kind, trained=float(ref_vals.mean()), null_value=float(null_vals.mean()), direction=metric.direction,
-                    chance=metric.chance, unit=metric.unit, n_seeds=n_seeds, tolerance=tol, tolerance_source=source, seed_sd=sd,
-                    resolvable=resolvable_difference(sd, n_seeds))
+                    model=model,
+                    layer=int(layer),
+                    arch=arch,
+                    metric=metric.name,
+                    metric_label=metric.label,
+                    null=null_name,
+                    null_kind=kind,
+                    trained=float(ref_vals.mean()),
+                    null_value=float(null_vals.mean()),
+                    direction=metric.direction,
+                    chance=metric.chance,
+                    unit=metric.unit,
+                    n_seeds=n_seeds,
+                    tolerance=tol,
+                    tolerance_source=source,
+                    seed_sd=sd,
+                    resolvable=resolvable_difference(sd, n_seeds),
+                )
                 if flagged:
-                    out.append(Verdict(**common, diff=float(ref_vals.mean() - null_vals.mean()), low=math.nan, high=math.nan, verdict="not scored",
-                                       warning=f"weights equal the trained SAE's (seed {', '.join(map(str, flagged))}): the null is not a different SAE"))
+                    out.append(
+                        Verdict(
+                            **common,
+                            diff=float(ref_vals.mean() - null_vals.mean()),
+                            low=math.nan,
+                            high=math.nan,
+                            verdict="not scored",
+                            warning=f"weights equal the trained SAE's (seed {', '.join(map(str, flagged))}): the null is not a different SAE",
+                        )
+                    )
                     continue
                 ci = seed_bootstrap([r for r in reps if r is not None], n_boot=n_boot, seed=seed, level=level)
-                out.append(Verdict(**common, diff=ci.estimate, low=ci.low, high=ci.high, verdict=classify(ci.estimate, ci.low, ci.high, metric.direction, tol),
-                                   warning=_warning(metric, null_name, trained, null)))
+                out.append(
+                    Verdict(
+                        **common,
+                        diff=ci.estimate,
+                        low=ci.low,
+                        high=ci.high,
+                        verdict=classify(ci.estimate, ci.low, ci.high, metric.direction, tol),
+                        warning=_warning(metric, null_name, trained, null),
+                    )
+                )
     return out
 
 
 def summarize(verdicts: list[Verdict]) -> pd.DataFrame:
     """One row per (metric, null): the verdict over layers, mean difference, chance level, δ and seed noise."""
-    cols = ["metric", "null", "null_kind", "layers", "distinguishes", "comparisons", "mean_diff", "verdict", "chance", "tolerance",
-            "tolerance_source", "n_seeds", "seed_sd", "resolvable", "warning"]
+    cols = [
+        "metric",
+        "null",
+        "null_kind",
+        "layers",
+        "distinguishes",
+        "comparisons",
+        "mean_diff",
+        "verdict",
+        "chance",
+        "tolerance",
+        "tolerance_source",
+        "n_seeds",
+        "seed_sd",
+        "resolvable",
+        "warning",
+    ]
     if not verdicts:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame([v.model_dump() for v in verdicts])
@@ -190,11 +244,25 @@ def summarize(verdicts: list[Verdict]) -> pd.DataFrame:
         n, k = len(g), int((g.verdict.isin(["distinguishes", "differs"])).sum())
         words = list(dict.fromkeys(g.verdict))
         word = words[0] if len(words) == 1 else ", ".join(f"{w} at {int((g.verdict == w).sum())}/{n}" for w in words)
-        rows.append({"metric": label, "null": null, "null_kind": kind, "layers": ", ".join(str(x) for x in g.layer),
-                     "distinguishes": k, "comparisons": n, "mean_diff": float(g["diff"].mean()), "verdict": word,
-                     "chance": g.chance.iloc[0], "tolerance": float(g.tolerance.mean()), "tolerance_source": g.tolerance_source.iloc[0],
-                     "n_seeds": int(g.n_seeds.min()), "seed_sd": float(g.seed_sd.mean()), "resolvable": float(g.resolvable.mean()),
-                     "warning": "; ".join(sorted({w for w in g.warning if w}))})
+        rows.append(
+            {
+                "metric": label,
+                "null": null,
+                "null_kind": kind,
+                "layers": ", ".join(str(x) for x in g.layer),
+                "distinguishes": k,
+                "comparisons": n,
+                "mean_diff": float(g["diff"].mean()),
+                "verdict": word,
+                "chance": g.chance.iloc[0],
+                "tolerance": float(g.tolerance.mean()),
+                "tolerance_source": g.tolerance_source.iloc[0],
+                "n_seeds": int(g.n_seeds.min()),
+                "seed_sd": float(g.seed_sd.mean()),
+                "resolvable": float(g.resolvable.mean()),
+                "warning": "; ".join(sorted({w for w in g.warning if w})),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -225,8 +293,13 @@ def paper_findings(t: ResultTables, close_ev: float = 0.1, close_auroc: float = 
     if len(layers):
         gap = tr_ev[layers] - ct_ev[layers]
         holds = bool((gap > close_ev).all())
-        out.append(Finding(claim="Control EV is well below trained EV",
-                           holds=holds, evidence="trained − control EV by layer: " + ", ".join(f"L{k}: {v:+.3f}" for k, v in gap.items())))
+        out.append(
+            Finding(
+                claim="Control EV is well below trained EV",
+                holds=holds,
+                evidence="trained − control EV by layer: " + ", ".join(f"L{k}: {v:+.3f}" for k, v in gap.items()),
+            )
+        )
     else:
         out.append(Finding(claim="Control EV is well below trained EV", holds=None, evidence="no control or trained EV in this run"))
     auroc_cols = auroc_columns(m)
@@ -238,13 +311,20 @@ def paper_findings(t: ResultTables, close_ev: float = 0.1, close_auroc: float = 
             if not len(layers):
                 continue
             gap = b[layers] - a[layers]
-            out.append(Finding(claim=claim, holds=bool((gap.abs() < tol).all()),
-                               evidence=f"{v} − trained by layer: " + ", ".join(f"L{k}: {x:+.3f}" for k, x in gap.items())))
+            out.append(
+                Finding(
+                    claim=claim,
+                    holds=bool((gap.abs() < tol).all()),
+                    evidence=f"{v} − trained by layer: " + ", ".join(f"L{k}: {x:+.3f}" for k, x in gap.items()),
+                )
+            )
     ent = {v: _by_layer(m, v, "entropy") for v in m.variant.unique()}
     tr = ent.get("trained", pd.Series(dtype=float))
     if len(tr) >= 2:
+
         def slope(s: pd.Series) -> float:
             return float(np.polyfit(s.index.to_numpy(float), s.to_numpy(float), 1)[0]) if len(s) >= 2 else math.nan
+
         others = {v: slope(s) for v, s in ent.items() if v not in ("trained", "control") and len(s) >= 2}
         tr_slope = slope(tr)
         rising = tr_slope > 0 and bool((tr.diff().dropna() > 0).all())
@@ -253,5 +333,11 @@ def paper_findings(t: ResultTables, close_ev: float = 0.1, close_auroc: float = 
         ev += "".join(f"; {v} {s:+.4f}" for v, s in others.items())
         out.append(Finding(claim="Token entropy rises with depth for the trained model only", holds=rising and flat_others, evidence=ev))
     else:
-        out.append(Finding(claim="Token entropy rises with depth for the trained model only", holds=None, evidence="needs the latent statistics at ≥ 2 layers"))
+        out.append(
+            Finding(
+                claim="Token entropy rises with depth for the trained model only",
+                holds=None,
+                evidence="needs the latent statistics at ≥ 2 layers",
+            )
+        )
     return out

@@ -9,10 +9,9 @@ latents; that is where their speed comes from.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import warnings
 
 import torch
 import torch.nn.functional as F

@@ -66,9 +66,13 @@ class SAEConfig(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _check(self) -> "SAEConfig":
-        if self.arch in ("topk", "batchtopk", "matryoshka", "jumprelu") and self.k >= self.n_latents:  # jumprelu: θ starts at the k/m quantile
-            raise UserError(f"{self.arch}: k = {self.k} must be smaller than the number of latents m = {self.n_latents}; lower k or raise the number of latents")
+    def _check(self) -> SAEConfig:
+        if (
+            self.arch in ("topk", "batchtopk", "matryoshka", "jumprelu") and self.k >= self.n_latents
+        ):  # jumprelu: θ starts at the k/m quantile
+            raise UserError(
+                f"{self.arch}: k = {self.k} must be smaller than the number of latents m = {self.n_latents}; lower k or raise the number of latents"
+            )
         if self.arch == "matryoshka":
             if any(g <= 0 for g in self.matryoshka_groups) or abs(sum(self.matryoshka_groups) - 1) > 1e-6:
                 raise UserError(f"matryoshka group fractions must be positive and sum to 1, got {self.matryoshka_groups}")

@@ -176,6 +176,15 @@ def compare_with_free_nulls(sae: SAE, x_eval: Tensor, x_fit: Tensor, seed: int =
             return float((err_null[i].sum() - err_sae[i].sum()) / dev[i].sum())
 
         ci = bootstrap(gap, len(dev), n_boot=n_boot, seed=seed)
-        out.append(FreeNullVerdict(null=name, ev_sae=1 - err_sae.sum() / dev.sum(), ev_null=1 - err_null.sum() / dev.sum(),
-                                   l0_sae=l0_sae, l0_null=mean_l0(null, x_eval), ev_difference=ci, sae_beats_null=ci.low > 0))
+        out.append(
+            FreeNullVerdict(
+                null=name,
+                ev_sae=1 - err_sae.sum() / dev.sum(),
+                ev_null=1 - err_null.sum() / dev.sum(),
+                l0_sae=l0_sae,
+                l0_null=mean_l0(null, x_eval),
+                ev_difference=ci,
+                sae_beats_null=ci.low > 0,
+            )
+        )
     return out

@@ -41,7 +41,9 @@ def download(repo_id: str, subfolder: str | None, revision: str | None, label: s
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise UserError(f"{label}: {type(exc).__name__.replace('Error', '')}: check the repo name and revision") from None
     except LocalEntryNotFoundError:
-        raise UserError(f"{label} is not in the local Hugging Face cache and the hub cannot be reached (HF_HUB_OFFLINE or no network)") from None
+        raise UserError(
+            f"{label} is not in the local Hugging Face cache and the hub cannot be reached (HF_HUB_OFFLINE or no network)"
+        ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise UserError(f"{label} could not be fetched ({str(exc).splitlines()[0]})") from None
     folder = root / subfolder if subfolder else root
@@ -83,7 +85,9 @@ def resolve(spec: str | None, release: str | None = None, sae_id: str | None = N
         entry = registry_entry(release, sae_id)
         layout = entry.conversion_func or "sae_lens"
         if layout not in READABLE_LAYOUTS:
-            raise UserError(f"release '{release}' is stored in the '{layout}' layout, which nullsae does not read (it reads {', '.join(READABLE_LAYOUTS)})")
+            raise UserError(
+                f"release '{release}' is stored in the '{layout}' layout, which nullsae does not read (it reads {', '.join(READABLE_LAYOUTS)})"
+            )
         label = f"release {release} / {sae_id}"
         folder = download(entry.repo_id, entry.saes_map[sae_id] or None, None, label)
         overrides = {k: v for k, v in (entry.config_overrides or {}).items() if not isinstance(v, dict)}

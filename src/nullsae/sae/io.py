@@ -42,8 +42,13 @@ Format = Literal["nullsae", "saelens", "sparsify", "dictionary_learning"]
 FORMAT_VERSION = 1
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64", "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64"}
 SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-DICTIONARY_LEARNING_CLASSES = {"AutoEncoder": "relu", "AutoEncoderTopK": "topk", "BatchTopKSAE": "batchtopk",
-                               "MatryoshkaBatchTopKSAE": "matryoshka", "JumpReluAutoEncoder": "jumprelu"}
+DICTIONARY_LEARNING_CLASSES = {
+    "AutoEncoder": "relu",
+    "AutoEncoderTopK": "topk",
+    "BatchTopKSAE": "batchtopk",
+    "MatryoshkaBatchTopKSAE": "matryoshka",
+    "JumpReluAutoEncoder": "jumprelu",
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,9 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
 def _load_tensors(path: Path) -> dict[str, Tensor]:
     if not path.exists():
-        raise UserError(f"{path} is missing; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
+        raise UserError(
+            f"{path} is missing; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning"
+        )
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
@@ -78,8 +85,10 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a plain state dict of tensors (torch.load with weights_only=True refused it: {first}); "
-                        "nullsae never unpickles code: re-save it as model.state_dict()") from None
+        raise UserError(
+            f"{path} is not a plain state dict of tensors (torch.load with weights_only=True refused it: {first}); "
+            "nullsae never unpickles code: re-save it as model.state_dict()"
+        ) from None
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         raise UserError(f"{path} is not a plain state dict of tensors; re-save it as model.state_dict()")
     return obj
@@ -114,7 +123,9 @@ def _read_cfg(folder: Path) -> dict:
         return _read_json(folder / "config.json")
     if (folder / "params.npz").exists():  # Gemma Scope: the config comes from the SAELens registry
         return {}
-    raise UserError(f"no cfg.json in {folder}; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning")
+    raise UserError(
+        f"no cfg.json in {folder}; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning"
+    )
 
 
 def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | None = None, model: str | None = None) -> Path:
@@ -198,7 +209,9 @@ def detect_format(path: str | Path, cfg: dict | None = None) -> Format:
     if isinstance(cfg.get("trainer"), dict) and (folder / "ae.pt").exists():
         return "dictionary_learning"
     if (folder / "params.npz").exists():
-        raise UserError(f"{folder} holds a Gemma Scope params.npz without its config; load it with {advice('--release', '--release and --sae-id', '`nullsae audit --release … --sae-id …`')}")
+        raise UserError(
+            f"{folder} holds a Gemma Scope params.npz without its config; load it with {advice('--release', '--release and --sae-id', '`nullsae audit --release … --sae-id …`')}"
+        )
     raise UserError(f"{folder}/cfg.json is not a nullsae, SAELens, sparsify or dictionary_learning SAE config")
 
 
@@ -215,8 +228,10 @@ def layer_of_hook(hook: str) -> int:
         return layer
     if m := re.fullmatch(r"(?:[\w.]*\.)?layers\.(\d+)|resid_post_layer_(\d+)", hook):
         return int(m.group(1) or m.group(2))
-    raise UserError(f"the SAE reads hook '{hook}'; nullsae audits residual-stream SAEs only "
-                    "(blocks.L.hook_resid_post / hook_resid_pre, layers.L, resid_post_layer_L)")
+    raise UserError(
+        f"the SAE reads hook '{hook}'; nullsae audits residual-stream SAEs only "
+        "(blocks.L.hook_resid_post / hook_resid_pre, layers.L, resid_post_layer_L)"
+    )
 
 
 def _check_shapes(folder: Path, tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]]) -> None:
@@ -267,8 +282,12 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
         raise _refuse(folder, "hook_head_index", head, "nullsae audits residual-stream SAEs only")
     norm = raw.get("normalize_activations") or "none"
     if norm == "expected_average_only_in" and norm_scaling_factor is None:
-        raise _refuse(folder, "normalize_activations", norm, "its scaling factor is not in the files; load it with --release/--sae-id, "
-                      "whose registry entry gives norm_scaling_factor")
+        raise _refuse(
+            folder,
+            "normalize_activations",
+            norm,
+            "its scaling factor is not in the files; load it with --release/--sae-id, whose registry entry gives norm_scaling_factor",
+        )
     if norm not in ("none", "expected_average_only_in"):
         raise _refuse(folder, "normalize_activations", norm, "a per-token normalisation cannot be folded into the SAE's weights")
     if raw.get("finetuning_scaling_factor"):

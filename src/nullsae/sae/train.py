@@ -40,7 +40,9 @@ class TrainConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="Adam learning rate; default 2e-4 / sqrt(m / 2^14) per SAE")
     warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up")
     decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
-    lr_drop_step: int | None = Field(None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (a step decay)")
+    lr_drop_step: int | None = Field(
+        None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (a step decay)"
+    )
     lr_drop_factor: float = Field(1 / 3, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
     checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints (when a checkpoint dir is given)")
@@ -146,7 +148,9 @@ def _load_checkpoint(path: Path, states: dict[str, _State]) -> tuple[int, int, i
         raise UserError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); delete it to restart training") from None
     saved = payload.get("saes", {})
     if set(saved) != set(states):
-        raise UserError(f"checkpoint {path} holds SAEs {sorted(saved)} but this run trains {sorted(states)}; use another run directory or delete it")
+        raise UserError(
+            f"checkpoint {path} holds SAEs {sorted(saved)} but this run trains {sorted(states)}; use another run directory or delete it"
+        )
     for name, st in states.items():
         if not _same_config(saved[name]["cfg"], st.sae.cfg):
             raise UserError(f"checkpoint {path}: SAE '{name}' was trained with a different config; use another run directory or delete it")

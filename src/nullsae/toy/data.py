@@ -116,7 +116,9 @@ def lomax_example(
 
 def _check_matrix(x: np.ndarray, source: str) -> Tensor:
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
-        raise UserError(f"{source}: expected a 2-D (n_vectors, dim) matrix with at least 2 rows and 2 columns, got shape {tuple(x.shape)}; pass a file with one vector per row")
+        raise UserError(
+            f"{source}: expected a 2-D (n_vectors, dim) matrix with at least 2 rows and 2 columns, got shape {tuple(x.shape)}; pass a file with one vector per row"
+        )
     if not np.issubdtype(x.dtype, np.number):
         raise UserError(f"{source}: expected numbers, got dtype {x.dtype}; save the vectors as a float array")
     bad = ~np.isfinite(x)
@@ -136,11 +138,15 @@ def _read_glove_text(path: Path) -> np.ndarray:
             if width is None:
                 width = len(parts)
             if len(parts) != width:
-                raise UserError(f"{path}: line {lineno} has {len(parts) - 1} values, line 1 has {width - 1}; every line must be 'word v1 … vd' with the same d")
+                raise UserError(
+                    f"{path}: line {lineno} has {len(parts) - 1} values, line 1 has {width - 1}; every line must be 'word v1 … vd' with the same d"
+                )
             try:
                 rows.append([float(v) for v in parts[1:]])
             except ValueError:
-                raise UserError(f"{path}: line {lineno} holds a non-number after the word; expected GloVe text format 'word v1 … vd'") from None
+                raise UserError(
+                    f"{path}: line {lineno} holds a non-number after the word; expected GloVe text format 'word v1 … vd'"
+                ) from None
     if not rows:
         raise UserError(f"{path}: no vectors found; expected GloVe text format 'word v1 … vd' per line")
     return np.asarray(rows, dtype=np.float64)
@@ -176,7 +182,9 @@ def token_embeddings(loaded: LoadedModel, variants: list[str], seed: int = 42) -
     from nullsae.models import make_variant
 
     if "control" in variants:
-        raise UserError("the control variant feeds noise instead of embeddings; its matrix is the trained one, so drop it (the Gaussian control covers it)")
+        raise UserError(
+            "the control variant feeds noise instead of embeddings; its matrix is the trained one, so drop it (the Gaussian control covers it)"
+        )
     out = {}
     for variant in dict.fromkeys(variants):
         model = loaded.model if variant == "trained" else make_variant(loaded, variant, seed=seed)[0].model

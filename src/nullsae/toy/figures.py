@@ -78,7 +78,15 @@ def mmcs_figure(points: Sequence[SweepPoint], path: Path) -> Path:
     keys = sorted({(p.data, p.latents) for p in points if p.mmcs is not None}, key=lambda k: (k[0], k[1]))
     for data, m in keys:
         ps = sorted((p for p in points if p.data == data and p.latents == m and p.mmcs is not None), key=lambda p: p.coef)
-        ax.errorbar([p.coef for p in ps], [p.mmcs for p in ps], yerr=[_sem(p, "mmcs") for p in ps], marker="o", ms=3, capsize=2, label=f"{data}, {m} latents")
+        ax.errorbar(
+            [p.coef for p in ps],
+            [p.mmcs for p in ps],
+            yerr=[_sem(p, "mmcs") for p in ps],
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=f"{data}, {m} latents",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("L1 penalty coefficient c")
     ax.set_ylabel("MMCS")
@@ -88,7 +96,9 @@ def mmcs_figure(points: Sequence[SweepPoint], path: Path) -> Path:
     return _save(fig, path)
 
 
-def pareto_figure(points: Sequence[SweepPoint], metrics: Sequence[str], path: Path, latents: Sequence[int] | None = None, title: str = "") -> Path:
+def pareto_figure(
+    points: Sequence[SweepPoint], metrics: Sequence[str], path: Path, latents: Sequence[int] | None = None, title: str = ""
+) -> Path:
     """Pareto frontiers: EV (y) against each sparsity metric (columns), one row per latents count,
     one line per dataset; points are coefficients, error bars the s.e.m. over seeds."""
     sizes = sorted({p.latents for p in points}) if latents is None else list(latents)
@@ -102,9 +112,15 @@ def pareto_figure(points: Sequence[SweepPoint], metrics: Sequence[str], path: Pa
                 if not ps:
                     continue
                 ax.errorbar(
-                    [getattr(p, key) for p in ps], [p.ev for p in ps],
-                    xerr=[_sem(p, key) for p in ps], yerr=[_sem(p, "ev") for p in ps],
-                    marker="o", ms=3, capsize=2, color=_color(data, datas), label=data,
+                    [getattr(p, key) for p in ps],
+                    [p.ev for p in ps],
+                    xerr=[_sem(p, key) for p in ps],
+                    yerr=[_sem(p, "ev") for p in ps],
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    color=_color(data, datas),
+                    label=data,
                 )
             hidden = sum(p.ev < -0.05 for p in points if p.latents == m)
             if hidden:

@@ -20,7 +20,15 @@ class KorznikovData:
     this is a `BatchStream` for the SAE trainer.
     """
 
-    def __init__(self, setting: Setting, d: int = 100, n_features: int = 3200, batch_size: int = 4096, seed: int = 0, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        setting: Setting,
+        d: int = 100,
+        n_features: int = 3200,
+        batch_size: int = 4096,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         if setting not in ("constant", "variable"):
             raise ValueError(f"unknown setting {setting!r}")
         self.setting = setting

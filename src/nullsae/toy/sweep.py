@@ -94,7 +94,9 @@ class RunResult(ToyMetrics):
     seed: int
     latents: int
     coef: float
-    train_seconds: float | None = Field(None, description="its share of its batched model's training wall time, summed over resumed calls (None if unrecorded)")
+    train_seconds: float | None = Field(
+        None, description="its share of its batched model's training wall time, summed over resumed calls (None if unrecorded)"
+    )
 
 
 class SweepPoint(ToyMetrics):
@@ -150,9 +152,17 @@ class StackedToySAE:
         return torch.bmm(z, self.W_dec[runs]) * std + mean, z
 
 
-def _save_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: int, gens: list[torch.Generator], seconds: float | None) -> None:
+def _save_state(
+    path: Path, sae: StackedToySAE, opt: torch.optim.Adam, epoch: int, gens: list[torch.Generator], seconds: float | None
+) -> None:
     """Weights, Adam moments, data-order generators and training seconds after `epoch` epochs, written atomically."""
-    state = {"epoch": epoch, "params": [p.detach() for p in sae.parameters()], "opt": opt.state_dict(), "gens": [g.get_state() for g in gens], "seconds": seconds}
+    state = {
+        "epoch": epoch,
+        "params": [p.detach() for p in sae.parameters()],
+        "opt": opt.state_dict(),
+        "gens": [g.get_state() for g in gens],
+        "seconds": seconds,
+    }
     atomic_torch_save(state, path)
 
 
@@ -167,7 +177,9 @@ def _load_state(path: Path, sae: StackedToySAE, opt: torch.optim.Adam, gens: lis
         for g, saved in zip(gens, state["gens"], strict=True):
             g.set_state(saved)
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user problem
-        raise UserError(f"sweep checkpoint {path} is corrupt or does not fit this sweep ({type(exc).__name__}); delete it to retrain that part") from None
+        raise UserError(
+            f"sweep checkpoint {path} is corrupt or does not fit this sweep ({type(exc).__name__}); delete it to retrain that part"
+        ) from None
     return int(state["epoch"]), state.get("seconds")
 
 
@@ -202,7 +214,10 @@ def _train_stack(
 
     def seconds() -> float | None:
         return None if before is None else before + time.monotonic() - began
-    with progress_bar(total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress) as bar:
+
+    with progress_bar(
+        total=cfg.epochs * steps, initial=start * steps, desc=desc, unit="step", leave=False, mininterval=2, disable=not progress
+    ) as bar:
         for epoch in range(start, end):
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[seed_slot].to(x_train.device)  # (R, n)
             for i in range(steps):
@@ -307,7 +322,9 @@ def run_sweep(
         if not torch.isfinite(ds.x).all():
             raise UserError(f"dataset {ds.name!r} (seed {ds.seed}) holds NaN/inf values; clean the input vectors")
         if float(ds.x.double().var(0).sum()) == 0.0:
-            raise UserError(f"dataset {ds.name!r} (seed {ds.seed}) is one constant vector in all {ds.x.shape[0]} rows; EV would be 0/0: give varied vectors")
+            raise UserError(
+                f"dataset {ds.name!r} (seed {ds.seed}) is one constant vector in all {ds.x.shape[0]} rows; EV would be 0/0: give varied vectors"
+            )
     parts = [split(ds.x.float(), cfg.eval_fraction, ds.seed) for ds in datasets]
     x_train = torch.stack([p[0] for p in parts])
     x_eval = torch.stack([p[1] for p in parts])
@@ -339,7 +356,9 @@ def run_sweep(
             sae = StackedToySAE(run_seeds, d, m, dev)
             desc = f"toy SAEs m={m} runs {lo + 1}-{lo + len(cells)}/{len(grid)}"
             state = done.with_suffix(".pt") if done is not None else None
-            trained, complete, seconds = _train_stack(sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget)
+            trained, complete, seconds = _train_stack(
+                sae, x_train, src, slot, seeds, coefs, cfg, desc, progress, state, save_seconds, budget
+            )
             if budget is not None:
                 budget -= trained
             if not complete:
@@ -357,7 +376,14 @@ def run_sweep(
 
 
 def _score_stack(
-    sae: StackedToySAE, x_eval: Tensor, src: Tensor, cells: list[tuple[int, float]], datasets: list[ToyData], m: int, cfg: SweepConfig, seconds: float | None
+    sae: StackedToySAE,
+    x_eval: Tensor,
+    src: Tensor,
+    cells: list[tuple[int, float]],
+    datasets: list[ToyData],
+    m: int,
+    cfg: SweepConfig,
+    seconds: float | None,
 ) -> list[RunResult]:
     """Held-out metrics of every run of a trained stack, with MMCS/MCC where ground truth exists; each run
     gets an equal share of the stack's training seconds."""
