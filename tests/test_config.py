@@ -119,6 +119,20 @@ def test_bad_flag_value_and_unknown_file(tmp_path):
     bad.write_text("layers: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_yaml(bad)
+    for text in ("", "# only a comment\n"):
+        empty = tmp_path / "empty.yaml"
+        empty.write_text(text)
+        with pytest.raises(UserError, match="is empty; copy a preset"):
+            load_yaml(empty)
+
+
+def test_empty_config_file_exits_2_before_loading_a_model(tmp_path):
+    """`nullsae run EMPTY.yaml` would run every default on SmolLM2: one line, exit 2, no run folder."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    res = _cli("run", str(empty), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert res.returncode == 2 and "is empty" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:

@@ -300,9 +300,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             raise UserError(f"config file {path} not found; give a YAML path or a preset ({', '.join(preset_names())})")
         p = preset
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise UserError(f"{p} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    if data is None:  # an empty file would silently run every default, sized for a GPU
+        raise UserError(f"config file {p} is empty; copy a preset such as {preset_path('demo')} and edit it")
     if not isinstance(data, dict):
         raise UserError(f"{p} must hold a mapping of config keys, not a {type(data).__name__}")
     return data
