@@ -26,7 +26,7 @@ def test_every_verdict_reads_the_metric_modules_value(tiny_dir, tmp_path):
     m = __import__("pandas").read_parquet(tmp_path / "run" / "metrics.parquet")
     assert sorted(m.seed.unique()) == [0, 1] and len(m) == 2 * (2 + 3)
     metrics = {v.metric for v in res.verdicts}
-    expected = {"ev", "cosine", "l1", "ce_score", "kl_score", "entropy", "auroc_tokens", "probe_acc_k1", "probe_acc_k4"}
+    expected = {"ev", "ev_standardized", "cosine", "l1", "ce_score", "kl_score", "entropy", "auroc_tokens", "probe_acc_k1", "probe_acc_k4"}
     assert expected <= metrics, expected - metrics
     for v in res.verdicts:
         ref = m[(m.variant == "trained") & (m.baseline == "none") & (m.layer == v.layer) & (m.arch == v.arch)]

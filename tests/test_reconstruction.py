@@ -40,7 +40,7 @@ def test_metrics_match_numpy():
 def test_streaming_equals_one_shot():
     x, xhat, z = _case(1)
     tx, txh, tz = map(torch.tensor, (x, xhat, z))
-    acc = ReconstructionAccumulator(z.shape[1], mean=tx.mean(0))
+    acc = ReconstructionAccumulator(z.shape[1], mean=tx.mean(0), std=tx.std(0))
     for sl in (slice(0, 70), slice(70, 200), slice(200, 300)):
         acc.update(tx[sl], txh[sl], tz[sl])
     streamed, once = acc.result(), reconstruction_metrics(tx, txh, tz)
@@ -65,3 +65,29 @@ def test_data_without_variance_gives_nan_never_ev_one():
     acc.update(x, x.clone(), torch.zeros(64, 16))
     r = acc.result()
     assert np.isnan(r.fvu) and np.isnan(r.ev)
+
+
+def test_standardised_ev_ignores_the_scale_of_each_dimension():
+    """EV is dominated by a massive dimension; the standardised figure weighs every dimension equally, so
+    rescaling one dimension leaves it unchanged, and it matches EV on the explicitly standardised data."""
+    from nullsae.metrics.reconstruction import explained_variance, standardized_sq_terms
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 6, generator=g, dtype=torch.float64)
+    recon = x.clone()
+    recon[:, 1:] += 0.5 * torch.randn(500, 5, generator=g, dtype=torch.float64)  # dimension 0 exact, the rest noisy
+    scaled_x, scaled_r = x.clone(), recon.clone()
+    scaled_x[:, 0] *= 1000
+    scaled_r[:, 0] *= 1000
+
+    def ev_std(a: torch.Tensor, b: torch.Tensor) -> float:
+        err, dev = standardized_sq_terms(a, b, a.mean(0), a.std(0))
+        return explained_variance(err.numpy(), dev.numpy())
+
+    def ev(a: torch.Tensor, b: torch.Tensor) -> float:
+        return explained_variance((a - b).pow(2).sum(1).numpy(), (a - a.mean(0)).pow(2).sum(1).numpy())
+
+    assert ev(scaled_x, scaled_r) > 0.99 > ev(x, recon)
+    assert ev_std(scaled_x, scaled_r) == pytest.approx(ev_std(x, recon), rel=1e-9)
+    mu, sd = x.mean(0), x.std(0)
+    assert ev_std(x, recon) == pytest.approx(ev((x - mu) / sd, (recon - mu) / sd), rel=1e-9)

@@ -237,7 +237,7 @@ def _load(store: RunStore, cell: Cell, cfg: RunConfig):
 
 def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
     from nullsae.activations import CachedActivations
-    from nullsae.metrics.reconstruction import ReconstructionAccumulator
+    from nullsae.metrics.reconstruction import ReconstructionAccumulator, standardized_sq_terms
 
     cfg = job.config
     directory = activations(cfg, store, job.task, "eval", sorted({c.layer for c in cells}), job.progress)
@@ -246,10 +246,10 @@ def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
         cache = CachedActivations(directory, c.layer)
         rows = _kept_rows(cache, cfg.tokens.skip_bos)
         x = cache.rows(rows).to(dev)
-        mean = x.double().mean(0)
+        mean, std = x.double().mean(0), x.double().std(0)
         sae = _load(store, c, cfg)
-        acc = ReconstructionAccumulator(c.sae_config.n_latents, mean=mean)
-        per: dict[str, list[Tensor]] = {"sq_err": [], "sq_dev": [], "cos": [], "l1": []}
+        acc = ReconstructionAccumulator(c.sae_config.n_latents, mean=mean, std=std)
+        per: dict[str, list[Tensor]] = {"sq_err": [], "sq_dev": [], "sq_err_std": [], "sq_dev_std": [], "cos": [], "l1": []}
         with torch.no_grad():
             for xb in x.split(1024):
                 z = sae.encode(xb)
@@ -258,6 +258,9 @@ def _reconstruction(job: Job, store: RunStore, cells: list[Cell]) -> int:
                 xd, rd = xb.double(), recon.double()
                 per["sq_err"].append((xd - rd).pow(2).sum(1).cpu())
                 per["sq_dev"].append((xd - mean).pow(2).sum(1).cpu())
+                err_std, dev_std = standardized_sq_terms(xb, recon, mean, std)
+                per["sq_err_std"].append(err_std.cpu())
+                per["sq_dev_std"].append(dev_std.cpu())
                 per["cos"].append(torch.nn.functional.cosine_similarity(xd, rd, dim=1).cpu())
                 per["l1"].append(z.double().abs().sum(1).cpu())
         tokens = pd.DataFrame({"token": rows.numpy(), **{k: torch.cat(v).numpy() for k, v in per.items()}})

@@ -34,11 +34,23 @@ def token_mean(values: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def _ev_terms(df: pd.DataFrame) -> Terms | None:
-    if not has_columns(df, "sq_err", "sq_dev"):
-        return None
-    err, dev = df["sq_err"].to_numpy(float), df["sq_dev"].to_numpy(float)
-    return len(err), lambda i: explained_variance(err[i], dev[i])
+def standardized_sq_terms(x: Tensor, recon: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token Σ_d (x_d − x̂_d)²/σ_d² and Σ_d (x_d − x̄_d)²/σ_d² with σ_d the evaluation set's std of
+    dimension d (dimensions with σ_d = 0 left out): EV from these weighs every dimension equally, so a few
+    massive dimensions cannot make it easy (docs/results/ev-ordering.md)."""
+    w = torch.where(std > 0, 1 / std.double().pow(2), torch.zeros_like(std, dtype=torch.float64))
+    xd = x.double()
+    return ((xd - recon.double()).pow(2) * w).sum(1), ((xd - mean.double()).pow(2) * w).sum(1)
+
+
+def _ev_terms(err_col: str, dev_col: str):
+    def terms(df: pd.DataFrame) -> Terms | None:
+        if not has_columns(df, err_col, dev_col):
+            return None
+        err, dev = df[err_col].to_numpy(float), df[dev_col].to_numpy(float)
+        return len(err), lambda i: explained_variance(err[i], dev[i])
+
+    return terms
 
 
 def _mean_terms(column: str):
@@ -54,7 +66,30 @@ def _mean_terms(column: str):
 # Evaluation tokens are the unit (paired: both SAEs read the same text). Default δ: 0.01 of EV or
 # cosine, well above float error and below the gaps the papers discuss (≥ 0.03).
 VERDICT_METRICS = (
-    VerdictMetric("ev", "explained variance", +1, "token", "tokens", _ev_terms, tolerance=0.01, chance=0.0, paired=True, ids=("token",)),
+    VerdictMetric(
+        "ev",
+        "explained variance",
+        +1,
+        "token",
+        "tokens",
+        _ev_terms("sq_err", "sq_dev"),
+        tolerance=0.01,
+        chance=0.0,
+        paired=True,
+        ids=("token",),
+    ),
+    VerdictMetric(
+        "ev_standardized",
+        "explained variance, dimensions standardised",
+        +1,
+        "token",
+        "tokens",
+        _ev_terms("sq_err_std", "sq_dev_std"),
+        tolerance=0.01,
+        chance=0.0,
+        paired=True,
+        ids=("token",),
+    ),
     VerdictMetric(
         "cosine", "cosine similarity", +1, "token", "tokens", _mean_terms("cos"), tolerance=0.01, chance=0.0, paired=True, ids=("token",)
     ),
@@ -69,6 +104,7 @@ class ReconstructionMetrics(LibraryEV):
     fvu: float
     ev: float
     ev_per_token: float | None  # legacy figure: mean_i (1 − ‖x_i − x̂_i‖² / ‖x_i − x̄‖²)
+    ev_standardized: float | None = None  # EV with every dimension divided by its std (standardized_sq_terms)
     cosine: float
     l0: float
     l1: float
@@ -81,11 +117,15 @@ class ReconstructionAccumulator:
     """Feed (x, x̂, z) batches; `result()` gives the metrics over everything fed.
 
     `mean` is x̄ if known in advance (then `ev_per_token` is exact); without it the legacy
-    per-token EV is not reported.
+    per-token EV is not reported. With `std` too (each dimension's std over the evaluation set),
+    `ev_standardized` is reported.
     """
 
-    def __init__(self, n_latents: int, mean: Tensor | None = None):
+    def __init__(self, n_latents: int, mean: Tensor | None = None, std: Tensor | None = None):
         self.mean = None if mean is None else mean.double()
+        self.std = None if std is None or mean is None else std.double()
+        self.sse_std = 0.0
+        self.sst_std = 0.0
         self.n = 0
         self.sum_x = None
         self.sum_sq_x = 0.0
@@ -117,6 +157,10 @@ class ReconstructionAccumulator:
         if self.mean is not None:
             dev = (x - self.mean.to(x.device)).pow(2).sum(1)
             self.ev_tok += float((1 - err / dev.clamp_min(1e-12)).sum())
+        if self.mean is not None and self.std is not None:
+            err_std, dev_std = standardized_sq_terms(x, recon, self.mean.to(x.device), self.std.to(x.device))
+            self.sse_std += float(err_std.sum())
+            self.sst_std += float(dev_std.sum())
         self.fired |= (z != 0).any(0).cpu()
         self.library.update(x, recon)
 
@@ -131,6 +175,7 @@ class ReconstructionAccumulator:
             fvu=fvu,
             ev=1 - fvu,
             ev_per_token=self.ev_tok / n if self.mean is not None else None,
+            ev_standardized=1 - fvu_from_sums(self.sse_std, self.sst_std) if self.std is not None else None,
             cosine=self.cos / n,
             l0=self.l0 / n,
             l1=self.l1 / n,
@@ -142,7 +187,7 @@ class ReconstructionAccumulator:
 
 
 def reconstruction_metrics(x: Tensor, recon: Tensor, z: Tensor) -> ReconstructionMetrics:
-    """All reconstruction metrics of one in-memory evaluation set (x̄ taken over that set)."""
-    acc = ReconstructionAccumulator(z.shape[1], mean=x.double().mean(0))
+    """All reconstruction metrics of one in-memory evaluation set (x̄ and each dimension's std taken over that set)."""
+    acc = ReconstructionAccumulator(z.shape[1], mean=x.double().mean(0), std=x.double().std(0))
     acc.update(x, recon, z)
     return acc.result()
