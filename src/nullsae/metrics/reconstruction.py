@@ -65,35 +65,16 @@ def _mean_terms(column: str):
 
 # Evaluation tokens are the unit (paired: both SAEs read the same text). Default δ: 0.01 of EV or
 # cosine, well above float error and below the gaps the papers discuss (≥ 0.03).
+def _token_metric(name: str, label: str, direction: int, terms, tolerance: float, chance: float | None = 0.0) -> VerdictMetric:
+    """A metric resampled over evaluation tokens, paired (both SAEs read the same tokens)."""
+    return VerdictMetric(name, label, direction, "token", "tokens", terms, tolerance=tolerance, chance=chance, paired=True, ids=("token",))
+
+
 VERDICT_METRICS = (
-    VerdictMetric(
-        "ev",
-        "explained variance",
-        +1,
-        "token",
-        "tokens",
-        _ev_terms("sq_err", "sq_dev"),
-        tolerance=0.01,
-        chance=0.0,
-        paired=True,
-        ids=("token",),
-    ),
-    VerdictMetric(
-        "ev_standardized",
-        "explained variance, dimensions standardised",
-        +1,
-        "token",
-        "tokens",
-        _ev_terms("sq_err_std", "sq_dev_std"),
-        tolerance=0.01,
-        chance=0.0,
-        paired=True,
-        ids=("token",),
-    ),
-    VerdictMetric(
-        "cosine", "cosine similarity", +1, "token", "tokens", _mean_terms("cos"), tolerance=0.01, chance=0.0, paired=True, ids=("token",)
-    ),
-    VerdictMetric("l1", "L1 norm of latents", 0, "token", "tokens", _mean_terms("l1"), tolerance=0.0, paired=True, ids=("token",)),
+    _token_metric("ev", "explained variance", +1, _ev_terms("sq_err", "sq_dev"), 0.01),
+    _token_metric("ev_standardized", "explained variance, dimensions standardised", +1, _ev_terms("sq_err_std", "sq_dev_std"), 0.01),
+    _token_metric("cosine", "cosine similarity", +1, _mean_terms("cos"), 0.01),
+    _token_metric("l1", "L1 norm of latents", 0, _mean_terms("l1"), 0.0, chance=None),
 )
 
 
