@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 FAMILIES = ("gpt_neox", "llama", "gpt2")
+QUIET_ENV = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env_stays_in_its_test():
+    """`--quiet` in an in-process CLI call sets these for the process (as it should for a command); a
+    test must not pass them on to the next one, whose progress lines would then be silenced."""
+    before = {k: os.environ.get(k) for k in QUIET_ENV}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def tiny_model(family: str, seed: int = 0):
