@@ -83,7 +83,8 @@ def tiny_config(model_dir: Path, **over: Any) -> dict[str, Any]:
         tokens=dict(context=32, train=6144, eval=256, interp=2048, model_batch=16, interp_window=16),
         train=dict(batch_size=256, warmup_steps=4, checkpoint_every=3, lr=0.003),
         autointerp=dict(
-            scorers=["tokens"], examples=dict(n_latents=6, min_examples=4, top_k=40, n_explain=8, per_bin=1, n_negative=6, reservoir=40)
+            scorers=["tokens"],
+            examples=dict(n_latents_sampled=6, min_examples=4, top_k=40, n_explain=8, per_bin=1, n_negative=6, reservoir=40),
         ),
         report=dict(n_bootstrap=100, example_latents=1),
         threads=1,

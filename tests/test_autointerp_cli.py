@@ -1,6 +1,7 @@
 """`nullsae autointerp` on a cached run of the bundled model with a saved SAE; bad input → one line, exit 2."""
 
 import pandas as pd
+import pytest
 import torch
 
 from nullsae import cli
@@ -12,6 +13,7 @@ def test_missing_sae_is_one_clear_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("nullsae autointerp: error:") and "does not exist" in err[0]
 
 
+@pytest.mark.slow
 def test_autointerp_on_cached_activations(smollm2, tmp_path, monkeypatch, capsys):
     import nullsae.models
     from nullsae.activations import fill_cache
@@ -37,7 +39,7 @@ def test_autointerp_on_cached_activations(smollm2, tmp_path, monkeypatch, capsys
         "tokens",
         "--scorers",
         "tokens",
-        "--latents",
+        "--n-latents-sampled",
         "5",
         "--min-examples",
         "20",

@@ -41,7 +41,7 @@ def test_counts_and_filter(dense, source):
     win = (dense > 0).any(1).sum(0)
     assert torch.equal(counts.windows, win)
     assert torch.equal(counts.tokens, (dense > 0).sum((0, 1)))
-    cfg = ExampleConfig(min_examples=60, n_latents=5, seed=0)
+    cfg = ExampleConfig(min_examples=60, n_latents_sampled=5, seed=0)
     sel = select_latents(counts, cfg)
     assert sel.n_eligible == int((win >= 60).sum()) and sel.n_removed == M - sel.n_eligible
     assert sel.n_dead == 2

@@ -116,7 +116,7 @@ def test_kill_keeps_scored_latents_and_resume_skips_them(planted, tmp_path, monk
 
 def test_embedding_scorer_runs(planted, tmp_path):
     source, _, tok, _ = planted
-    small = ExampleConfig(n_latents=3, n_bins=5, per_bin=4, n_negative=20)
+    small = ExampleConfig(n_latents_sampled=3, n_bins=5, per_bin=4, n_negative=20)
     res = run_autointerp(
         source, tok, AutointerpConfig(explainer="tokens", scorers=["embedding"], examples=small, n_boot=50), tmp_path, "planted"
     )
@@ -130,7 +130,7 @@ def test_embedding_scorer_runs(planted, tmp_path):
 def test_hf_explainer_and_scorers_end_to_end(planted, smollm2, tmp_path):
     source, _, tok, _ = planted
     client = HFClient(smollm2.model, smollm2.tokenizer, "smollm2", batch_size=4, cache_dir=tmp_path / "llm")
-    small = ExampleConfig(n_latents=1, n_explain=5, n_bins=2, per_bin=2, n_negative=4)
+    small = ExampleConfig(n_latents_sampled=1, n_explain=5, n_bins=2, per_bin=2, n_negative=4)
     cfg = AutointerpConfig(explainer="hf:smollm2", scorers=["detection", "fuzzing"], examples=small, n_boot=50)
     res = run_autointerp(source, tok, cfg, tmp_path / "out", "planted", client=client)
     df = pd.read_parquet(res.latents_path)

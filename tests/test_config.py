@@ -163,3 +163,49 @@ def test_cli_rejects_bad_config_before_compute(tmp_path, capsys):
     res = _cli("run", str(cfg), "--out", str(tmp_path / "run"), "--layers", "2,3", cwd=tmp_path)
     assert res.returncode == 2 and "layer 3 is out of range" in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "run").exists()
+
+
+def _command(model, argv, **kw):
+    """Parse `argv` with the flags `add_flags` makes for `model`; the validated config."""
+    from nullsae.config import add_flags, config_from_args
+
+    parser = argparse.ArgumentParser()
+    flags = add_flags(parser, model, **kw)
+    return config_from_args(model, parser.parse_args(argv), flags)
+
+
+def test_command_flags_come_from_the_config():
+    """Lists take several values or commas, a bool off by default is a switch, a nested section's fields
+    keep their own names, a positional field is positional, and a bad value names its flag."""
+    from nullsae.autointerp.config import AutointerpConfig
+    from nullsae.toy.config import ToyConfig
+
+    cfg = _command(ToyConfig, ["glove", "--seeds", "0", "1,2", "--epochs", "3", "--mcc", "false"], skip=("sweep.latents", "sweep.device"))
+    assert (cfg.experiment, cfg.seeds, cfg.sweep.epochs, cfg.sweep.mcc, cfg.sweep.lr) == ("glove", [0, 1, 2], 3, False, 1e-3)
+    with pytest.raises(UserError, match=r"^--epochs: Input should be greater than 0$"):
+        _command(ToyConfig, ["glove", "--epochs", "0"], skip=("sweep.latents", "sweep.device"))
+    with pytest.raises(ValueError, match="both be --latents"):
+        _command(ToyConfig, ["glove"])  # ToyConfig.latents and sweep.latents would share a flag
+    auto = _command(
+        AutointerpConfig,
+        ["--explainer", "hf:smollm2", "--n-latents-sampled", "7", "--seed", "3", "--timeout", "5"],
+        names={"openai.timeout_s": "timeout"},
+    )
+    assert auto.scorers == ["detection", "fuzzing", "embedding"]  # no --scorers: they follow the explainer
+    assert (auto.examples.n_latents_sampled, auto.examples.seed, auto.openai.timeout_s) == (7, 3, 5.0)
+    with pytest.raises(UserError, match="the detection scorer needs an LLM"):
+        _command(AutointerpConfig, ["--scorers", "detection"])
+
+
+def test_examples_seed_is_the_autointerp_seed_and_old_keys_still_read():
+    cfg = parse_config({"autointerp": {"seed": 4, "examples": {"n_latents": 9, "seed": 1}}})  # a run folder's config before the rename
+    assert cfg.autointerp.examples.n_latents_sampled == 9 and cfg.autointerp.examples.seed == 4
+    assert "seed" not in yaml.safe_load(dump_yaml(cfg))["autointerp"]["examples"]
+    with pytest.raises(UserError, match="unknown config key 'autointerp.examples.seed'"):
+        apply_overrides({}, {"autointerp.examples.seed": "1"})
+
+
+def test_config_classes_import_without_torch():
+    code = "import nullsae.config, nullsae.toy.config, nullsae.cli, sys; nullsae.cli.build_parser(); assert 'torch' not in sys.modules, 'torch'"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -134,7 +134,7 @@ def test_autointerp_killed_resumes_to_the_same_scores(tiny_folder, tmp_path):
             str(tiny_folder),
             "--tokens",
             "8192",
-            "--latents",
+            "--n-latents-sampled",
             "8",
             "--min-examples",
             "2",

@@ -80,8 +80,6 @@ def _command_options() -> dict[str, set[str]]:
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     out = {}
     for name, p in sub.choices.items():
-        if hasattr(p, "_ensure_config_flags"):
-            p._ensure_config_flags()
         out[name] = set(p._option_string_actions)
     return out
 

@@ -156,7 +156,7 @@ COMMANDS_WITH_SAE = {
         "512",
         "--window",
         "16",
-        "--latents",
+        "--n-latents-sampled",
         "3",
         "--min-examples",
         "2",
@@ -215,7 +215,7 @@ def test_window_with_a_character_split_across_tokens_decodes_whole(word):
     assert pieces[carriers[0]].endswith(special) and all(special not in pieces[i] for i in carriers[1:])
 
 
-HELPED = ["synth", "toy", "autointerp", "activations", "ls"]
+HELPED = ["synth", "toy", "autointerp", "activations", "ls", "probe", "edit", "run", "demo", "audit"]
 
 
 @pytest.mark.parametrize("command", HELPED)
@@ -240,12 +240,29 @@ def test_every_flag_has_help_that_shows_its_default(command):
     assert not missing, missing
 
 
+def test_config_flags_show_the_default_of_their_field():
+    """A flag made from a config field shows the field's default (the demo preset's value for `demo`)."""
+    import argparse
+
+    from nullsae.cli import build_parser
+    from nullsae.config import RunConfig, _fields, _shown
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help or "" for a in sub.choices["run"]._actions}
+    shown = [(path, _shown(f.get_default(call_default_factory=True))) for path, f in _fields(RunConfig)]
+    assert all(f"(default: {value})" in helps[f"cfg:{path}"] for path, value in shown if value is not None)
+    demo = {a.dest: a.help or "" for a in sub.choices["demo"]._actions}
+    assert "(default: 65536)" in demo["cfg:tokens.train"] and "(default: 2000000)" in helps["cfg:tokens.train"]
+    toy = {a.dest: a.help or "" for a in sub.choices["toy"]._actions}
+    assert "(default: 100)" in toy["arg:sweep.epochs"] and "(default: 0.8,0.9)" in toy["arg:frontier_ev"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--scorers", "detection"], "the detection scorer needs an LLM"),
         (["--scorers", "tokens,foo"], "unknown scorer 'foo'"),
-        (["--explainer", "gpt4"], "--explainer 'gpt4' names no LLM"),
+        (["--explainer", "gpt4"], "--explainer: explainer 'gpt4' names no LLM"),
     ],
 )
 def test_autointerp_refuses_a_setup_that_cannot_work_before_loading(argv, message, one_sae, tmp_path, capsys):
@@ -283,6 +300,20 @@ def test_off_a_terminal_the_hugging_face_libraries_draw_no_bars(tmp_path):
             [sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120
         )
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_off_a_terminal_a_library_tqdm_bar_writes_no_carriage_return(tmp_path):
+    """transformers converts a GGUF file under a plain `tqdm.auto` bar ("Converting and de-quantizing GGUF
+    tensors..."); once the CLI has started, such a bar leaves no \r in a redirected log."""
+    code = (
+        "import os; from nullsae.cli import main; main(['ls', os.getcwd()]); from tqdm.auto import tqdm\n"
+        "for _ in tqdm(range(50), desc='Converting and de-quantizing GGUF tensors...'): pass"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    with open(tmp_path / "err.log", "wb") as err:
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, stderr=err, env=env, timeout=120, check=True)
+    log = (tmp_path / "err.log").read_text(encoding="utf-8")
+    assert "\r" not in log and "Converting" not in log, log
 
 
 def test_report_example_windows_are_whole_strings(tiny_run):

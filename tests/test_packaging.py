@@ -99,7 +99,7 @@ def autointerp_openai_args(model: Path, sae: Path) -> list[str]:
         str(model),
         "--tokens",
         "512",
-        "--latents",
+        "--n-latents-sampled",
         "2",
         "--min-examples",
         "1",

@@ -57,13 +57,13 @@ def test_synth_bad_input_is_one_line(capsys):
     assert main(["synth", "--arch", "topk", "--steps", "0"]) == 2
     capsys.readouterr()
     assert main(["synth", "--arch", "topk", "--steps", "1", "--dead-tokens", "0"]) == 2
-    assert "--dead-tokens must be at least 1" in capsys.readouterr().err
+    assert "--dead-tokens: Input should be greater than 0" in capsys.readouterr().err
     assert main(["synth", "--arch", "topk", "--steps", "1", "--device", "tpu7"]) == 2
     assert "unknown device 'tpu7'" in capsys.readouterr().err
     assert main(["synth", "--arch", "topk", "--steps", "1", "--auxk-coef", "-1"]) == 2
-    assert "--auxk-coef must be ≥ 0" in capsys.readouterr().err
+    assert "--auxk-coef: Input should be greater than or equal to 0" in capsys.readouterr().err
     assert main(["synth", "--arch", "topk", "--steps", "1", "--lr-drop-factor", "0"]) == 2
-    assert "--lr-drop-factor must be in (0, 1]" in capsys.readouterr().err
+    assert "--lr-drop-factor: Input should be greater than 0" in capsys.readouterr().err
 
 
 def test_paper_setting_is_per_architecture_and_explicit_options_override_it():

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from torch import Tensor
 
+from nullsae.config import ActivationsConfig
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_write_text, read_json, save_safetensors
 from nullsae.locks import folder_lock
@@ -438,3 +439,48 @@ class LiveStream:
                     step += 1
                 carry = rows[n_full * B :].clone()  # batches run across rounds; the epoch's incomplete tail is dropped
                 del rows
+
+
+def cache_activations(cfg: ActivationsConfig) -> tuple[Path, CacheReport]:
+    """Fill the cache of `nullsae activations`: cfg's model variant at its layers over its token split
+    (after checking the disk can hold it); the cache folder and what was cached or written."""
+    from nullsae.data import token_windows
+    from nullsae.devices import resolve_device
+    from nullsae.models import load_model, make_variant
+    from nullsae.resources import check_disk
+
+    loaded = load_model(cfg.model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    layers = check_layers(cfg.layers, loaded.n_layers)
+    data = DataSlice(
+        source=cfg.data,
+        split=cfg.split,
+        seed=cfg.data_seed,
+        window=cfg.window,
+        n_windows=-(-cfg.tokens // cfg.window),
+        text_field=cfg.text_field,
+    )
+    windows = token_windows(
+        loaded.tokenizer,
+        loaded.bos_id,
+        data.window,
+        data.n_windows,
+        source=data.source,
+        split=data.split,
+        seed=data.seed,
+        text_field=data.text_field,
+    )
+    v = cfg.null
+    variant, manifest = make_variant(
+        loaded, cfg.variant, seed=v.seed, keep_norms=v.keep_norms, noise=v.control_noise, sigma=v.control_sigma
+    )
+    variant.model.to(resolve_device(cfg.device))
+    directory = cache_dir(loaded.name, manifest.slug, data, root=cfg.cache_dir)
+    itemsize = 4 if cfg.dtype == "float32" else 2
+    check_disk(
+        windows.numel() * loaded.d_model * itemsize * len(layers),
+        directory,
+        f"caching {len(layers)} layers of {windows.numel():,} tokens",
+        "lower --tokens, cache fewer --layers at once, use --dtype bfloat16, or give another --cache-dir",
+    )
+    manifest.write(directory / "manifest.json")
+    return directory, fill_cache(variant, windows, layers, directory, batch_size=cfg.batch_size, dtype=cfg.dtype)

@@ -38,12 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    plain_library_progress()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    plain_library_progress()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     set_command_options(sub.choices[args.command]._option_string_actions)
     previous = warnings.formatwarning

@@ -26,14 +26,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor
 
+from nullsae.config import EditingConfig
 from nullsae.errors import UserError
 from nullsae.models.hooks import check_layers, patch_residual
 from nullsae.models.load import LoadedModel
@@ -85,34 +85,6 @@ def load_facts(path: str | Path | None = None) -> FactSet:
                     f"facts file {path}: {tname} '{entity}' has attribute(s) {', '.join(sorted(unknown))} with no templates; add templates or remove them"
                 )
     return facts
-
-
-class EditingConfig(BaseModel):
-    """Data, split and search settings of the RAVEL-style evaluation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    facts: str | None = Field(None, description="facts JSON (default: the bundled countries and cities)")
-    train_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of entities used to select latents (the rest are scored)")
-    n_latents_grid: list[int] = Field(
-        default_factory=lambda: [1, 4, 16, 64, 256, 1024, 4096], description="latent-set sizes tried on the training entities (capped at m)"
-    )
-    min_facts: int = Field(
-        5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped"
-    )
-    max_pairs: int = Field(48, gt=0, description="base/source pairs per attribute and split")
-    batch_size: int = Field(32, gt=0, description="prompts per forward pass")
-    selection: Literal["eta2", "mask"] = Field(
-        "eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask"
-    )
-    mask_epochs: int = Field(8, gt=0, description="mask: passes over the training items")
-    mask_lr: float = Field(1e-2, gt=0, description="mask: Adam learning rate of the mask logits")
-    mask_batch_size: int = Field(16, gt=0, description="mask: items per gradient step")
-    keep_error: bool = Field(
-        True,
-        description="the edit keeps the SAE's reconstruction error (x' = x + Δ); False decodes the edited code alone (x' = x̂ + Δ), as SAEBench does",
-    )
-    seed: int = 0
 
 
 class AttributeCounts(BaseModel):

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import Tensor
 
+from nullsae.config import ProbingConfig
 from nullsae.errors import UserError, advice
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, check_layers
@@ -26,20 +26,6 @@ from nullsae.models.load import LoadedModel
 from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
 from nullsae.tasks import Task
-
-
-class ProbingConfig(BaseModel):
-    """Sizes of the sparse probes, pooling, and the logistic regression's settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ks: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20], description="numbers of latents per probe")
-    pooling: Literal["mean", "max"] = Field("mean", description="how token activations become one vector per text")
-    max_tokens: int = Field(128, ge=2, description="tokens per text (BOS included); longer texts are cut")
-    batch_size: int = Field(16, gt=0, description="texts per forward pass")
-    C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression (features standardised)")
-    max_iter: int = Field(1000, gt=0)
-    seed: int = Field(0, description="seed of the random projections (floor)")
 
 
 class TaskProbe(BaseModel):

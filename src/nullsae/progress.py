@@ -19,10 +19,12 @@ def interactive() -> bool:
 
 
 def plain_library_progress() -> None:
-    """Off a terminal, the Hugging Face libraries draw no bars of their own (set before they are imported)."""
+    """Off a terminal, the libraries draw no bars of their own (set before they are imported): the Hugging Face
+    ones, and any plain tqdm bar such as transformers' GGUF conversion."""
     if not interactive():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def progress_bar(

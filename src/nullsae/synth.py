@@ -8,71 +8,20 @@ import time
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from nullsae.config import SynthConfig
 from nullsae.io_utils import atomic_write_text, ensure_dir, read_json, save_figure
 from nullsae.locks import folder_lock
 from nullsae.metrics.reconstruction import reconstruction_metrics
 from nullsae.metrics.recovery import max_cosines, mcc
 from nullsae.sae.architectures import SAE
-from nullsae.sae.config import Arch, SAEConfig
+from nullsae.sae.config import SAEConfig
 from nullsae.sae.train import TrainConfig, train_saes
-from nullsae.toy.korznikov import KorznikovData, Setting
+from nullsae.toy.korznikov import KorznikovData
 
 BASELINE_NAMES = ("frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
 RECOVERY_THRESHOLD = 0.8
-
-DEFAULT_STEPS = 2_000
-DEFAULT_LR = 2e-3
-
-
-class PaperSetting(BaseModel):
-    """What `--paper` trains with: the length and lr schedule at which recovery plateaued, per
-    architecture (docs/results/synthetic.md has each one's curve)."""
-
-    steps: int = 40_000
-    lr: float = 3e-3
-    decay_fraction: float = 0.2
-    lr_drop_step: int | None = None
-    dead_tokens: int = 2_000_000
-
-
-# BatchTopK needs the lr drop to keep recovering, and a dead window short enough for AuxK to reach
-# latents that fire once every few hundred thousand samples; relu and matryoshka keep the generic setting.
-PAPER_SETTINGS: dict[str, PaperSetting] = {
-    "topk": PaperSetting(steps=11_000, decay_fraction=0.0),
-    "jumprelu": PaperSetting(steps=20_000, decay_fraction=0.0),
-    "batchtopk": PaperSetting(steps=16_000, lr_drop_step=7_000, dead_tokens=200_000),
-}
-
-
-def paper_setting(arch: str) -> PaperSetting:
-    return PAPER_SETTINGS.get(arch, PaperSetting())
-
-
-class SynthConfig(BaseModel):
-    """One synthetic-benchmark run: data setting, SAE architecture, training length."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    setting: Setting = "variable"
-    arch: Arch = "batchtopk"
-    baselines: bool = False
-    steps: int = Field(DEFAULT_STEPS, gt=0)
-    lr: float = Field(DEFAULT_LR, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    decay_fraction: float = Field(0.2, ge=0, le=1, description="linear learning-rate decay over this final fraction")
-    lr_drop_step: int | None = Field(None, ge=1, description="from this step on the lr is multiplied by lr_drop_factor")
-    lr_drop_factor: float = Field(1 / 3, gt=0, le=1)
-    batch_size: int = Field(4096, gt=0)
-    n_latents: int = Field(3200, gt=0)
-    l0: int = Field(20, gt=0)
-    dead_tokens: int = Field(2_000_000, gt=0, description="a latent silent this many samples is dead and trained by AuxK")
-    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α (topk, batchtopk, matryoshka); 0 trains without AuxK")
-    eval_size: int = Field(8192, gt=0)
-    curve_points: int = Field(10, gt=0, description="evaluations of recovery along training")
-    seed: int = 0
-    device: str = Field("cpu", description="where the SAEs train; data are drawn on the CPU either way")
 
 
 class SynthResult(BaseModel):

@@ -2,31 +2,33 @@
 
 Flow: `examples` (streamed from sparse activations) → `explainers` (tokens | hf: | openai:, through
 `llm` clients and versioned `prompts`) → `scorers` (detection, fuzzing, embedding, tokens) →
-`results` (per-latent Parquet, summaries); `run.run_autointerp` chains them for one SAE.
+`results` (per-latent Parquet, summaries); `run.run_autointerp` chains them for one SAE. The names
+below load on first use, so `nullsae.autointerp.config` imports without torch.
 """
 
-from nullsae.autointerp.examples import (
-    ActivationSource,
-    ExampleConfig,
-    LatentExamples,
-    SparseActs,
-    collect_examples,
-    count_firing,
-    sae_encoder,
-    select_latents,
-)
-from nullsae.autointerp.run import AutointerpConfig, AutointerpResult, run_autointerp
+from __future__ import annotations
 
-__all__ = [
-    "ActivationSource",
-    "AutointerpConfig",
-    "AutointerpResult",
-    "ExampleConfig",
-    "LatentExamples",
-    "SparseActs",
-    "collect_examples",
-    "count_firing",
-    "run_autointerp",
-    "sae_encoder",
-    "select_latents",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ActivationSource": "examples",
+    "LatentExamples": "examples",
+    "SparseActs": "examples",
+    "collect_examples": "examples",
+    "count_firing": "examples",
+    "sae_encoder": "examples",
+    "select_latents": "examples",
+    "AutointerpConfig": "config",
+    "ExampleConfig": "config",
+    "AutointerpResult": "run",
+    "run_autointerp": "run",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'nullsae.autointerp' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"nullsae.autointerp.{_WHERE[name]}"), name)

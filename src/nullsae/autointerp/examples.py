@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from torch import Tensor
 
+from nullsae.autointerp.config import ExampleConfig
 from nullsae.errors import UserError
 from nullsae.progress import progress_bar
 
@@ -96,21 +97,6 @@ def sae_encoder(sae: torch.nn.Module, residuals: Callable[[Tensor], Tensor], blo
     return encode
 
 
-class ExampleConfig(BaseModel):
-    """docs/spec.md#autointerp defaults for the examples of one latent."""
-
-    top_k: int = Field(10_000, description="windows kept per latent, by max activation; the explainer samples from them")
-    n_explain: int = Field(40, description="windows shown to the explainer, sampled from the top windows")
-    mark_threshold: float = Field(0.3, description="tokens with activation >= this x the window's max are marked <<tok>>")
-    n_bins: int = Field(10, description="equal-count activation-quantile bins of the activating test windows")
-    per_bin: int = Field(10, description="activating test windows drawn from each bin")
-    n_negative: int = Field(100, description="random windows in which the latent never fires")
-    reservoir: int = Field(2_000, description="uniform sample of activating windows per latent, cut into the quantile bins")
-    min_examples: int = Field(200, description="latents firing in fewer windows are not sampled")
-    n_latents: int = Field(100, description="latents sampled per SAE among those passing min_examples")
-    seed: int = 0
-
-
 class FiringCounts(BaseModel):
     """Pass-1 result: per latent, the windows and tokens in which it fires."""
 
@@ -180,7 +166,7 @@ def select_latents(counts: FiringCounts, cfg: ExampleConfig) -> LatentSelection:
     """Sample `n_latents` latents (seeded) among those firing in at least `min_examples` windows."""
     eligible = (counts.windows >= cfg.min_examples).nonzero().flatten()
     gen = torch.Generator().manual_seed(cfg.seed)
-    chosen = eligible[torch.randperm(eligible.numel(), generator=gen)[: cfg.n_latents]].sort().values
+    chosen = eligible[torch.randperm(eligible.numel(), generator=gen)[: cfg.n_latents_sampled]].sort().values
     m = counts.windows.numel()
     return LatentSelection(
         latents=chosen.tolist(),

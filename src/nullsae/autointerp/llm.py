@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from nullsae.autointerp.config import OpenAISettings
 from nullsae.errors import UserError
 from nullsae.extras import require
 from nullsae.io_utils import write_text
@@ -212,17 +213,12 @@ class HFClient(LLMClient):
         return out
 
 
-class OpenAIConfig(BaseModel):
+class OpenAIConfig(OpenAISettings):
     """An OpenAI-compatible chat endpoint (vLLM, llama.cpp, `transformers serve`, OpenAI, OpenRouter)."""
 
     model: str
-    base_url: str | None = Field(None, description="endpoint URL; default: $OPENAI_BASE_URL, then OpenAI")
     api_key: SecretStr | None = Field(None, description="key; default: the environment variable api_key_env")
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    max_retries: int = Field(3, ge=0, description="retries after a timeout, connection error, 429 or 5xx")
-    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry, with jitter")
-    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
 
 
 class OpenAIClient(LLMClient):

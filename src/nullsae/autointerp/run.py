@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from nullsae.autointerp import prompts
+from nullsae.autointerp.config import AutointerpConfig
 from nullsae.autointerp.examples import (
     ActivationSource,
-    ExampleConfig,
     LatentExamples,
     LatentSelection,
     collect_examples,
@@ -29,32 +29,6 @@ from nullsae.autointerp.scorers import make_scorer
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_write_text
 from nullsae.progress import progress_bar
-
-
-class AutointerpConfig(BaseModel):
-    """What to explain and how to score it."""
-
-    explainer: str = Field("tokens", description="tokens | hf:<model> | openai:<model>")
-    scorers: list[str] = Field(default_factory=lambda: ["tokens", "embedding"], description="detection, fuzzing, embedding, tokens")
-    scorer_llm: str | None = Field(None, description="chat model of detection/fuzzing; default: the explainer's")
-    examples: ExampleConfig = Field(default_factory=ExampleConfig)
-    chunk: int = Field(10, gt=0, description="latents explained and scored together before their rows are written")
-    n_boot: int = Field(1000, gt=0, description="bootstrap resamples of latents for the intervals")
-    seed: int = 0
-    llm_cache: str | None = Field(None, description="folder of the prompt → response cache")
-    openai: dict[str, Any] = Field(default_factory=dict, description="OpenAIConfig fields: base_url, concurrency, timeout_s, …")
-
-    def manifest(self, sae: str) -> dict[str, Any]:
-        """What a result folder must agree on to be resumed."""
-        return {
-            "sae": sae,
-            "explainer": self.explainer,
-            "scorers": sorted(self.scorers),
-            "scorer_llm": self.scorer_llm,
-            "examples": self.examples.model_dump(),
-            "prompts": prompts.prompt_texts(),
-            "prompt_hash": prompts.prompt_hash(),
-        }
 
 
 class AutointerpResult(BaseModel):
@@ -105,9 +79,9 @@ def run_autointerp(
     _write_json(mpath, manifest)
 
     text = TokenText(tokenizer)
-    ecfg = cfg.examples.model_copy(update={"seed": cfg.seed})
+    ecfg = cfg.examples
     threshold = ecfg.mark_threshold
-    opts = {"cache_dir": cfg.llm_cache, **cfg.openai}
+    opts = {"cache_dir": cfg.llm_cache, **cfg.openai.model_dump()}
     exp_client = client if client is not None and cfg.explainer != "tokens" else None
     explainer = make_explainer(cfg.explainer, text, threshold=threshold, client=exp_client, **opts)
     needs_llm = any(s in ("detection", "fuzzing") for s in cfg.scorers)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from nullsae.autointerp import prompts
+from nullsae.autointerp.config import SCORERS
 from nullsae.autointerp.examples import Example, LatentExamples
 from nullsae.autointerp.explainers import Explanation, TokenText, marks, parse_token_list
 from nullsae.autointerp.llm import ChatRequest, LLMClient, answer_probs
@@ -180,9 +181,6 @@ class TokenListScorer:
             scores = [float(any(self.text.strings[t] in wanted for t in e.tokens.tolist())) for e, _ in items]
             out.append(ScoreResult(ex.latent, self.name, scores, [y for _, y in items], [e.quantile for e, _ in items]))
         return out
-
-
-SCORERS = ("detection", "fuzzing", "embedding", "tokens")
 
 
 def make_scorer(name: str, text: TokenText, client: LLMClient | None = None, threshold: float = 0.3, seed: int = 0):

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nullsae.commands.run import add_common_options, add_lazy_parser, execute_and_print
+from nullsae.commands.run import add_common_options, execute_and_print
 
 DESCRIPTION = """Run the demo: SAEs on the bundled SmolLM2-135M and its four null models (three layers,
 TopK, the three random SAE baselines at one layer) on the bundled Wikipedia corpus, then write the
@@ -21,10 +21,11 @@ report (runs/demo/report.html). Interrupt it at any time and rerun to resume. Fl
 
 
 def add_parser(subparsers: Any) -> None:
-    p = add_lazy_parser(
-        subparsers, "demo", help="the main job on the bundled model and corpus (≤ 15 min on 2 cores)", description=DESCRIPTION
-    )
+    from nullsae.config import add_config_flags, load_yaml
+
+    p = subparsers.add_parser("demo", help="the main job on the bundled model and corpus (≤ 15 min on 2 cores)", description=DESCRIPTION)
     add_common_options(p, "run directory (default runs/demo)")
+    add_config_flags(p, base=load_yaml("demo"))
     p.set_defaults(func=run)
 
 

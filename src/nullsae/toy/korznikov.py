@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-Setting = Literal["constant", "variable"]
+from nullsae.config import Setting
 
 
 class KorznikovData:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 from torch import Tensor
 
 from nullsae.errors import UserError
@@ -32,47 +32,10 @@ from nullsae.metrics import recovery, sparsity
 from nullsae.metrics.stacked import explained_variance
 from nullsae.progress import progress_bar
 from nullsae.sae.train import fused_adam
+from nullsae.toy.config import SweepConfig
 from nullsae.toy.data import ToyData, split
 
 METRICS = ("ev", "l0", "l1", "l1_sqrt_l2", "hoyer", "mmcs", "mcc")
-
-
-def default_coefs() -> list[float]:
-    """c ∈ logspace(−3, 2, 21)."""
-    return [float(c) for c in np.logspace(-3, 2, 21)]
-
-
-class SweepConfig(BaseModel):
-    """Hyperparameters of one sweep (defaults: Heap et al. App. C.2)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    latents: list[int] = Field(default_factory=lambda: [1024], description="dictionary sizes m")
-    coefs: list[float] = Field(default_factory=default_coefs, description="L1 coefficients c")
-    epochs: int = Field(100, gt=0)
-    batch_size: int = Field(256, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    eval_fraction: float = Field(0.1, gt=0, lt=1)
-    max_stack: int | None = Field(None, gt=0, description="most runs per batched model; None = as many as fit in memory_gb")
-    memory_gb: float = Field(4.0, gt=0, description="memory budget of one batched model when max_stack is None")
-    mcc: bool = Field(True, description="also compute Hungarian-matched MCC where ground truth exists")
-    device: str = Field("cpu", description="where the stacked models train (cpu, cuda, cuda:1, ...)")
-
-    @field_validator("latents")
-    @classmethod
-    def _latents(cls, v: list[int]) -> list[int]:
-        if not v or any(m < 1 for m in v):
-            raise UserError(f"latents must be a non-empty list of integers ≥ 1, got {v}; e.g. --latents 512 1024")
-        return v
-
-    @field_validator("coefs")
-    @classmethod
-    def _coefs(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise UserError("the coefficient list is empty; pass at least one L1 coefficient, e.g. --coefs 0.01 0.1")
-        if any(not math.isfinite(c) or c < 0 for c in v):
-            raise UserError(f"L1 coefficients must be finite and ≥ 0, got {v}")
-        return v
 
 
 class ToyMetrics(BaseModel):
