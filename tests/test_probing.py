@@ -9,7 +9,18 @@ import torch
 from test_editing import ENTITIES, planted_llama, planted_sae
 
 from nullsae.errors import UserError
-from nullsae.probing import ProbingConfig, pooled_features, probe_accuracy, probe_task, run_probing, top_latents
+from nullsae.probing import (
+    ProbingConfig,
+    format_tables,
+    pooled_features,
+    probe_accuracy,
+    probe_task,
+    probing_metric,
+    run_probing,
+    top_latents,
+    unit_table,
+    wilson_interval,
+)
 from nullsae.sae import SAE, SAEConfig
 from nullsae.tasks import Task, balanced_split
 
@@ -108,3 +119,67 @@ def test_k_larger_than_dictionary_is_one_clear_error(planted):
     loaded, sae = planted
     with pytest.raises(UserError, match="larger than the SAE's 8 latents"):
         run_probing(sae, loaded, 0, [_color_task()], ProbingConfig(ks=[20]))
+
+
+def test_wilson_interval_known_values():
+    """Against the closed form (Wilson 1927) at z = 1.96: 5/10, 0/10 and 10/10 correct."""
+    assert wilson_interval([True] * 5 + [False] * 5) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval([False] * 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval([True] * 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+
+
+def test_every_task_accuracy_carries_its_interval():
+    task, x, z, tr, te = _planted_features()
+    res = probe_task(task, x[tr], x[te], z[tr], z[te], ProbingConfig(ks=[1, 2]))
+    for acc, (lo, hi), correct in [
+        *((res.sae[k], res.sae_ci[k], res.correct[k]) for k in (1, 2)),
+        *((res.random[k], res.random_ci[k], res.random_correct[k]) for k in (1, 2)),
+        (res.raw, res.raw_ci, res.raw_correct),
+    ]:
+        assert lo <= acc <= hi and acc == pytest.approx(np.mean(correct)) and len(correct) == res.n_test
+    assert res.sae_ci[1][0] > 0.9  # the planted latent: clearly above chance
+    y_tr, y_te = np.asarray(task.train_labels), np.asarray(task.test_labels)
+    blind = probe_task(task, x[tr], x[te], z[tr][:, [3]], z[te][:, [3]], ProbingConfig(ks=[1]))
+    assert blind.sae_ci[1][0] < 0.5 < blind.sae_ci[1][1]  # a latent blind to the label: chance lies inside its interval
+    assert probe_accuracy(z[tr][:, [3]], y_tr, z[te][:, [3]], y_te, ProbingConfig()) == pytest.approx(blind.sae[1])
+
+
+def test_mean_interval_is_the_verdicts_bootstrap_of_the_same_accuracy(planted):
+    """The mean's interval resamples the verdict metric's own units with its own statistic: one definition."""
+    from nullsae.stats import bootstrap
+
+    loaded, sae = planted
+    tasks = [_color_task(), _color_task(10).model_copy(update={"name": "color-2"})]
+    res = run_probing(sae, loaded, 0, tasks, ProbingConfig(ks=[1, 5]))
+    units = unit_table(res)
+    for k in (1, 5):
+        n, stat = probing_metric(k).terms(probing_metric(k).rows(units))
+        assert stat(np.arange(n)) == pytest.approx(res.mean_sae[k])
+        ci = bootstrap(stat, n, n_boot=1000, seed=0)
+        assert res.mean_sae_ci[k] == pytest.approx((ci.low, ci.high))
+    assert res.mean_raw_ci[0] <= res.mean_raw <= res.mean_raw_ci[1]
+    table = format_tables(res)
+    assert "mean over tasks" in table and "color-2" in table and "[" in table
+
+
+def test_probe_command_prints_every_accuracy_with_its_interval(tmp_path, capsys):
+    """`nullsae probe` on a real tiny model and SAE: a table of accuracies with intervals; the JSON holds them."""
+    import json
+
+    from runner_helpers import tiny_model_dir
+
+    from nullsae.cli import main
+    from nullsae.sae import SAE, SAEConfig
+    from nullsae.sae.io import save_sae
+
+    model = tiny_model_dir(tmp_path / "model")
+    save_sae(SAE(SAEConfig(arch="relu", d_in=32, n_latents=64, seed=0)), tmp_path / "sae")
+    out = tmp_path / "probe.json"
+    argv = ["probe", "--sae", str(tmp_path / "sae"), "--layer", "1", "--model", str(model), "--tasks", "topic:history", "topic:arts"]
+    rc = main([*argv, "--n-train", "8", "--n-test", "6", "--ks", "1", "2", "--max-tokens", "24", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith(("topic:history", "topic:arts", "mean over tasks"))]
+    assert len(rows) == 6 and all(line.count("[") >= 2 for line in rows), printed  # SAE table and ceiling/floor table
+    saved = json.loads(out.read_text())
+    assert set(saved["mean_sae_ci"]) == {"1", "2"} and len(saved["tasks"][0]["raw_ci"]) == 2

@@ -23,7 +23,7 @@ def test_continent_from_descriptions():
 
 def test_builtin_tasks_are_balanced_disjoint_and_seeded():
     names = builtin_task_names()
-    assert sum(n.startswith("topic:") for n in names) == 12
+    assert sum(n.startswith("topic:") for n in names) == 11  # 12 corpus topics less the catch-all "Uncategorized"
     assert {"continent:africa", "continent:europe", "continent:asia"} <= set(names)
     cfg = TaskConfig(n_train=30, n_test=10)
     tasks = load_tasks(["topic:mathematics", "continent"], cfg)
@@ -93,3 +93,20 @@ def test_cli_bad_task_prints_one_line(capsys, tmp_path):
     assert main(["probe", "--sae", str(tmp_path), "--layer", "3", "--tasks", "no-such-task"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nullsae probe: error: unknown task 'no-such-task'")
+
+
+def test_catch_all_and_empty_labels_are_no_task():
+    """ "Uncategorized" articles share no topic: no task is built for them and none of their texts is a
+    negative of another topic; asking for it is one clear error. An empty label is dropped everywhere."""
+    from nullsae.data import bundled_documents
+
+    assert "topic:uncategorized" not in builtin_task_names()
+    catch_all = {d.text for d in bundled_documents() if d.topic == "Uncategorized"}
+    assert len(catch_all) > 100  # the corpus has them: the case under test
+    tasks = load_tasks(["topic"], TaskConfig(n_train=60, n_test=20)).tasks
+    assert len(tasks) == 11 and not any(set(t.train_texts + t.test_texts) & catch_all for t in tasks)
+    with pytest.raises(UserError, match="'topic:uncategorized' is a catch-all label"):
+        load_tasks(["topic:uncategorized"])
+    texts = [f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)] + [f"c{i}" for i in range(20)]
+    ts = tasks_from_labels("toy", texts, ["a"] * 20 + ["b"] * 20 + [" "] * 20, TaskConfig(n_train=5, n_test=5))
+    assert [t.name for t in ts.tasks] == ["toy:b"] and not any(x.startswith("c") for x in ts.tasks[0].train_texts)

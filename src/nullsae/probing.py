@@ -4,13 +4,16 @@ For each task the texts are run through the model once; every token's residual a
 encoded by each SAE and pooled over the text (mean, or max), BOS and padding left out. On the train
 half, the k latents with the largest |mean(class 1) − mean(class 0)| are chosen (k = 1, 2, 5, 10, 20)
 and a logistic-regression probe is fit on them; its test accuracy is the score. The same probe on the
-full pooled residual is the ceiling, and on k random projections of it the floor.
+full pooled residual is the ceiling, and on k random projections of it the floor. Every accuracy comes
+with a 95 % interval: a task's is the Wilson score interval of its test texts, a mean over tasks's the
+percentile bootstrap over test texts that the verdicts use (`mean_task_accuracy` on resampled texts).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -25,32 +28,48 @@ from nullsae.models.hooks import capture_residuals, check_layers
 from nullsae.models.load import LoadedModel
 from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
+from nullsae.stats import bootstrap
 from nullsae.tasks import Task
+
+LEVEL = 0.95  # of every accuracy interval
+N_BOOT = 1000  # bootstrap resamples of a mean's interval
+
+
+Interval = tuple[float, float]  # (low, high) of a 95 % interval
 
 
 class TaskProbe(BaseModel):
-    """Test accuracies of one task: SAE probe per k, raw-activation ceiling, random-projection floor per k."""
+    """Test accuracies of one task: SAE probe per k, raw-activation ceiling, random-projection floor per k,
+    each with its Wilson interval over the task's test texts."""
 
     task: str
     n_train: int
     n_test: int
     sae: dict[int, float]
+    sae_ci: dict[int, Interval]
     correct: dict[int, list[bool]]  # per k, whether each test text (in task order) was labelled right
     latents: dict[int, list[int]]  # the latents each k-probe used, by decreasing |mean difference|
     raw: float
+    raw_ci: Interval
+    raw_correct: list[bool]
     random: dict[int, float]
+    random_ci: dict[int, Interval]
+    random_correct: dict[int, list[bool]]
 
 
 class ProbingResult(BaseModel):
-    """Sparse-probing accuracy of one SAE on a set of tasks, and the means over tasks."""
+    """Sparse-probing accuracy of one SAE on a set of tasks, and the means over tasks with their bootstrap intervals."""
 
     layer: int
     pooling: str
     ks: list[int]
     tasks: list[TaskProbe]
     mean_sae: dict[int, float]
+    mean_sae_ci: dict[int, Interval]
     mean_raw: float
+    mean_raw_ci: Interval
     mean_random: dict[int, float]
+    mean_random_ci: dict[int, Interval]
 
 
 def pooled_features(
@@ -142,25 +161,63 @@ def mean_task_accuracy(task: np.ndarray, correct: np.ndarray) -> float:
     return float((hits[drawn] / n[drawn]).mean()) if drawn.any() else math.nan
 
 
+def wilson_interval(correct: list[bool] | np.ndarray, level: float = LEVEL) -> Interval:
+    """Wilson score interval of the fraction of True in `correct`: unlike the normal approximation it stays
+    inside [0, 1] and is not empty at 0 or 1 correct."""
+    n = len(correct)
+    if n == 0:
+        return (math.nan, math.nan)
+    p = float(np.mean(correct))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _accuracy_statistic(task: np.ndarray, correct: np.ndarray) -> Terms:
+    """(number of test texts, mean_task_accuracy of a resampled index array): the units every probing
+    interval and verdict resamples."""
+    return len(task), lambda i: mean_task_accuracy(task[i], correct[i])
+
+
+def mean_accuracy_interval(task: np.ndarray, correct: np.ndarray, seed: int = 0) -> Interval:
+    """Percentile bootstrap interval of `mean_task_accuracy` over the test texts (docs/spec.md#verdicts' units)."""
+    n, stat = _accuracy_statistic(np.asarray(task), np.asarray(correct, dtype=bool))
+    ci = bootstrap(stat, n, n_boot=N_BOOT, seed=seed, level=LEVEL)
+    return (ci.low, ci.high)
+
+
 def probe_task(
     task: Task, raw_train: np.ndarray, raw_test: np.ndarray, z_train: np.ndarray, z_test: np.ndarray, cfg: ProbingConfig
 ) -> TaskProbe:
     """All probes of one task from pooled features of its train and test texts."""
     y_tr, y_te = np.asarray(task.train_labels), np.asarray(task.test_labels)
     rng = np.random.default_rng(cfg.seed)
-    sae, correct, latents, rand = {}, {}, {}, {}
+    correct, latents, rand = {}, {}, {}
     for k in cfg.ks:
         if k > z_train.shape[1]:
             raise UserError(f"k = {k} is larger than the SAE's {z_train.shape[1]} latents; lower {advice('--ks', '--ks', 'k')}")
         cols = top_latents(z_train, y_tr, k)
         latents[k] = cols.tolist()
-        hit = probe_correct(z_train[:, cols], y_tr, z_test[:, cols], y_te, cfg)
-        correct[k] = hit.tolist()
-        sae[k] = float(hit.mean())
+        correct[k] = probe_correct(z_train[:, cols], y_tr, z_test[:, cols], y_te, cfg).tolist()
         proj = rng.standard_normal((raw_train.shape[1], k))
-        rand[k] = probe_accuracy(raw_train @ proj, y_tr, raw_test @ proj, y_te, cfg)
-    raw = probe_accuracy(raw_train, y_tr, raw_test, y_te, cfg)
-    return TaskProbe(task=task.name, n_train=len(y_tr), n_test=len(y_te), sae=sae, correct=correct, latents=latents, raw=raw, random=rand)
+        rand[k] = probe_correct(raw_train @ proj, y_tr, raw_test @ proj, y_te, cfg).tolist()
+    raw = probe_correct(raw_train, y_tr, raw_test, y_te, cfg).tolist()
+    return TaskProbe(
+        task=task.name,
+        n_train=len(y_tr),
+        n_test=len(y_te),
+        sae={k: float(np.mean(c)) for k, c in correct.items()},
+        sae_ci={k: wilson_interval(c) for k, c in correct.items()},
+        correct=correct,
+        latents=latents,
+        raw=float(np.mean(raw)),
+        raw_ci=wilson_interval(raw),
+        raw_correct=raw,
+        random={k: float(np.mean(c)) for k, c in rand.items()},
+        random_ci={k: wilson_interval(c) for k, c in rand.items()},
+        random_correct=rand,
+    )
 
 
 def run_probing_many(
@@ -186,29 +243,37 @@ def run_probing_many(
             tr = [row[t] for t in task.train_texts]
             te = [row[t] for t in task.test_texts]
             per_task.append(probe_task(task, raw_np[tr], raw_np[te], z[tr], z[te], cfg))
+        units = {
+            "sae": {k: _task_units(per_task, lambda p, k=k: p.correct[k]) for k in cfg.ks},
+            "random": {k: _task_units(per_task, lambda p, k=k: p.random_correct[k]) for k in cfg.ks},
+        }
+        raw_units = _task_units(per_task, lambda p: p.raw_correct)
         results[name] = ProbingResult(
             layer=layer,
             pooling=cfg.pooling,
             ks=list(cfg.ks),
             tasks=per_task,
-            mean_sae={k: mean_task_accuracy(*_task_units(per_task, k)) for k in cfg.ks},
-            mean_raw=float(np.mean([p.raw for p in per_task])),
-            mean_random={k: float(np.mean([p.random[k] for p in per_task])) for k in cfg.ks},
+            mean_sae={k: mean_task_accuracy(*u) for k, u in units["sae"].items()},
+            mean_sae_ci={k: mean_accuracy_interval(*u, seed=cfg.seed) for k, u in units["sae"].items()},
+            mean_raw=mean_task_accuracy(*raw_units),
+            mean_raw_ci=mean_accuracy_interval(*raw_units, seed=cfg.seed),
+            mean_random={k: mean_task_accuracy(*u) for k, u in units["random"].items()},
+            mean_random_ci={k: mean_accuracy_interval(*u, seed=cfg.seed) for k, u in units["random"].items()},
         )
     return results
 
 
-def _task_units(per_task: list[TaskProbe], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(task index, correct) of every test text of the k-probes."""
+def _task_units(per_task: list[TaskProbe], correct: Callable[[TaskProbe], list[bool]]) -> tuple[np.ndarray, np.ndarray]:
+    """(task index, correct) of every test text of one probe (`correct` picks its list from each task)."""
     task = np.concatenate([np.full(p.n_test, t) for t, p in enumerate(per_task)])
-    return task, np.concatenate([np.asarray(p.correct[k], dtype=bool) for p in per_task])
+    return task, np.concatenate([np.asarray(correct(p), dtype=bool) for p in per_task])
 
 
 def unit_table(result: ProbingResult) -> pd.DataFrame:
     """One row per (k, task, test text): whether the k-probe labelled it right (the verdict's units)."""
     frames = []
     for k in result.ks:
-        task, correct = _task_units(result.tasks, k)
+        task, correct = _task_units(result.tasks, lambda p, k=k: p.correct[k])
         item = np.concatenate([np.arange(p.n_test) for p in result.tasks])
         frames.append(pd.DataFrame({"k": k, "task": [result.tasks[t].task for t in task], "item": item, "correct": correct}))
     return pd.concat(frames, ignore_index=True)
@@ -217,9 +282,7 @@ def unit_table(result: ProbingResult) -> pd.DataFrame:
 def _accuracy_terms(df: pd.DataFrame) -> Terms | None:
     if not has_columns(df, "task", "correct"):
         return None
-    task = pd.factorize(df["task"])[0]
-    correct = df["correct"].to_numpy(bool)
-    return len(task), lambda i: mean_task_accuracy(task[i], correct[i])
+    return _accuracy_statistic(pd.factorize(df["task"])[0], df["correct"].to_numpy(bool))
 
 
 def probing_metric(k: int) -> VerdictMetric:
@@ -238,6 +301,31 @@ def probing_metric(k: int) -> VerdictMetric:
         ids=("task", "item"),
         select=(("k", k),),
     )
+
+
+def format_tables(result: ProbingResult) -> str:
+    """The terminal tables of `nullsae probe`: every accuracy with its 95 % interval, per task and the mean."""
+    ks = result.ks
+    iv = lambda a, ci: f"{a:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"  # noqa: E731
+    w, cell = max(40, *(len(t.task) + 1 for t in result.tasks)), 19
+    head = f"{'task':<{w}} {'n_test':>6} "
+    sae = ["SAE probe: test accuracy [95 % interval] with k latents (chance 0.5; per task Wilson, mean bootstrap over test texts)"]
+    sae.append(head + " ".join(f"{'k=' + str(k):>{cell}}" for k in ks))
+    floor = ["ceiling (all dimensions) and floor (k random projections of the residual)"]
+    floor.append(head + f"{'raw':>{cell}} " + " ".join(f"{'random k=' + str(k):>{cell}}" for k in ks))
+    for t in result.tasks:
+        sae.append(f"{t.task:<{w}} {t.n_test:>6} " + " ".join(f"{iv(t.sae[k], t.sae_ci[k]):>{cell}}" for k in ks))
+        floor.append(
+            f"{t.task:<{w}} {t.n_test:>6} {iv(t.raw, t.raw_ci):>{cell}} "
+            + " ".join(f"{iv(t.random[k], t.random_ci[k]):>{cell}}" for k in ks)
+        )
+    n = sum(t.n_test for t in result.tasks)
+    sae.append(f"{'mean over tasks':<{w}} {n:>6} " + " ".join(f"{iv(result.mean_sae[k], result.mean_sae_ci[k]):>{cell}}" for k in ks))
+    floor.append(
+        f"{'mean over tasks':<{w}} {n:>6} {iv(result.mean_raw, result.mean_raw_ci):>{cell}} "
+        + " ".join(f"{iv(result.mean_random[k], result.mean_random_ci[k]):>{cell}}" for k in ks)
+    )
+    return "\n".join(sae + [""] + floor)
 
 
 def run_probing(sae: SAE, loaded: LoadedModel, layer: int, tasks: list[Task], cfg: ProbingConfig | None = None) -> ProbingResult:

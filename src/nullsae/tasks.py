@@ -1,8 +1,8 @@
 """Labelled text tasks for sparse probing: built-in offline tasks and any (text, label) dataset.
 
 Built-in tasks come from the bundled Wikipedia corpus: `topic:<slug>` (one topic against the other
-eleven) and `continent:<slug>` (country articles, continent read from descriptions such as
-"Country in West Africa"). A file (.csv/.jsonl/.parquet) or an HF dataset (`hf:NAME[:SPLIT[:CONFIG]]`)
+ten; the catch-all "Uncategorized" articles, which share no topic, are left out of every topic task) and
+`continent:<slug>` (country articles, continent read from descriptions such as "Country in West Africa"). A file (.csv/.jsonl/.parquet) or an HF dataset (`hf:NAME[:SPLIT[:CONFIG]]`)
 with text and label columns becomes one binary task if it has two classes, else one task per class
 against the rest (as SAEBench does). Every task gets a seeded, class-balanced train / test split with
 no text in both halves.
@@ -31,6 +31,8 @@ _CONTINENT_WORDS = {
     "South America": ("south america",),
     "Oceania": ("oceania", "pacific", "melanesia", "polynesia", "micronesia"),
 }
+# Labels that name no class of their own (catch-alls): their texts are left out of the built-in tasks.
+CATCH_ALL_LABELS = frozenset({"uncategorized", "uncategorised", "other", "others", "misc", "miscellaneous", "general", "unknown", "none"})
 _COUNTRY_DESCRIPTION = re.compile(r"^(?:[\w-]+ )*?country (?:in|of islands in) (?P<region>.+)$", re.IGNORECASE)
 
 
@@ -80,20 +82,26 @@ def continent_of(description: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def is_catch_all(label: str) -> bool:
+    """True for an empty label or a catch-all one ("Uncategorized", "Other", …): no class to probe for."""
+    return _slug(label) in CATCH_ALL_LABELS or not label.strip()
+
+
 def _builtin_labelled() -> dict[str, tuple[list[str], list[str]]]:
-    """Family -> (texts, labels) of the bundled corpus: topic of every article, continent of countries."""
+    """Family -> (texts, labels) of the bundled corpus: topic of every article with a real topic, continent of countries."""
     from nullsae.data import bundled_documents
 
     docs = bundled_documents()
+    topics = [(d.text, d.topic) for d in docs if not is_catch_all(d.topic)]
     countries = [(d.text, c) for d in docs if (c := continent_of(d.description))]
     return {
-        "topic": ([d.text for d in docs], [d.topic for d in docs]),
+        "topic": ([t for t, _ in topics], [y for _, y in topics]),
         "continent": ([t for t, _ in countries], [c for _, c in countries]),
     }
 
 
 def builtin_task_names() -> list[str]:
-    """Names of the built-in tasks: topic:<slug> for the 12 topics, continent:<slug> for the continents."""
+    """Names of the built-in tasks: topic:<slug> for the 11 topics (no catch-all), continent:<slug> for the continents."""
     out = []
     for family, (_, labels) in _builtin_labelled().items():
         out += [f"{family}:{_slug(c)}" for c in sorted(set(labels))]
@@ -140,6 +148,11 @@ def _builtin_tasks(spec: str, builtin: dict[str, tuple[list[str], list[str]]], c
         classes = {_slug(c): c for c in set(labels)}
         if ":" in spec:
             wanted = spec.split(":", 1)[1]
+            if wanted in CATCH_ALL_LABELS:
+                raise UserError(
+                    f"'{spec}' is a catch-all label whose texts share no {family}, so it is not a probing task; "
+                    f"the {family} tasks are {', '.join(f'{family}:{s}' for s in sorted(classes))}"
+                )
             if wanted not in classes:
                 raise UserError(f"unknown task '{spec}'; the {family} tasks are {', '.join(f'{family}:{s}' for s in sorted(classes))}")
             positives = [classes[wanted]]
@@ -156,12 +169,12 @@ def tasks_from_labels(
 ) -> TaskSet:
     """Binary tasks from (text, label) rows: one task if there are two classes, else one per class vs rest.
 
-    Texts that occur under two labels are dropped; repeated texts count once, so no text can land in
-    both the train and the test half.
+    Texts that occur under two labels, and texts with an empty label, are dropped; repeated texts count
+    once, so no text can land in both the train and the test half.
     """
     by_text: dict[str, set[str]] = {}
     for t, y in zip(texts, labels):
-        if t and t.strip():
+        if t and t.strip() and str(y).strip():
             by_text.setdefault(t, set()).add(str(y))
     rows = [(t, ys.pop()) for t, ys in by_text.items() if len(ys) == 1]
     classes = sorted({y for _, y in rows})

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.commands.ls import results_path
     from nullsae.config import config_from_args
     from nullsae.io_utils import atomic_write_text
-    from nullsae.probing import run_probing
+    from nullsae.probing import format_tables, run_probing
     from nullsae.tasks import load_tasks
 
     cfg = config_from_args(ProbeCommand, args, args.flags)
@@ -58,26 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {name}: {why}")
     opened, model, layer = sae_and_model(cfg)
     result = run_probing(opened.sae, loaded_variant(model, cfg.variant), layer, tasks.tasks, pc)
-    ks = pc.ks
-    print(
-        f"{'task':<40} {'n_train':>7} {'n_test':>6} "
-        + " ".join(f"{'k=' + str(k):>6}" for k in ks)
-        + f" {'raw':>6} "
-        + " ".join(f"{'rnd' + str(k):>6}" for k in ks)
-    )
-    for t in result.tasks:
-        print(
-            f"{t.task:<40} {t.n_train:>7} {t.n_test:>6} "
-            + " ".join(f"{t.sae[k]:>6.3f}" for k in ks)
-            + f" {t.raw:>6.3f} "
-            + " ".join(f"{t.random[k]:>6.3f}" for k in ks)
-        )
-    print(
-        f"{'mean':<40} {'':>7} {'':>6} "
-        + " ".join(f"{result.mean_sae[k]:>6.3f}" for k in ks)
-        + f" {result.mean_raw:>6.3f} "
-        + " ".join(f"{result.mean_random[k]:>6.3f}" for k in ks)
-    )
+    print(format_tables(result))
     out = Path(args.out) if args.out else results_path(opened.folder, f"probing-layer{layer}", ".json")
     atomic_write_text(out, result.model_dump_json(indent=1))
     print(f"results: {out}")
