@@ -124,7 +124,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def one_sae(tiny_run) -> dict:
     """The `nullsae ls` row of the run's fully trained SAE at layer 2 of the trained model."""
-    from nullsae.commands.ls import list_saes
+    from nullsae.experiment.store import list_saes
 
     return next(r for r in list_saes(tiny_run) if r["variant"] == "trained" and r["layer"] == 2 and r["baseline"] == "none")
 

@@ -1,5 +1,9 @@
-"""Free nulls (docs/spec.md#free-nulls) on a planted SAE: the SAE beats all four on EV; identity reconstructs exactly."""
+"""Free nulls (docs/spec.md#free-nulls) on a planted SAE: the SAE beats all four on EV; identity reconstructs exactly;
+in a run's grid (`baselines.kinds`) they get verdicts like the trained baselines."""
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 
@@ -67,3 +71,38 @@ def test_random_null_matches_the_sae_l0(arch):
     assert mean_l0(nulls["pca"], x[:1024]) == pytest.approx(min(round(target), D), abs=1)
     # the shuffled decoder keeps the encoder, so the same latents fire
     assert torch.equal(nulls["shuffled-decoder"].encode(x[:64]) != 0, other.encode(x[:64]) != 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from runner_helpers import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+def test_free_nulls_in_the_grid_get_verdicts_and_a_place_in_the_report(tiny_dir, tmp_path):
+    """`baselines.kinds` with the free nulls: built from the trained SAE (no training), scored and judged
+    like the trained baselines, listed in report.html with every SAE's folder."""
+    from runner_helpers import tiny_run_config
+
+    from nullsae.experiment import execute
+    from nullsae.experiment.store import list_saes
+
+    kinds = ["frozen-decoder", *FREE_NULLS]
+    cfg = tiny_run_config(tiny_dir, variants=["trained"], layers=[2], baselines=dict(layers=[2], kinds=kinds), metrics=["reconstruction"])
+    res = execute(cfg, tmp_path / "run", progress=False)
+    ev = {v.null: v for v in res.verdicts if v.metric == "ev"}
+    assert set(ev) == set(kinds)
+    assert {ev[n].null_kind for n in FREE_NULLS} == {"free-null"} and ev["frozen-decoder"].null_kind == "sae-baseline"
+    m = pd.read_parquet(tmp_path / "run" / "metrics.parquet").set_index("baseline")
+    assert (m.loc[list(FREE_NULLS), "train_steps"] == 0).all() and m.loc["none", "train_steps"] > 0
+    assert m.loc["pca", "n_latents"] == 2 * 32 and m.loc["random", "n_latents"] == m.loc["none", "n_latents"] == 128
+    for name in ("random", "pca", "identity"):  # the L0 of the trained SAE (TopK k = 4)
+        assert m.loc[name, "l0"] == pytest.approx(m.loc["none", "l0"], abs=0.6), name
+    html = res.report_path.read_text(encoding="utf-8")
+    assert "free null" in html and all(f">{n}<" in html for n in FREE_NULLS)
+    rows = list_saes(tmp_path / "run")
+    assert len(rows) == 1 + len(kinds)
+    for r in rows:  # the SAE table: each folder relative to the run folder, with what determines it
+        assert Path(r["path"]).relative_to(tmp_path / "run").as_posix() in html
+    assert 'id="saes"' in html

@@ -10,7 +10,8 @@ import pytest
 from nullsae.config import build_config
 from nullsae.errors import UserError
 from nullsae.experiment.grid import ModelShape, plan
-from nullsae.experiment.store import RunStore, atomic_write, write_json
+from nullsae.experiment.store import RunStore
+from nullsae.io_utils import atomic_write, write_json
 
 SHAPE = ModelShape(n_layers=30, d_model=576)
 
@@ -111,3 +112,31 @@ def test_same_weights_flags_a_null_equal_to_the_trained_sae(tmp_path):
     save_sae(SAE(cfg), store.sae_dir("b"))  # same seed, no training: the same weights
     save_sae(SAE(cfg.model_copy(update={"seed": 2})), store.sae_dir("c"))
     assert same_weights(store, "a", "b") and not same_weights(store, "a", "c")
+
+
+def test_a_family_result_is_stored_versioned_and_read_back(tmp_path):
+    """The typed result contract: every config metric is one registered family; its result is stored with
+    its version (another version reads as not done) and read back as the same typed value and columns."""
+    from nullsae.config import METRICS
+    from nullsae.families import FAMILIES, FamilyOutput
+    from nullsae.families.probing import ProbingScores
+
+    assert list(FAMILIES) == list(METRICS)
+    store = RunStore(tmp_path / "run")
+    units = pd.DataFrame({"k": [1], "task": ["t"], "item": [0], "correct": [True]})
+    out = FamilyOutput(ProbingScores(accuracy={1: 0.75, 4: 0.9}, raw=0.95, random={1: 0.5, 4: 0.55}, tasks=3), tables={"units": units})
+    version = FAMILIES["probing"].result.version
+    assert not store.has_result("abc", "probing", "h", version)
+    store.write_output("abc", "probing", "h", out)
+    assert store.has_result("abc", "probing", "h", version) and not store.has_result("abc", "probing", "h", version + 1)
+    back = FAMILIES["probing"].result.model_validate(store.read_result("abc", "probing", "h"))
+    assert back == out.result
+    assert back.columns() == {
+        "probe_acc_k1": 0.75,
+        "probe_acc_k4": 0.9,
+        "probe_raw": 0.95,
+        "probe_random_k1": 0.5,
+        "probe_random_k4": 0.55,
+        "probe_tasks": 3,
+    }
+    assert store.read_part("abc", "probing-units", "h").correct.item()

@@ -13,7 +13,7 @@ import pytest
 from nullsae.autointerp.results import PooledAUROC, auroc
 from nullsae.report import build_report
 from nullsae.report.tables import ResultTables
-from nullsae.report.verdicts import paper_findings, summarize
+from nullsae.report.verdicts import paper_findings, verdict_summary
 
 VARIANTS = ["trained", "rerandomized", "rerandomized-excl-emb", "step0", "control"]
 BASELINES = ["frozen-decoder", "soft-frozen-decoder", "frozen-encoder"]
@@ -150,7 +150,7 @@ def test_verdicts_follow_the_planted_pattern(report):
         assert v[("control", "l1", layer)].verdict in ("no expected direction", "differs")
     assert v[("frozen-decoder", "ev", 8)].verdict == "distinguishes"
     assert v[("frozen-encoder", "ev", 8)].verdict == "equal within tolerance"  # planted equal: inside ±δ (default 0.01)
-    summary = summarize(rep.verdicts)
+    summary = verdict_summary(rep.verdicts)
     assert set(summary.null) == set(VARIANTS[1:]) | set(BASELINES)
     findings = {f.claim: f.holds for f in paper_findings(synthetic_tables())}
     assert findings["Control EV is well below trained EV"] is True

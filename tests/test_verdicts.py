@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nullsae.report.tables import ResultTables
-from nullsae.report.verdicts import classify, compute_verdicts, summarize
+from nullsae.report.verdicts import classify, compute_verdicts, verdict_summary
 from nullsae.stats import Replicate, resolvable_difference, seed_bootstrap
 
 
@@ -69,7 +69,7 @@ def test_the_four_words_and_the_flag():
     assert equal.verdict == "equal within tolerance" and -0.01 < equal.low and equal.high < 0.01
     flagged = ev_verdict(planted({0: 0.8}, {0: 0.8}, same_weights=True))
     assert flagged.verdict == "not scored" and "weights equal" in flagged.warning
-    assert summarize([flagged]).verdict.item() == "not scored"
+    assert verdict_summary([flagged]).verdict.item() == "not scored"
 
 
 def test_classify_follows_spec_section_9():

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nullsae.commands.run import add_common_options, quiet_libraries
+from nullsae.commands.run import add_common_options, add_lazy_parser, quiet_libraries
 
 DESCRIPTION = """Audit an existing SAE: train the frozen-decoder, soft-frozen-decoder and frozen-encoder
 baselines with its architecture and hyper-parameters on the same activations, compute every metric
@@ -33,14 +33,19 @@ PCA_FIT_TOKENS = 65_536
 
 
 def add_parser(subparsers: Any) -> None:
-    from nullsae.commands import SAEInput
-    from nullsae.config import add_config_flags, add_flags, load_yaml
-
-    p = subparsers.add_parser("audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION)
-    flags = add_flags(p, SAEInput)
+    p = add_lazy_parser(
+        subparsers, "audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION
+    )
+    p.add_argument(
+        "--sae",
+        metavar="NAME",
+        help="SAE folder (nullsae, SAELens, sparsify or dictionary_learning format) or hf:ORG/REPO[/SUBFOLDER][@REV]",
+    )
+    p.add_argument("--release", metavar="RELEASE", help="SAELens release name (with --sae-id), from the installed sae-lens registry")
+    p.add_argument("--sae-id", metavar="ID", help="SAE id within --release")
+    p.add_argument("--layer", type=int, help="layer the SAE reads (output of block ℓ, 0-based); default: from the SAE's hook")
     add_common_options(p, "run directory (default runs/audit-<SAE hash>)")
-    add_config_flags(p, base=load_yaml("demo"))
-    p.set_defaults(func=run, flags=flags)
+    p.set_defaults(func=run)
 
 
 def sae_digest(folder: Path) -> str:
@@ -61,7 +66,7 @@ def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) ->
     """Put the audited SAE in the run as the trained cell (replacing a different audited SAE)."""
     from nullsae.errors import UserError
     from nullsae.experiment.runner import TRAIN_INFO
-    from nullsae.experiment.store import atomic_dir, write_json
+    from nullsae.io_utils import atomic_dir, write_json
     from nullsae.sae.io import save_sae
 
     info = store.sae_dir(key) / TRAIN_INFO
@@ -95,15 +100,16 @@ def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) ->
     atomic_dir(store.sae_dir(key), fill)
 
 
-def _split_activations(cfg: Any, store: Any, task: Any, split: str, layer: int, limit: int | None = None) -> Any:
+def _split_activations(cfg: Any, store: Any, task: Any, split: str, layer: int, run_cache: Any, limit: int | None = None) -> Any:
     """The run's cached activations of one split at `layer` (BOS rows dropped as the metrics drop them)."""
     import torch
 
     from nullsae.activations import CachedActivations
-    from nullsae.experiment.runner import _kept_rows, activations
+    from nullsae.experiment.runner import activations
+    from nullsae.families.reconstruction import kept_rows
 
-    cache = CachedActivations(activations(cfg, store, task, split, [layer], progress=False), layer)
-    rows = _kept_rows(cache, cfg.tokens.skip_bos)
+    cache = CachedActivations(activations(cfg, store, task, split, [layer], False, run_cache), layer)
+    rows = kept_rows(cache, cfg.tokens.skip_bos)
     if limit is not None:
         rows = rows[:limit]
     return cache.rows(rows).to(torch.float32)
@@ -111,12 +117,13 @@ def _split_activations(cfg: Any, store: Any, task: Any, split: str, layer: int, 
 
 def _downstream(store: Any, cell: Any) -> Any:
     """SAEBench's downstream numbers from the cell's downstream result, if it was computed."""
+    from nullsae.families import FAMILIES
     from nullsae.report.saebench import DownstreamNumbers
 
     pk = cell.part_keys.get("downstream")
-    if pk is None or not store.has_part(cell.key, "downstream", pk):
+    if pk is None or not store.has_result(cell.key, "downstream", pk, FAMILIES["downstream"].result.version):
         return None
-    r = store.read_part(cell.key, "downstream", pk).iloc[0]
+    r = FAMILIES["downstream"].result.model_validate(store.read_result(cell.key, "downstream", pk))
     return DownstreamNumbers(
         ce_loss_score=r.ce_score,
         ce_loss_with_ablation=r.ce_zero,
@@ -128,16 +135,16 @@ def _downstream(store: Any, cell: Any) -> Any:
     )
 
 
-def audit_outputs(cfg: Any, plan: Any, store: Any, layer: int, hook: str, label: str) -> dict[str, Any]:
+def audit_outputs(cfg: Any, plan: Any, store: Any, layer: int, hook: str, label: str, cache: Any) -> dict[str, Any]:
     """After the run: free nulls beside the trained baselines, SAEBench JSON per SAE, baselines in SAELens format."""
-    from nullsae.experiment.store import write_json
+    from nullsae.io_utils import write_json
     from nullsae.report.saebench import core_eval_output
     from nullsae.sae.free_nulls import compare_with_free_nulls
     from nullsae.sae.io import load_sae, save_sae
 
     task = plan.tasks[0]
-    x_eval = _split_activations(cfg, store, task, "eval", layer)
-    x_fit = _split_activations(cfg, store, task, "train", layer, PCA_FIT_TOKENS)
+    x_eval = _split_activations(cfg, store, task, "eval", layer, cache)
+    x_fit = _split_activations(cfg, store, task, "train", layer, cache, PCA_FIT_TOKENS)
     model = cfg.models[0]
     saebench, saelens = {}, {}
     free: list[Any] = []
@@ -178,25 +185,20 @@ def free_null_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nullsae.commands import SAEInput, open_sae
-    from nullsae.config import (
-        RANDOM_BASELINES,
-        SAESettings,
-        apply_overrides,
-        config_from_args,
-        load_yaml,
-        overrides_from_args,
-        parse_config,
-    )
+    from nullsae.config import RANDOM_BASELINES, SAESettings, apply_overrides, load_yaml, overrides_from_args, parse_config
     from nullsae.errors import UserError
     from nullsae.experiment import execute, plan_run
+    from nullsae.experiment.runner import RunCache
     from nullsae.experiment.store import RunStore
+    from nullsae.sae.hub import load_named
 
-    opened = open_sae(config_from_args(SAEInput, args, args.flags))
-    sae, source, layer = opened.sae, opened.source, opened.layer
+    sae, source, ref = load_named(args.sae, args.release, args.sae_id)
     sc = sae.cfg
+    if args.layer is not None and source.layer is not None and args.layer != source.layer:
+        raise UserError(f"the SAE reads {source.hook} (layer {source.layer}), not --layer {args.layer}; drop --layer")
+    layer = args.layer if args.layer is not None else source.layer
     if layer is None:
-        raise UserError(f"{opened.label} does not say which layer it reads; give --layer")
+        raise UserError(f"{ref.label} does not say which layer it reads; give --layer")
     overrides = overrides_from_args(args)
     given = overrides.get("models")
     if source.model and given is not None and not all(same_model(m, source.model) for m in given.split(",")):
@@ -206,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         for k, v in sc.model_dump(mode="json").items()
         if k in SAESettings.model_fields and k not in ("archs", "expansion", "n_latents")
     }
-    sha = sae_digest(opened.folder)
+    sha = sae_digest(ref.folder)
     base = load_yaml("demo")
     for section in base.values():  # every per-layer family reads the SAE's layer
         if isinstance(section, dict) and "layers" in section:
@@ -224,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if cfg.variants != ["trained"] or cfg.layers != [layer] or cfg.sae.archs != [sc.arch]:
         raise UserError("audit compares the SAE with its random baselines on the trained model; drop --variants, --layers and --sae.archs")
     hook = source.hook or f"blocks.{layer}.hook_resid_post"
+    cache = RunCache()  # the model loads once for the plan, the run and the free nulls
     try:
-        plan = plan_run(cfg)
+        plan = plan_run(cfg, cache=cache)
     except UserError as exc:
         raise UserError(f"the SAE reads hook {hook}: {exc}") from None
     d_model = plan.shapes[cfg.models[0]].d_model
@@ -244,18 +247,18 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(
             json.dumps(
-                {"run_dir": str(out), "sae": opened.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]}
+                {"run_dir": str(out), "sae": ref.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]}
             )
             if args.json
-            else f"would audit {opened.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls"
+            else f"would audit {ref.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls"
         )
         return 0
     store = RunStore(out)
-    install_reference(store, ref_cell.key, sae, opened.folder.resolve(), sha)
+    install_reference(store, ref_cell.key, sae, ref.folder.resolve(), sha)
     if progress:
-        print(f"auditing {opened.label} ({source.fmt}, {sc.arch}, m = {sc.n_latents}, {hook}: layer {layer} of {cfg.models[0]})")
-    result = execute(cfg, out, executor=args.executor, address=args.address, progress=progress)
-    extra = audit_outputs(cfg, plan, store, layer, hook, opened.label)
+        print(f"auditing {ref.label} ({source.fmt}, {sc.arch}, m = {sc.n_latents}, {hook}: layer {layer} of {cfg.models[0]})")
+    result = execute(cfg, out, executor=args.executor, address=args.address, progress=progress, cache=cache)
+    extra = audit_outputs(cfg, plan, store, layer, hook, ref.label, cache)
     if args.json:
         print(json.dumps({**result.summary(), **extra}, default=str))
     else:

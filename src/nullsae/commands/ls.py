@@ -9,8 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nullsae.errors import UserError
-
 COLUMNS = ("model", "variant", "layer", "arch", "baseline", "seed", "path")
 
 
@@ -24,37 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `nullsae run` or `nullsae demo`")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows instead of the table")
     p.set_defaults(func=run)
-
-
-def list_saes(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per cell of `run_dir` that holds a trained SAE, sorted by model, variant, layer, arch, baseline, seed."""
-    root = Path(run_dir)
-    cells = root / "cells"
-    if not (root / "manifest.json").is_file() or not cells.is_dir():
-        raise UserError(f"{root} is not a run folder (no manifest.json and cells/); pass the folder `nullsae run` wrote")
-    rows = []
-    for info_path in sorted(cells.glob("*/cell.json")):
-        sae = info_path.parent / "sae"
-        if not (sae / "cfg.json").is_file():
-            continue  # not trained yet
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{info_path} is unreadable ({exc}); delete that cell folder and rerun the run to recompute it") from None
-        seed = info.get("seed", (info.get("sae_config") or {}).get("seed"))
-        rows.append(
-            {
-                "model": info.get("model"),
-                "variant": info.get("variant"),
-                "layer": info.get("layer"),
-                "arch": info.get("arch"),
-                "baseline": info.get("baseline") or "none",
-                "seed": seed,
-                "path": str(sae),
-            }
-        )
-    rows.sort(key=lambda r: (str(r["model"]), str(r["variant"]), r["layer"] or 0, str(r["arch"]), r["baseline"], r["seed"] or 0))
-    return rows
 
 
 def results_path(sae: str | Path, name: str, suffix: str = "") -> Path:
@@ -72,6 +39,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nullsae.experiment.store import list_saes
+
     rows = list_saes(args.run_dir)
     if args.json:
         print(json.dumps(rows))

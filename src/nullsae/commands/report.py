@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.experiment import plan_run, report_for
     from nullsae.experiment.grid import ModelShape
     from nullsae.experiment.store import RunStore
-    from nullsae.report.verdicts import summarize
+    from nullsae.report.verdicts import verdict_summary
 
     store = RunStore(args.run_dir)
     if not (store.root / "manifest.json").exists():
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "report": str(rep.path),
-                    "verdicts": summarize(rep.verdicts).to_dict(orient="records"),
+                    "verdicts": verdict_summary(rep.verdicts).to_dict(orient="records"),
                     "findings": [f.model_dump() for f in rep.findings],
                 },
                 default=str,

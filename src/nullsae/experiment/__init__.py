@@ -14,20 +14,26 @@ import pandas as pd
 
 from nullsae.config import RunConfig
 from nullsae.experiment.grid import ModelShape, Plan, plan
-from nullsae.experiment.store import RunStore
+from nullsae.experiment.store import RunStore, list_saes
+from nullsae.sae.config import FREE_NULLS
 
-__all__ = ["RunResult", "execute", "load_tables", "plan_run", "report_for"]
+__all__ = ["ExperimentRun", "execute", "load_tables", "plan_run", "report_for"]
 
 
-def plan_run(cfg: RunConfig, shape_of: Callable[[str], ModelShape] | None = None) -> Plan:
-    """Validate the config against its models (layers in range, k < m) and expand it into cells."""
-    from nullsae.experiment.runner import model_shape
+def plan_run(cfg: RunConfig, shape_of: Callable[[str], ModelShape] | None = None, cache: Any = None) -> Plan:
+    """Validate the config against its models (layers in range, k < m) and expand it into cells; the
+    models' shapes come from `shape_of`, else from the models loaded into `cache` (a `RunCache`)."""
+    if shape_of is None:
+        from nullsae.experiment.runner import RunCache
 
-    return plan(cfg, shape_of or model_shape)
+        shape_of = (cache if cache is not None else RunCache()).model_shape
+    return plan(cfg, shape_of)
 
 
 @dataclass
-class RunResult:
+class ExperimentRun:
+    """What `execute` returns: the run folder and its report, the plan, each task's outcome, the verdicts and findings."""
+
     run_dir: Path
     report_path: Path
     plan: Plan
@@ -39,7 +45,7 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary `--json` prints: where things are, what was computed, verdicts, findings."""
-        from nullsae.report.verdicts import summarize
+        from nullsae.report.verdicts import verdict_summary
 
         return {
             "run_dir": str(self.run_dir),
@@ -50,7 +56,7 @@ class RunResult:
             "skipped_parts": sum(o.skipped for o in self.outcomes),
             "seconds": round(self.seconds, 1),
             "stage_seconds": {o.task: o.stage_seconds for o in self.outcomes},
-            "verdicts": summarize(self.verdicts).to_dict(orient="records"),
+            "verdicts": verdict_summary(self.verdicts).to_dict(orient="records"),
             "findings": [f.model_dump() for f in self.findings],
         }
 
@@ -66,13 +72,10 @@ class RunResult:
         return lines
 
 
-def _frame(store: RunStore, key: str, part: str, part_hash: str) -> pd.DataFrame:
-    return store.read_part(key, part, part_hash) if store.has_part(key, part, part_hash) else pd.DataFrame()
-
-
 # Version of what a run directory holds: 2 added SAE seeds (cells and the metrics' `seed` column), the
-# probing and editing families and the per-unit tables every verdict resamples.
-RESULT_SCHEMA = 2
+# probing and editing families and the per-unit tables every verdict resamples; 3 stores each family's
+# result as versioned JSON (`nullsae.families`) instead of a one-row Parquet file.
+RESULT_SCHEMA = 3
 
 
 def schema_notes(manifest: dict[str, Any]) -> list[str]:
@@ -86,24 +89,14 @@ def schema_notes(manifest: dict[str, Any]) -> list[str]:
         )
     if schema < RESULT_SCHEMA:
         return [
-            f"this run directory was written by an older nullsae (result schema {schema}, now {RESULT_SCHEMA}): its SAEs are read as seed 0 "
-            "and families it did not compute are absent; rerun the same command to compute what is missing"
+            f"this run directory was written by an older nullsae (result schema {schema}, now {RESULT_SCHEMA}): its trained SAEs are "
+            "reused (as seed 0 before schema 2), but its metric results are not read; rerun the same command to compute them again"
         ]
     return []
 
 
-SUMMARY_PARTS = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
-UNIT_PARTS = {
-    "tokens": ("reconstruction-tokens", "reconstruction"),
-    "chunks": ("downstream-units", "downstream"),
-    "scores": ("autointerp-scores", "autointerp"),
-    "probing": ("probing-units", "probing"),
-    "editing": ("editing-units", "editing"),
-}
-
-
 def _merge(row: dict[str, Any], part: str, values: dict[str, Any]) -> None:
-    """Add one result part's scalars to an SAE's row; a column two parts both write is an error, never an overwrite."""
+    """Add one family's columns to an SAE's row; a column two families both write is an error, never an overwrite."""
     clash = sorted(set(row) & set(values))
     if clash:
         raise ValueError(f"result part '{part}' writes column(s) {', '.join(clash)} that another part already wrote")
@@ -123,14 +116,15 @@ def same_weights(store: RunStore, a: str, b: str) -> bool:
 
 
 def load_tables(store: RunStore, p: Plan):
-    """Gather every finished result part of the plan's cells into the report's tables (and run-level Parquet)."""
+    """Gather every stored family result of the plan's cells into the report's tables (and run-level Parquet)."""
     import json
 
     from nullsae.experiment.runner import TRAIN_INFO
+    from nullsae.families import FAMILIES
     from nullsae.report.tables import ResultTables
 
-    rows, latents, latent_scores, examples = [], [], [], {}
-    units: dict[str, list[pd.DataFrame]] = {name: [] for name in UNIT_PARTS}
+    rows, latent_scores, examples = [], [], {}
+    units: dict[str, list[pd.DataFrame]] = {f.table: [] for f in FAMILIES.values()}
     trained = {(c.model, c.layer, c.arch, c.seed): c.key for c in p.cells if c.variant == "trained" and c.baseline == "none"}
     for c in p.cells:
         row: dict[str, Any] = {
@@ -141,7 +135,7 @@ def load_tables(store: RunStore, p: Plan):
             "arch": c.arch,
             "baseline": c.baseline,
             "seed": c.seed,
-            "n_latents": c.sae_config.n_latents,
+            "n_latents": c.sae_config.n_latents if c.baseline not in FREE_NULLS else _saved_n_latents(store, c.key),
         }
         info = store.sae_dir(c.key) / TRAIN_INFO
         if not info.exists():
@@ -161,23 +155,22 @@ def load_tables(store: RunStore, p: Plan):
         )
         ref = trained.get((c.model, c.layer, c.arch, c.seed))
         row["same_weights"] = ref is not None and ref != c.key and store.has_sae(ref) and same_weights(store, ref, c.key)
-        pk = c.part_keys
-        for part in SUMMARY_PARTS:
-            df = _frame(store, c.key, part, pk[part])
-            if len(df):
-                _merge(row, part, df.iloc[0].to_dict())
+        done = set()
+        for name, family in FAMILIES.items():
+            pk = c.part_keys[name]
+            if not store.has_result(c.key, name, pk, family.result.version):
+                continue
+            done.add(name)
+            _merge(row, name, family.result.model_validate(store.read_result(c.key, name, pk)).columns())
+            table = store.read_part(c.key, f"{name}-{family.stored}", pk)
+            if len(table):
+                units[family.table].append(table.assign(key=c.key))
         rows.append(row)
-        for sink, (name, part) in UNIT_PARTS.items():
-            df = _frame(store, c.key, name, pk[part])
-            if len(df):
-                units[sink].append(df.assign(key=c.key))
-        lat = _frame(store, c.key, "latents-per-latent", pk["latents"])
-        ai = _frame(store, c.key, "autointerp-latents", pk["autointerp"])
-        if len(lat):
-            latents.append(lat.assign(key=c.key))
+        pk = c.part_keys
+        ai = store.read_part(c.key, "autointerp-latents", pk["autointerp"]) if "autointerp" in done else pd.DataFrame()
         if len(ai):
             latent_scores.append(ai.assign(key=c.key))
-        if store.has_part(c.key, "latents-examples", pk["latents"], "json"):
+        if "latents" in done:
             shown = store.read_json_part(c.key, "latents-examples", pk["latents"])
             for ex in shown:
                 sel = ai[ai.latent == ex["latent"]] if len(ai) else ai
@@ -186,10 +179,20 @@ def load_tables(store: RunStore, p: Plan):
                     ex["scores"] = {r.scorer: float(r.auroc) for r in sel.itertuples()}
             examples[c.key] = shown
     metrics = store.gather("metrics", [pd.DataFrame(rows)])
-    latents_df = store.gather("latents", latents)
+    tables = {name: store.gather("latents", frames) if name == "latents" else _concat(frames) for name, frames in units.items()}
     store.gather("latent_scores", latent_scores)
-    tables = {name: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame() for name, frames in units.items()}
-    return ResultTables(metrics=metrics, latents=latents_df, examples=examples, manifest=store.manifest(), **tables)
+    return ResultTables(metrics=metrics, examples=examples, manifest=store.manifest(), **tables)
+
+
+def _saved_n_latents(store: RunStore, key: str) -> int | None:
+    """The dictionary size of a cell's saved SAE (a free null's can differ from the grid's)."""
+    from nullsae.sae.io import load_sae
+
+    return load_sae(store.sae_dir(key)).cfg.n_latents if store.has_sae(key) else None
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def skipped_notes(metrics: pd.DataFrame) -> list[str]:
@@ -215,6 +218,7 @@ def report_for(store: RunStore, p: Plan):
     if missing:
         notes.append(f"{missing} of {len(p.cells)} SAE cells have no results yet; rerun the same command to finish them")
     notes += schema_notes(tables.manifest) + skipped_notes(tables.metrics)
+    saes = [{**row, "path": Path(row["path"]).relative_to(store.root).as_posix()} for row in list_saes(store.root)]
     r = cfg.report
     return build_report(
         tables,
@@ -225,29 +229,37 @@ def report_for(store: RunStore, p: Plan):
         level=r.confidence,
         examples_per_variant=r.example_latents,
         notes=notes,
+        saes=saes,
     )
 
 
-def execute(cfg: RunConfig, run_dir: str | Path, executor: str = "local", address: str | None = None, progress: bool = True) -> RunResult:
-    """Plan (all checks before compute), write the manifest, compute missing cells, write the report."""
+def execute(
+    cfg: RunConfig, run_dir: str | Path, executor: str = "local", address: str | None = None, progress: bool = True, cache: Any = None
+) -> ExperimentRun:
+    """Plan (all checks before compute), write the manifest, compute missing cells, write the report.
+    `cache`: a `RunCache` whose loaded models the run reuses (and fills); a new one when not given."""
     from nullsae.experiment.executors import make_executor
+    from nullsae.experiment.runner import RunCache
     from nullsae.locks import folder_lock
     from nullsae.resources import check_plan_disk, check_plan_memory
 
     t0 = time.time()
-    p = plan_run(cfg)
+    cache = cache if cache is not None else RunCache()
+    p = plan_run(cfg, cache=cache)
     ex = make_executor(executor, address)
     store = RunStore(run_dir)
     check_plan_memory(p)  # refuse what cannot fit before anything is allocated or written
     check_plan_disk(p, store.root)
     with folder_lock(store.root, "run folder"):  # one process per run folder; released by the kernel if it dies
-        return _execute_locked(cfg, p, ex, store, progress, t0)
+        return _execute_locked(cfg, p, ex, store, progress, t0, cache)
 
 
-def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress: bool, t0: float) -> RunResult:
+def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress: bool, t0: float, cache: Any) -> ExperimentRun:
+    from functools import partial
+
     from nullsae.config import dump_yaml
     from nullsae.experiment.runner import Job, run_task
-    from nullsae.experiment.store import write_text
+    from nullsae.io_utils import write_text
 
     store.write_manifest(
         cfg.model_dump(mode="json"),
@@ -266,9 +278,11 @@ def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress:
     )
     write_text(store.root / "config.yaml", dump_yaml(cfg))
     jobs = [Job(task=t, config=cfg, run_dir=str(store.root.resolve()), progress=progress and ex.name == "local") for t in p.tasks]
-    outcomes = ex.map(run_task, jobs, [t.label for t in p.tasks], progress)
+    # Local tasks share the run's cache; each Ray task builds its own (a loaded model is not shipped to workers).
+    task_fn = partial(run_task, cache=cache) if ex.name == "local" else run_task
+    outcomes = ex.map(task_fn, jobs, [t.label for t in p.tasks], progress)
     rep = report_for(store, p)
-    return RunResult(
+    return ExperimentRun(
         run_dir=store.root,
         report_path=rep.path,
         plan=p,

@@ -15,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nullsae.config import RunConfig
+from nullsae.config import METRICS, RunConfig
 from nullsae.errors import UserError
-from nullsae.sae.config import SAEConfig
-
-PARTS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
+from nullsae.sae.config import FREE_NULLS, SAEConfig
 
 
 def digest(obj: Any) -> str:
@@ -44,7 +42,8 @@ class Cell:
     variant: str
     layer: int
     arch: str
-    baseline: str  # "none" for the fully trained SAE, else a random baseline of docs/spec.md#baselines
+    baseline: str  # "none" for the fully trained SAE, else a random baseline of docs/spec.md#baselines or a free null
+    # (docs/spec.md#free-nulls; its `sae_config` is the trained SAE's it is built from)
     sae_config: SAEConfig
     key: str
     part_keys: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
@@ -69,7 +68,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Task:
+class VariantTask:
     """All cells of one (model, variant): the unit an executor runs."""
 
     model: str
@@ -89,7 +88,7 @@ class Task:
 class Plan:
     config: RunConfig
     shapes: dict[str, ModelShape]
-    tasks: tuple[Task, ...]
+    tasks: tuple[VariantTask, ...]
 
     @property
     def cells(self) -> list[Cell]:
@@ -174,7 +173,8 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                         baselines += cfg.baselines.kinds
                     for seed in cfg.train.seeds:
                         for baseline in baselines:
-                            sc = make_sae_config(cfg, arch, baseline, d, seed)
+                            free = baseline in FREE_NULLS  # built from this seed's trained SAE: its config, no training
+                            sc = make_sae_config(cfg, arch, "none" if free else baseline, d, seed)
                             ident = {
                                 "model": model,
                                 "variant": variant,
@@ -185,8 +185,10 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                                 "train": train_settings(cfg, seed),
                                 "sae": sc.key_fields(),
                             }
+                            if free:  # fitted on the train split, its L0 matched on the evaluation split
+                                ident |= {"free_null": baseline, "eval": data_settings(cfg, "eval")}
                             key = digest(ident)
-                            parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in PARTS}
+                            parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in METRICS}
                             cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts, seed=seed))
-            tasks.append(Task(model, variant, tuple(cells)))
+            tasks.append(VariantTask(model, variant, tuple(cells)))
     return Plan(cfg, shapes, tuple(tasks))

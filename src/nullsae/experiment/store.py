@@ -5,14 +5,15 @@ Layout (every file written atomically: temp file in the same folder, then rename
     config.yaml                   the config as run
     cells/<key>/cell.json         what determines the SAE (the key is a hash of it)
     cells/<key>/sae/              the trained SAE (nullsae.sae.io format: safetensors + cfg.json)
-    cells/<key>/<part>-<hash>.parquet   one result part of that SAE (metrics row, per-latent, per-token)
-    cells/<key>/<part>-<hash>.json      small JSON results (example windows)
+    cells/<key>/<family>-<hash>.json          a metric family's versioned result for that SAE (written last: the "done" marker)
+    cells/<key>/<family>-<table>-<hash>.parquet   the tables it keeps (per token, per window, per latent, …)
+    cells/<key>/<family>-<document>-<hash>.json   the documents it keeps (example windows, full probing/editing results)
     checkpoints/<key>/            trainer checkpoints of unfinished training (deleted when done)
     metrics.parquet                     one row per SAE of the current plan, every scalar metric
     latents.parquet                     per latent: firing density, token entropy (sampled latents)
     latent_scores.parquet               per interpreted latent and scorer: explanation and AUROC
     figures/*.png, report.html
-A part file exists only when complete, so its presence is the "done" marker used for resuming.
+Every file appears only when complete; a family's result file, written after its tables, marks it done.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from nullsae.io_utils import atomic_dir, atomic_write, read_json, write_bytes, write_json, write_parquet, write_text  # noqa: F401 (the run store's writers)
+from nullsae.errors import UserError
+from nullsae.io_utils import read_json, write_json, write_parquet
 
 PACKAGES = (
     "nullsae",
@@ -93,14 +95,6 @@ class RunStore:
     def manifest(self) -> dict[str, Any]:
         return read_json(self.root / "manifest.json", "run manifest", "delete the run folder (or that file) and rerun")
 
-    @property
-    def figures_dir(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def report_path(self) -> Path:
-        return self.root / "report.html"
-
     # ----- cell level -------------------------------------------------------------------------
     def cell_dir(self, key: str) -> Path:
         return self.root / "cells" / key
@@ -132,6 +126,24 @@ class RunStore:
     def read_json_part(self, key: str, part: str, part_hash: str) -> Any:
         return json.loads(self.part_path(key, part, part_hash, "json").read_text(encoding="utf-8"))
 
+    def has_result(self, key: str, family: str, part_hash: str, version: int) -> bool:
+        """Whether the family's result of this SAE is stored, under the family's current result version."""
+        path = self.part_path(key, family, part_hash, "json")
+        return path.exists() and json.loads(path.read_text(encoding="utf-8")).get("version") == version
+
+    def read_result(self, key: str, family: str, part_hash: str) -> dict[str, Any]:
+        """The stored result's fields (check `has_result` first)."""
+        return self.read_json_part(key, family, part_hash)["result"]
+
+    def write_output(self, key: str, family: str, part_hash: str, out: Any) -> None:
+        """A family's `FamilyOutput` for one SAE: its tables and documents, then its result (the done marker)."""
+        for name, df in out.tables.items():
+            self.write_part(key, f"{family}-{name}", part_hash, df)
+        for name, obj in out.documents.items():
+            self.write_json_part(key, f"{family}-{name}", part_hash, obj)
+        result = {"family": family, "version": out.result.version, "result": out.result.model_dump()}  # NaN stays NaN
+        self.write_json_part(key, family, part_hash, result)
+
     def write_cell_info(self, key: str, info: dict[str, Any]) -> Path:
         return write_json(self.cell_dir(key) / "cell.json", info)
 
@@ -140,3 +152,34 @@ class RunStore:
         df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
         write_parquet(self.root / f"{name}.parquet", df)
         return df
+
+
+def list_saes(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per cell of `run_dir` that holds a trained SAE, sorted by model, variant, layer, arch, baseline, seed."""
+    root = Path(run_dir)
+    cells = root / "cells"
+    if not (root / "manifest.json").is_file() or not cells.is_dir():
+        raise UserError(f"{root} is not a run folder (no manifest.json and cells/); pass the folder `nullsae run` wrote")
+    rows = []
+    for info_path in sorted(cells.glob("*/cell.json")):
+        sae = info_path.parent / "sae"
+        if not (sae / "cfg.json").is_file():
+            continue  # not trained yet
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{info_path} is unreadable ({exc}); delete that cell folder and rerun the run to recompute it") from None
+        seed = info.get("seed", (info.get("sae_config") or {}).get("seed"))
+        rows.append(
+            {
+                "model": info.get("model"),
+                "variant": info.get("variant"),
+                "layer": info.get("layer"),
+                "arch": info.get("arch"),
+                "baseline": info.get("baseline") or "none",
+                "seed": seed,
+                "path": str(sae),
+            }
+        )
+    rows.sort(key=lambda r: (str(r["model"]), str(r["variant"]), r["layer"] or 0, str(r["arch"]), r["baseline"], r["seed"] or 0))
+    return rows

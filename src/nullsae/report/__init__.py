@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nullsae.report.tables import ResultTables
 from nullsae.report.verdicts import Finding, Verdict, compute_verdicts, paper_findings
@@ -26,9 +27,11 @@ def build_report(
     level: float = 0.95,
     examples_per_variant: int = 4,
     notes: list[str] | None = None,
+    saes: list[dict[str, Any]] | None = None,
 ) -> Report:
-    """Verdicts, findings and figures from the tables, written as `out_dir/report.html` (+ figures/*.png)."""
-    from nullsae.experiment.families import chance_levels
+    """Verdicts, findings and figures from the tables, written as `out_dir/report.html` (+ figures/*.png).
+    `saes`: the run's SAEs (`nullsae ls` rows, paths relative to the run folder), listed in the report."""
+    from nullsae.families import chance_levels
     from nullsae.report.figures import make_figures
     from nullsae.report.html import write_report
 
@@ -36,7 +39,7 @@ def build_report(
     verdicts = compute_verdicts(t, n_boot=n_boot, seed=seed, level=level)
     findings = paper_findings(t)
     figures = make_figures(t, out_dir / "figures", chance_levels(t.units))
-    path = write_report(out_dir / "report.html", t, verdicts, findings, figures, title, notes, examples_per_variant)
+    path = write_report(out_dir / "report.html", t, verdicts, findings, figures, title, notes, examples_per_variant, saes)
     return Report(path, verdicts, findings, figures)
 
 

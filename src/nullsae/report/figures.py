@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nullsae.autointerp.results import roc_curve  # noqa: E402
-from nullsae.experiment.store import atomic_write  # noqa: E402
+from nullsae.io_utils import save_figure  # noqa: E402
 from nullsae.report.tables import ResultTables, auroc_columns  # noqa: E402
 
 # Heap et al. Fig. 3 colours: trained grey, re-randomised blue/orange, step 0 green, control black.
@@ -36,6 +36,10 @@ BASELINE_STYLE = {
     "frozen-decoder": ("#d62728", "Frozen decoder"),
     "soft-frozen-decoder": ("#9467bd", "Soft-frozen decoder"),
     "frozen-encoder": ("#8c564b", "Frozen encoder"),
+    "random": ("#17becf", "Random (free null)"),
+    "shuffled-decoder": ("#bcbd22", "Shuffled decoder (free null)"),
+    "pca": ("#e377c2", "PCA (free null)"),
+    "identity": ("#c49c94", "Identity (free null)"),
 }
 FIG3_ROWS = [
     ("ev", "Explained variance"),
@@ -48,7 +52,7 @@ FIG3_ROWS = [
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
+    save_figure(fig, path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -186,7 +190,7 @@ def baselines(t: ResultTables, path: Path) -> Path | None:
             vals = [row[c] for c in metrics]
             ax.bar(np.arange(len(metrics)) + i * width, vals, width, color=color, label=name)
         ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [c.replace("auroc_", "AUROC ") for c in metrics], fontsize=8)
-        ax.set_title(f"{model}, layer {layer}, {arch}: trained SAE vs random baselines", fontsize=9)
+        ax.set_title(f"{model}, layer {layer}, {arch}: trained SAE vs random baselines and free nulls", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()

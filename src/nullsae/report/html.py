@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from nullsae.experiment.families import chance_levels
-from nullsae.experiment.store import write_text
+from nullsae.families import chance_levels
+from nullsae.io_utils import write_text
 from nullsae.report.figures import VARIANT_STYLE, baseline_table
 from nullsae.report.tables import ResultTables
-from nullsae.report.verdicts import Finding, Verdict, summarize
+from nullsae.report.verdicts import Finding, Verdict, verdict_summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222;line-height:1.4}
@@ -33,6 +33,9 @@ tr.eq td.v,td.eq{background:#d6e4f5} tr.rev td.v,td.rev{background:#f3b27a}
 .latent{border:1px solid #ddd;border-radius:4px;padding:6px 10px;margin:8px 0}
 .ok{color:#1a7f1a;font-weight:600} .bad{color:#b00;font-weight:600} .unk{color:#777;font-weight:600}
 """
+
+
+NULL_KINDS = {"variant": "variant", "sae-baseline": "SAE baseline", "free-null": "free null"}
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -187,13 +190,13 @@ def _findings_html(findings: list[Finding]) -> str:
 
 def _verdict_matrix(verdicts: list[Verdict]) -> str:
     """The first table: one row per metric, one column per null, each cell the verdict over layers."""
-    summary = summarize(verdicts)
+    summary = verdict_summary(verdicts)
     if summary.empty:
         return "<p id='verdicts'>No comparisons: the run has no trained reference or no nulls.</p>"
     nulls = list(dict.fromkeys(summary.null))
     kinds = dict(zip(summary.null, summary.null_kind))
     head = "<th>metric</th>" + "".join(
-        f"<th>{escape(n)}<br><span class='muted'>{'variant' if kinds[n] == 'variant' else 'SAE baseline'}</span></th>" for n in nulls
+        f"<th>{escape(n)}<br><span class='muted'>{NULL_KINDS.get(kinds[n], kinds[n])}</span></th>" for n in nulls
     )
     rows = []
     for metric, g in summary.groupby("metric", sort=False):
@@ -223,6 +226,7 @@ def render(
     title: str,
     notes: list[str] | None = None,
     examples_per_variant: int = 4,
+    saes: list[dict[str, Any]] | None = None,
 ) -> str:
     """The report as one HTML string."""
     cfg = t.manifest.get("config", {})
@@ -259,7 +263,7 @@ def render(
     with_chance = {c: f"{c} (chance {v:g})" for c, v in chance.items()}
     tab = baseline_table(t)
     if len(tab) and (tab.baseline != "none").any():
-        parts += ["<h2>Random SAE baselines</h2>", _table(tab.rename(columns=with_chance), "baselines")]
+        parts += ["<h2>Random SAE baselines and free nulls</h2>", _table(tab.rename(columns=with_chance), "baselines")]
     parts += ["<h2>Example windows of sampled latents</h2>", _examples_html(t, examples_per_variant)]
     if verdicts:
         vd = pd.DataFrame([v.model_dump() for v in verdicts])
@@ -285,6 +289,13 @@ def render(
         parts += ["<h2>All verdicts</h2>", _table(vd, "verdicts-detail", [_verdict_class(w) for w in vd.verdict], "verdict")]
     m = t.metrics.drop(columns=[c for c in ("key",) if c in t.metrics]).rename(columns=with_chance)
     parts += ["<h2>All metrics</h2>", _table(m, "metrics")]
+    if saes:
+        parts += [
+            "<h2>The SAEs of this run</h2>",
+            "<p class='muted'>Folders relative to the run folder; pass one to <code>--sae</code> of audit, probe, edit or autointerp "
+            "(<code>nullsae ls RUN_DIR</code> lists them too).</p>",
+            _table(pd.DataFrame(saes), "saes"),
+        ]
     pk = t.manifest.get("packages", {})
     parts.append(f"<p class='muted'>packages: {escape(', '.join(f'{k} {v}' for k, v in pk.items()))}</p>")
     parts.append("</body></html>")
@@ -300,5 +311,6 @@ def write_report(
     title: str,
     notes: list[str] | None = None,
     examples_per_variant: int = 4,
+    saes: list[dict[str, Any]] | None = None,
 ) -> Path:
-    return write_text(Path(path), render(t, verdicts, findings, figures, title, notes, examples_per_variant))
+    return write_text(Path(path), render(t, verdicts, findings, figures, title, notes, examples_per_variant, saes))

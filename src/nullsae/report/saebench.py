@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from nullsae.metrics.ev_conventions import LibraryEVAccumulator
-from nullsae.sae.architectures import SAE
+from nullsae.sae import SAE
 
 BATCH = 1024
 MISSING = -1.0

@@ -42,11 +42,6 @@ class ResultTables:
         """A per-unit table by name (tokens, chunks, latents, scores, probing, editing)."""
         return getattr(self, name)
 
-    def cell(self, model: str, variant: str, layer: int, arch: str, baseline: str = "none") -> pd.Series | None:
-        m = self.metrics
-        sel = m[(m.model == model) & (m.variant == variant) & (m.layer == layer) & (m.arch == arch) & (m.baseline == baseline)]
-        return None if sel.empty else sel.iloc[0]
-
 
 def auroc_columns(df: pd.DataFrame) -> list[str]:
     """The pooled-AUROC columns of a metrics table (`auroc_<scorer>`), not their intervals or means."""

@@ -1,12 +1,12 @@
 """docs/spec.md#verdicts verdicts: for every metric and every null, does the trained setting beat it?
 
 The trained setting is the fully trained SAE on the trained transformer; a null is another
-transformer variant (same layer and architecture) or a random SAE baseline (same layer, trained
-transformer), each trained once per SAE seed. Each verdict is the difference trained − null with a
+transformer variant (same layer and architecture), a random SAE baseline (same layer, trained
+transformer), each trained once per SAE seed, or a free null built from the trained SAE of that seed. Each verdict is the difference trained − null with a
 percentile bootstrap interval: with one seed over the metric's own units, with S ≥ 2 seeds two-level
 (seeds resampled paired, seed s of trained with seed s of the null, then the units within each seed;
 `nullsae.stats.seed_bootstrap`). Which metrics there are, their units, chance levels and default
-tolerances come from the metric families (`nullsae.experiment.families`); the statistic resampled is
+tolerances come from the metric families (`nullsae.families`); the statistic resampled is
 the family's own function of the per-unit terms, so no metric formula lives here.
 
 Words (docs/spec.md#verdicts), with δ the across-seed standard deviation of the trained setting (S ≥ 2) or the
@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from nullsae.experiment.families import FAMILIES
+from nullsae.families import FAMILIES
 from nullsae.metrics.verdict import Terms, VerdictMetric
 from nullsae.report.tables import ResultTables, auroc_columns
+from nullsae.sae.config import FREE_NULLS
 from nullsae.stats import Replicate, resolvable_difference, seed_bootstrap
 
 WORDS = ("distinguishes", "null is better", "equal within tolerance", "does not distinguish")
@@ -41,7 +42,7 @@ class Verdict(BaseModel):
     metric: str
     metric_label: str
     null: str  # variant name, or the SAE baseline name
-    null_kind: str  # "variant" | "sae-baseline"
+    null_kind: str  # "variant" | "sae-baseline" (trained) | "free-null" (built without training)
     trained: float  # the metric of the trained SAE (mean over seeds)
     null_value: float
     diff: float
@@ -77,7 +78,7 @@ def classify(diff: float, low: float, high: float, direction: int, tolerance: fl
 
 def verdict_metrics(t: ResultTables) -> list[VerdictMetric]:
     """Every verdict metric the families offer on this run's per-unit tables."""
-    return [m for f in FAMILIES.values() for m in f.verdict_metrics(t.units(f.units))]
+    return [m for f in FAMILIES.values() for m in f.verdict_metrics(t.units(f.table))]
 
 
 class _Units:
@@ -85,7 +86,7 @@ class _Units:
 
     def __init__(self, t: ResultTables):
         self.groups = {
-            f.units: ({k: g for k, g in t.units(f.units).groupby("key", sort=False)} if len(t.units(f.units)) else {})
+            f.table: ({k: g for k, g in t.units(f.table).groupby("key", sort=False)} if len(t.units(f.table)) else {})
             for f in FAMILIES.values()
         }
         self.cache: dict[tuple[str, str], Terms | None] = {}
@@ -156,7 +157,7 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
             (name, "variant", g) for name, g in same[(same.baseline == "none") & (same.variant != "trained")].groupby("variant", sort=False)
         ]
         nulls += [
-            (name, "sae-baseline", g)
+            (name, "free-null" if name in FREE_NULLS else "sae-baseline", g)
             for name, g in same[(same.variant == "trained") & (same.baseline != "none")].groupby("baseline", sort=False)
         ]
         for null_name, kind, null_rows in nulls:
@@ -217,7 +218,7 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
     return out
 
 
-def summarize(verdicts: list[Verdict]) -> pd.DataFrame:
+def verdict_summary(verdicts: list[Verdict]) -> pd.DataFrame:
     """One row per (metric, null): the verdict over layers, mean difference, chance level, δ and seed noise."""
     cols = [
         "metric",

@@ -12,6 +12,8 @@ Arch = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 ARCHS: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 Baseline = Literal["none", "frozen-decoder", "soft-frozen-decoder", "frozen-encoder"]
 BASELINES: tuple[str, ...] = ("none", "frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
+# Null dictionaries built from a trained SAE without training (docs/spec.md#free-nulls, sae/free_nulls.py).
+FREE_NULLS: tuple[str, ...] = ("random", "shuffled-decoder", "pca", "identity")
 Init = Literal["iso", "cov"]
 
 # Korznikov et al.: the initialisation each baseline works best with.

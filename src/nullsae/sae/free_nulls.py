@@ -17,10 +17,10 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from nullsae.sae.architectures import SAE
+from nullsae.sae.config import FREE_NULLS as FREE_NULLS  # the names, where the torch-free configs read them
 from nullsae.sae.config import SAEConfig
 from nullsae.stats import BootstrapCI, bootstrap
 
-FREE_NULLS: tuple[str, ...] = ("random", "shuffled-decoder", "pca", "identity")
 BATCH = 2048
 
 
