@@ -1,4 +1,5 @@
-"""Run configuration of the experiment grid: typed sections, YAML in and out, one CLI flag per field.
+"""Typed configs of every command, importable without torch: the run config of the experiment grid
+(YAML in and out), the probing, editing and synthetic-benchmark settings, and one CLI flag per field.
 
 A run is models × variants × layers × architectures (+ random SAE baselines at chosen layers),
 evaluated with the listed metric families. Field descriptions double as the CLI help. Checks that
@@ -9,19 +10,22 @@ need no model happen here (unknown key, variant, architecture, metric); checks a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
-from nullsae.autointerp.run import AutointerpConfig
-from nullsae.editing import EditingConfig
+from nullsae.autointerp.config import AutointerpConfig
 from nullsae.errors import UserError
-from nullsae.probing import ProbingConfig
-from nullsae.sae.config import ARCHS, BASELINES, FREE_NULLS, SAEConfig
+from nullsae.sae.config import ARCHS, BASELINES, FREE_NULLS, check_arch, settings_fields
+
+M = TypeVar("M", bound=BaseModel)
 
 VARIANTS: tuple[str, ...] = ("trained", "rerandomized", "rerandomized-excl-emb", "step0", "control")
 METRICS: tuple[str, ...] = ("reconstruction", "downstream", "latents", "autointerp", "probing", "editing")
@@ -30,6 +34,131 @@ RANDOM_BASELINES: tuple[str, ...] = tuple(b for b in BASELINES if b != "none")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----- method settings (the run config's sections and the commands share them) -----------------
+
+
+class ProbingConfig(BaseModel):
+    """Sizes of the sparse probes, pooling, and the logistic regression's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20], description="numbers of latents per probe")
+    pooling: Literal["mean", "max"] = Field("mean", description="how token activations become one vector per text")
+    max_tokens: int = Field(128, ge=2, description="tokens per text (BOS included); longer texts are cut")
+    batch_size: int = Field(16, gt=0, description="texts per forward pass")
+    C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression (features standardised)")
+    max_iter: int = Field(1000, gt=0, description="iterations of the logistic regression's solver at most")
+    seed: int = Field(0, description="seed of the random projections (floor)")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError(f"give positive latent counts, got {v}")
+        return v
+
+
+class EditingConfig(BaseModel):
+    """Data, split and search settings of the RAVEL-style evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    facts: str | None = Field(
+        None, description="facts JSON shaped like nullsae/assets/ravel_facts.json (default: the bundled countries and cities)"
+    )
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of entities used to select latents (the rest are scored)")
+    n_latents_grid: list[int] = Field(
+        default_factory=lambda: [1, 4, 16, 64, 256, 1024, 4096], description="latent-set sizes tried on the training entities (capped at m)"
+    )
+    min_facts: int = Field(
+        5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped"
+    )
+    max_pairs: int = Field(48, gt=0, description="base/source pairs per attribute and split")
+    batch_size: int = Field(32, gt=0, description="prompts per forward pass")
+    selection: Literal["eta2", "mask"] = Field(
+        "eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask"
+    )
+    mask_epochs: int = Field(8, gt=0, description="mask: passes over the training items")
+    mask_lr: float = Field(1e-2, gt=0, description="mask: Adam learning rate of the mask logits")
+    mask_batch_size: int = Field(16, gt=0, description="mask: items per gradient step")
+    keep_error: bool = Field(
+        True,
+        description="the edit keeps the SAE's reconstruction error (x' = x + Δ); False decodes the edited code alone (x' = x̂ + Δ), as SAEBench does",
+    )
+    seed: int = Field(0, description="seed of the entity split and the pairs")
+
+    @field_validator("n_latents_grid")
+    @classmethod
+    def _grid(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError(f"give positive latent-set sizes, got {v}")
+        return v
+
+
+Setting = Literal["constant", "variable"]
+
+
+class PaperSetting(BaseModel):
+    """What `nullsae synth --paper` trains with: the length and lr schedule at which recovery plateaued,
+    per architecture (docs/results/synthetic.md has each one's curve)."""
+
+    steps: int = 40_000
+    lr: float = 3e-3
+    decay_fraction: float = 0.2
+    lr_drop_step: int | None = None
+    dead_tokens: int = 2_000_000
+
+
+# BatchTopK needs the lr drop to keep recovering, and a dead window short enough for AuxK to reach
+# latents that fire once every few hundred thousand samples; relu and matryoshka keep the generic setting.
+PAPER_SETTINGS: dict[str, PaperSetting] = {
+    "topk": PaperSetting(steps=11_000, decay_fraction=0.0),
+    "jumprelu": PaperSetting(steps=20_000, decay_fraction=0.0),
+    "batchtopk": PaperSetting(steps=16_000, lr_drop_step=7_000, dead_tokens=200_000),
+}
+
+
+def paper_setting(arch: str) -> PaperSetting:
+    return PAPER_SETTINGS.get(arch, PaperSetting())
+
+
+class SynthConfig(BaseModel):
+    """One synthetic-benchmark run (docs/spec.md#synthetic): data setting, SAE architecture, training length."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setting: Setting = Field("variable", description="feature probabilities: variable or constant")
+    arch: str = Field("batchtopk", description=f"SAE architecture: {', '.join(ARCHS)}")
+    baselines: bool = Field(False, description="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
+    steps: int = Field(2_000, gt=0, description="training batches")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate")
+    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up steps")
+    decay_fraction: float = Field(0.2, ge=0, le=1, description="linear learning-rate decay over this final fraction of steps")
+    lr_drop_step: int | None = Field(None, ge=1, description="from this step on the lr is multiplied by lr_drop_factor (default: no drop)")
+    lr_drop_factor: float = Field(1 / 3, gt=0, le=1, description="the lr drop's factor")
+    batch_size: int = Field(4096, gt=0, description="samples per training batch")
+    n_latents: int = Field(3200, gt=0, description="dictionary size m")
+    l0: int = Field(20, gt=0, description="active latents per sample (k, or the L0 target)")
+    dead_tokens: int = Field(2_000_000, gt=0, description="samples without firing after which a latent counts as dead and AuxK trains it")
+    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α for topk/batchtopk/matryoshka (0: no AuxK)")
+    eval_size: int = Field(8192, gt=0, description="held-out samples of the evaluation")
+    curve_points: int = Field(10, gt=0, description="recovery evaluations (and checkpoints) along training")
+    seed: int = Field(0, description="seed of the synthetic features, data and SAE initialisation")
+    device: str = Field("cpu", description="where the SAEs train; data are drawn on the CPU either way")
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        return check_arch(v)
+
+    @classmethod
+    def with_paper(cls, given: dict[str, Any], paper: bool) -> SynthConfig:
+        """The given values first, then (with `paper`) the architecture's plateau setting, then the defaults."""
+        arch = check_arch(given.get("arch", cls.model_fields["arch"].default))
+        base = paper_setting(arch).model_dump() if paper else {}
+        return cls.model_validate({**base, **given})
 
 
 class VariantSettings(_Section):
@@ -62,7 +191,7 @@ class TokenSettings(_Section):
 
 
 class _SAESettingsBase(_Section):
-    """SAE architectures and the hyper-parameters they share (docs/spec.md#architectures); the rest are SAEConfig's fields."""
+    """SAE architectures and the hyper-parameters they share (docs/spec.md#architectures); the rest are the architectures' config fields."""
 
     archs: list[str] = Field(default_factory=lambda: ["topk"], description=f"architectures: {', '.join(ARCHS)}")
     expansion: int = Field(64, gt=0, description="expansion factor R (m = R·d)")
@@ -84,7 +213,7 @@ _PER_CELL = {"arch", "d_in", "n_latents", "baseline", "init", "seed", "tau"}  # 
 SAESettings = create_model(
     "SAESettings",
     __base__=_SAESettingsBase,
-    **{name: (f.annotation, f) for name, f in SAEConfig.model_fields.items() if name not in _PER_CELL},
+    **{name: (f.annotation, f) for name, f in settings_fields().items() if name not in _PER_CELL},
 )
 
 
@@ -110,7 +239,7 @@ class BaselineSettings(_Section):
     @field_validator("variants")
     @classmethod
     def _variants(cls, v: list[str]) -> list[str]:
-        return _check_variants(v)
+        return check_variants(v)
 
 
 class TrainSettings(_Section):
@@ -197,7 +326,7 @@ class RunConfig(_Section):
     def _variants(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("give at least one variant")
-        return _check_variants(v)
+        return check_variants(v)
 
     @field_validator("metrics")
     @classmethod
@@ -238,11 +367,47 @@ class RunConfig(_Section):
         return self.layers if self.baselines.layers is None else sorted(self.baselines.layers)
 
 
-def _check_variants(v: list[str]) -> list[str]:
+def check_variants(v: list[str]) -> list[str]:
+    """The variants without repeats; ValueError naming an unknown one."""
     for name in v:
         if name not in VARIANTS:
             raise ValueError(f"unknown variant '{name}'; choose from {', '.join(VARIANTS)}")
     return list(dict.fromkeys(v))
+
+
+class ActivationsConfig(BaseModel):
+    """What `nullsae activations` caches: model variant, layers, how many tokens of which split, stored how and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2", description="'smollm2' (bundled), a hub id, a local folder or a .gguf file")
+    revision: str | None = Field(None, description="hub revision of --model")
+    trust_remote_code: bool = Field(False, description="allow a hub model to run its own code")
+    variant: str = Field("trained", description=f"model variant: {' | '.join(VARIANTS)}")
+    null: VariantSettings = Field(default_factory=VariantSettings)
+    layers: list[int] = Field(description="layers, e.g. 2,6 or 2 6 (layer ℓ = output of block ℓ)")
+    tokens: int = Field(gt=0, description="number of tokens to cache (rounded up to whole windows)")
+    window: int = Field(128, ge=2, description="tokens per window, BOS included")
+    data: str = Field("bundled", description="bundled | hf:DATASET[:SPLIT] | a .txt/.jsonl/.parquet file")
+    text_field: str = Field("text", description="text field of a jsonl/parquet/HF source")
+    split: Literal["train", "eval", "interp"] = Field("train", description="which disjoint split of the documents")
+    data_seed: int = Field(0, description="seed of the train/eval/interp split")
+    batch_size: int = Field(16, gt=0, description="windows per forward pass")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="storage dtype of the activations")
+    cache_dir: str | None = Field(None, description="cache root (default: $NULLSAE_CACHE or ~/.cache/nullsae)")
+    device: str | None = Field(None, description="torch device (default: cuda if available, else cpu)")
+
+    @field_validator("variant")
+    @classmethod
+    def _variant(cls, v: str) -> str:
+        return check_variants([v])[0]
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one layer")
+        return sorted(set(v))
 
 
 # ----- YAML in / out -------------------------------------------------------------------------
@@ -264,7 +429,7 @@ def _check_keys(data: Any, model: type[BaseModel], prefix: str = "") -> None:
         return
     for key, value in data.items():
         field = model.model_fields.get(key)
-        if field is None:
+        if field is None or field.exclude:
             raise UserError(f"unknown config key '{prefix}{key}'; check its spelling (`nullsae run --help` lists every key)")
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
@@ -272,11 +437,17 @@ def _check_keys(data: Any, model: type[BaseModel], prefix: str = "") -> None:
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """A config written before `train.seeds` existed (`train.seed: S`) reads as `train.seeds: [S]`."""
+    """Older configs read as today's: `train.seed: S` as `train.seeds: [S]`, `autointerp.examples.n_latents`
+    as `n_latents_sampled`, and the examples' own seed (always the autointerp seed) dropped."""
     train = data.get("train")
     if isinstance(train, dict) and "seed" in train and "seeds" not in train:
         train = {k: v for k, v in train.items() if k != "seed"} | {"seeds": [train["seed"]]}
         data = {**data, "train": train}
+    auto = data.get("autointerp")
+    examples = auto.get("examples") if isinstance(auto, dict) else None
+    if isinstance(examples, dict) and ("seed" in examples or "n_latents" in examples):
+        examples = {("n_latents_sampled" if k == "n_latents" else k): v for k, v in examples.items() if k != "seed"}
+        data = {**data, "autointerp": {**auto, "examples": examples}}
     return data
 
 
@@ -330,16 +501,23 @@ def preset_path(name: str) -> Path | None:
 # ----- CLI flags: one per field ---------------------------------------------------------------
 
 
-def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted path, annotation, description) of every scalar or list field, sections flattened."""
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldInfo]]:
+    """(dotted path, field) of every scalar or list field that is a key of its own, sections flattened."""
     out = []
     for name, field in model.model_fields.items():
         ann = field.annotation
+        if field.exclude:
+            continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out.extend(_leaves(ann, f"{prefix}{name}."))
+            out.extend(_fields(ann, f"{prefix}{name}."))
         else:
-            out.append((f"{prefix}{name}", ann, field.description or ""))
+            out.append((f"{prefix}{name}", field))
     return out
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted path, annotation, description) of every scalar or list field, sections flattened."""
+    return [(path, f.annotation, f.description or "") for path, f in _fields(model, prefix)]
 
 
 def _parse_scalar(kind: Any, text: str) -> Any:
@@ -350,10 +528,13 @@ def _parse_scalar(kind: Any, text: str) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"expected true or false, got '{text}'")
-    if kind is int:
-        return int(text.replace("_", ""))
-    if kind is float:
-        return float(text)
+    try:
+        if kind is int:
+            return int(text.replace("_", ""))
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got '{text}'") from None
     return text
 
 
@@ -369,7 +550,11 @@ def _parse_value(ann: Any, text: str) -> Any:
     if origin is list:
         if text.strip() == "":
             return []
-        return [_parse_value(args[0], part.strip()) for part in text.split(",")]
+        try:
+            return [_parse_value(args[0], part.strip()) for part in text.split(",")]
+        except ValueError:
+            kind = {int: "integers", float: "numbers"}.get(args[0], "values")
+            raise ValueError(f"expected comma-separated {kind}, got '{text}'") from None
     if origin is Literal:
         return text
     if origin is dict or ann is dict or origin is tuple:
@@ -377,21 +562,107 @@ def _parse_value(ann: Any, text: str) -> Any:
     return _parse_scalar(ann, text)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--section.field VALUE` flag per config field (lists comma-separated), help from the field."""
+def _choices(ann: Any) -> tuple[str, ...] | None:
+    """The values a Literal field (or a list or optional of one) allows."""
+    origin = typing.get_origin(ann)
+    if origin is Literal:
+        return tuple(str(a) for a in typing.get_args(ann))
+    if origin in (list, typing.Union, types.UnionType):
+        inner = [_choices(a) for a in typing.get_args(ann) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else None
+    return None
+
+
+def _shown(value: Any) -> str | None:
+    """A default as help text shows it; None for off, none, empty and whole sections."""
+    if value is None or value is False or isinstance(value, BaseModel) or value in ([], {}):
+        return None
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _help(field: FieldInfo, default: Any) -> str:
+    text = field.description or ""
+    shown = _shown(default)
+    return f"{text} (default: {shown})" if shown is not None else text
+
+
+def _is_list(ann: Any) -> bool:
+    return typing.get_origin(ann) is list or any(typing.get_origin(a) is list for a in typing.get_args(ann))
+
+
+def _nested(data: dict[str, Any], path: str) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+POSITIONAL = {"positional": True}  # json_schema_extra of a command-config field given as a positional argument
+
+
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[BaseModel],
+    *,
+    names: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """One option per field of a command's config: `--name` from the field's own name (a nested
+    section's fields too, unprefixed; `names` renames a path), help from its description with its
+    default, lists as one or more values (each may be comma-separated), a bool that is off by default
+    as a switch. Values are checked by the config, not by argparse. Returns dotted path → flag."""
+    flags: dict[str, str] = {}
+    for path, field in _fields(model):
+        if path in skip:
+            continue
+        name = (names or {}).get(path, path.rsplit(".", 1)[-1]).replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        ann, choices = field.annotation, _choices(field.annotation)
+        metavar = "{" + ",".join(choices) + "}" if choices else name.upper().replace("-", "_")
+        kwargs: dict[str, Any] = {"help": _help(field, default), "default": argparse.SUPPRESS}
+        if (field.json_schema_extra or {}) == POSITIONAL:
+            parser.add_argument(f"arg:{path}", metavar=metavar, **kwargs)
+            flags[path] = name
+            continue
+        flag = f"--{name}"
+        if flag in flags.values():
+            raise ValueError(f"two config fields would both be {flag}; rename one in `names`")
+        if ann is bool and default is False:
+            kwargs |= {"action": "store_const", "const": "true"}
+        else:
+            kwargs |= {"metavar": metavar, "nargs": "*" if _is_list(ann) else None, "required": field.is_required()}
+        parser.add_argument(flag, dest=f"arg:{path}", **kwargs)
+        flags[path] = flag
+    return flags
+
+
+def add_config_flags(parser: argparse.ArgumentParser, base: dict[str, Any] | None = None) -> None:
+    """One `--section.field VALUE` flag per run-config field (lists comma-separated), help from the field
+    with its default (`base`'s value where it sets one: a preset's)."""
     group = parser.add_argument_group("config overrides (each replaces the config file's value)")
-    for path, _ann, desc in _leaves(RunConfig):
+    for path, field in _fields(RunConfig):
+        given = _nested(base, path) if base else None
+        default = given if given is not None else field.get_default(call_default_factory=True)
         flag = "--" + path.replace("_", "-")
-        group.add_argument(flag, dest=f"cfg:{path}", metavar="V", default=argparse.SUPPRESS, help=desc)
+        group.add_argument(flag, dest=f"cfg:{path}", metavar="V", default=argparse.SUPPRESS, help=_help(field, default))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """The run-config flags given on the command line: dotted path → text."""
     return {k.removeprefix("cfg:"): v for k, v in vars(args).items() if k.startswith("cfg:")}
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: dict[str, str], model: type[BaseModel] = RunConfig, flags: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Set dotted keys from flag text (parsed by the field's type) in a copy of a config mapping."""
-    kinds = {path: ann for path, ann, _ in _leaves(RunConfig)}
+    kinds = {path: ann for path, ann, _ in _leaves(model)}
     out = yaml.safe_load(yaml.safe_dump(data)) or {}
     for path, text in overrides.items():
         if path not in kinds:
@@ -399,7 +670,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, str]) -> dict[str
         try:
             value = _parse_value(kinds[path], text)
         except ValueError as exc:
-            raise UserError(f"--{path.replace('_', '-')}: {exc}") from None
+            raise UserError(f"{(flags or {}).get(path, '--' + path.replace('_', '-'))}: {exc}") from None
         node = out
         parts = path.split(".")
         for part in parts[:-1]:
@@ -408,6 +679,31 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, str]) -> dict[str
                 raise UserError(f"config key '{part}' must be a mapping")
         node[parts[-1]] = value
     return out
+
+
+def given_flags(model: type[BaseModel], args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    """The values of the command-config flags given on the command line, parsed by type, as a nested mapping."""
+    given = {k.removeprefix("arg:"): ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items() if k.startswith("arg:")}
+    return apply_overrides({}, given, model, flags)
+
+
+@contextlib.contextmanager
+def flag_errors(flags: dict[str, str]) -> Iterator[None]:
+    """A config validation error inside becomes one UserError line naming the flag."""
+    try:
+        yield
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        path = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        where = flags.get(path, path.replace("_", "-"))
+        raise UserError(f"{where}: {msg}" if where else msg) from None
+
+
+def config_from_args(model: type[M], args: argparse.Namespace, flags: dict[str, str]) -> M:
+    """A command's config from its flags; a bad value is one line naming its flag."""
+    with flag_errors(flags):
+        return model.model_validate(given_flags(model, args, flags))
 
 
 def build_config(path: str | Path | None, overrides: dict[str, str], base: dict[str, Any] | None = None) -> RunConfig:

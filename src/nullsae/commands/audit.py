@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nullsae.commands.run import add_common_options, add_lazy_parser, quiet_libraries
+from nullsae.commands.run import add_common_options, quiet_libraries
 
 DESCRIPTION = """Audit an existing SAE: train the frozen-decoder, soft-frozen-decoder and frozen-encoder
 baselines with its architecture and hyper-parameters on the same activations, compute every metric
@@ -33,19 +33,14 @@ PCA_FIT_TOKENS = 65_536
 
 
 def add_parser(subparsers: Any) -> None:
-    p = add_lazy_parser(
-        subparsers, "audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION
-    )
-    p.add_argument(
-        "--sae",
-        metavar="NAME",
-        help="SAE folder (nullsae, SAELens, sparsify or dictionary_learning format) or hf:ORG/REPO[/SUBFOLDER][@REV]",
-    )
-    p.add_argument("--release", metavar="RELEASE", help="SAELens release name (with --sae-id), from the installed sae-lens registry")
-    p.add_argument("--sae-id", metavar="ID", help="SAE id within --release")
-    p.add_argument("--layer", type=int, help="layer the SAE reads (output of block ℓ, 0-based); default: from the SAE's hook")
+    from nullsae.commands import SAEInput
+    from nullsae.config import add_config_flags, add_flags, load_yaml
+
+    p = subparsers.add_parser("audit", help="check an existing SAE against random SAE baselines and free nulls", description=DESCRIPTION)
+    flags = add_flags(p, SAEInput)
     add_common_options(p, "run directory (default runs/audit-<SAE hash>)")
-    p.set_defaults(func=run)
+    add_config_flags(p, base=load_yaml("demo"))
+    p.set_defaults(func=run, flags=flags)
 
 
 def sae_digest(folder: Path) -> str:
@@ -185,20 +180,26 @@ def free_null_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nullsae.config import RANDOM_BASELINES, SAESettings, apply_overrides, load_yaml, overrides_from_args, parse_config
+    from nullsae.commands import SAEInput, open_sae
+    from nullsae.config import (
+        RANDOM_BASELINES,
+        SAESettings,
+        apply_overrides,
+        config_from_args,
+        load_yaml,
+        overrides_from_args,
+        parse_config,
+    )
     from nullsae.errors import UserError
     from nullsae.experiment import execute, plan_run
     from nullsae.experiment.runner import RunCache
     from nullsae.experiment.store import RunStore
-    from nullsae.sae.hub import load_named
 
-    sae, source, ref = load_named(args.sae, args.release, args.sae_id)
+    opened = open_sae(config_from_args(SAEInput, args, args.flags))
+    sae, source, layer = opened.sae, opened.source, opened.layer
     sc = sae.cfg
-    if args.layer is not None and source.layer is not None and args.layer != source.layer:
-        raise UserError(f"the SAE reads {source.hook} (layer {source.layer}), not --layer {args.layer}; drop --layer")
-    layer = args.layer if args.layer is not None else source.layer
     if layer is None:
-        raise UserError(f"{ref.label} does not say which layer it reads; give --layer")
+        raise UserError(f"{opened.label} does not say which layer it reads; give --layer")
     overrides = overrides_from_args(args)
     given = overrides.get("models")
     if source.model and given is not None and not all(same_model(m, source.model) for m in given.split(",")):
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         for k, v in sc.model_dump(mode="json").items()
         if k in SAESettings.model_fields and k not in ("archs", "expansion", "n_latents")
     }
-    sha = sae_digest(ref.folder)
+    sha = sae_digest(opened.folder)
     base = load_yaml("demo")
     for section in base.values():  # every per-layer family reads the SAE's layer
         if isinstance(section, dict) and "layers" in section:
@@ -247,18 +248,18 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(
             json.dumps(
-                {"run_dir": str(out), "sae": ref.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]}
+                {"run_dir": str(out), "sae": opened.label, "layer": layer, "model": cfg.models[0], "cells": [c.label for c in plan.cells]}
             )
             if args.json
-            else f"would audit {ref.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls"
+            else f"would audit {opened.label} (layer {layer} of {cfg.models[0]}) against {len(plan.cells) - 1} baselines and the free nulls"
         )
         return 0
     store = RunStore(out)
-    install_reference(store, ref_cell.key, sae, ref.folder.resolve(), sha)
+    install_reference(store, ref_cell.key, sae, opened.folder.resolve(), sha)
     if progress:
-        print(f"auditing {ref.label} ({source.fmt}, {sc.arch}, m = {sc.n_latents}, {hook}: layer {layer} of {cfg.models[0]})")
+        print(f"auditing {opened.label} ({source.fmt}, {sc.arch}, m = {sc.n_latents}, {hook}: layer {layer} of {cfg.models[0]})")
     result = execute(cfg, out, executor=args.executor, address=args.address, progress=progress, cache=cache)
-    extra = audit_outputs(cfg, plan, store, layer, hook, ref.label, cache)
+    extra = audit_outputs(cfg, plan, store, layer, hook, opened.label, cache)
     if args.json:
         print(json.dumps({**result.summary(), **extra}, default=str))
     else:

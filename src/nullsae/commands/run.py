@@ -15,38 +15,6 @@ bundled preset (demo, paper-pythia-70m, probe-edit-smollm2). Every config key ca
 command to resume an interrupted run."""
 
 
-class LazyConfigParser(argparse.ArgumentParser):
-    """A subcommand parser that adds the one-flag-per-config-field options only when it is used,
-    so that `nullsae --help` does not import the config (and torch)."""
-
-    _config_flags_added = False
-
-    def _ensure_config_flags(self) -> None:
-        if not self._config_flags_added:
-            from nullsae.config import add_config_flags
-
-            add_config_flags(self)
-            self._config_flags_added = True
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        self._ensure_config_flags()
-        return super().parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        self._ensure_config_flags()
-        return super().format_help()
-
-
-def add_lazy_parser(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """`subparsers.add_parser` that builds a LazyConfigParser."""
-    saved = subparsers._parser_class
-    subparsers._parser_class = LazyConfigParser
-    try:
-        return subparsers.add_parser(name, **kwargs)
-    finally:
-        subparsers._parser_class = saved
-
-
 def add_common_options(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", metavar="DIR", help=out_help)
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="where tasks run (default local)")
@@ -57,9 +25,12 @@ def add_common_options(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = add_lazy_parser(subparsers, "run", help="run an experiment grid from a YAML config and write the report", description=DESCRIPTION)
+    from nullsae.config import add_config_flags
+
+    p = subparsers.add_parser("run", help="run an experiment grid from a YAML config and write the report", description=DESCRIPTION)
     p.add_argument("config", metavar="CONFIG", help="YAML config file or preset name (demo, paper-pythia-70m, probe-edit-smollm2)")
     add_common_options(p, "run directory (default runs/<name>)")
+    add_config_flags(p)
     p.set_defaults(func=run)
 
 
