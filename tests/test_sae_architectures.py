@@ -1,12 +1,15 @@
 """SAE architectures and random baselines (docs/spec.md#architectures, #baselines): each behaviour pinned against a direct computation."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
-from nullsae.sae.config import ARCHS, BASELINES
+from nullsae.sae.config import ARCH_CONFIGS, ARCHS, BASELINES, config_class, parse_sae_config
 
 D, M, K = 32, 128, 6
 
@@ -210,15 +213,13 @@ def test_relu_loss_is_fvu_plus_weighted_l1():
 def test_bad_configs_raise_user_errors():
     with pytest.raises(UserError, match="k = 128 must be smaller"):
         SAEConfig(arch="topk", d_in=D, n_latents=128, k=128)
-    with pytest.raises(UserError, match="unknown SAE architecture"):
-        from nullsae.sae.config import check_arch
-
-        check_arch("gated")
+    with pytest.raises(UserError, match="unknown SAE architecture 'foo'"):
+        SAE(SAEConfig(arch="foo", d_in=D, n_latents=M))
 
 
 @pytest.mark.parametrize("skewed", [False, True])
 def test_batch_topk_selection_is_exact(skewed):
-    from nullsae.sae.architectures import batch_topk
+    from nullsae.sae.archs.batchtopk import batch_topk
 
     g = torch.Generator().manual_seed(0)
     pre = torch.randn(64, 200, generator=g)
@@ -254,3 +255,44 @@ def test_initial_reconstruction_has_the_data_scale_with_about_k_active(arch):
         gain = float((recon * target).sum() / recon.pow(2).sum())
     assert 0.5 * K <= float((z > 0).sum(1).float().mean()) <= 1.5 * K
     assert gain == pytest.approx(1.0, abs=0.15)
+
+
+def test_config_module_and_sae_package_load_without_torch():
+    """Reading SAE configs (and failing on a bad architecture name) must not pay for importing torch."""
+    code = (
+        "import sys, nullsae.sae\n"
+        "from nullsae.errors import UserError\n"
+        "from nullsae.sae.config import check_arch\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "try:\n    check_arch('foo')\nexcept UserError as e:\n    print(e)\n"
+        "assert 'torch' not in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("unknown SAE architecture 'foo'")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_registry_gives_one_class_and_one_config_per_architecture(arch):
+    cls = config_class(arch)
+    cfg = SAEConfig(arch=arch, d_in=D, n_latents=M, k=K, l1_coef=0.5, threshold_momentum=0.9)
+    assert type(cfg) is cls and type(parse_sae_config(cfg.model_dump())) is cls
+    sae = SAE(cfg)
+    assert type(sae).config_class is cls and type(sae) is not SAE and isinstance(sae, SAE)
+    others = {name for c in ARCH_CONFIGS if c is not cls for name in c.model_fields} - set(cls.model_fields)
+    assert not others & set(cfg.model_dump()), "a config holds only its own architecture's fields"
+
+
+# key_fields of the single-config layout: run directories keyed by them keep their keys
+OLD_KEY_FIELDS = {
+    "relu": {"l1_coef": 5.0, "target_l0": None, "target_l0_rate": 0.01},
+    "topk": {"auxk": True, "auxk_coef": 0.03125, "k": 4},
+    "batchtopk": {"auxk": True, "auxk_coef": 0.03125, "k": 4, "threshold_momentum": 0.99},
+    "jumprelu": {"jumprelu_bandwidth": 0.001, "k": 4, "l0_coef": None, "target_l0": None},
+    "matryoshka": {"auxk": True, "auxk_coef": 0.03125, "k": 4, "matryoshka_groups": [0.5, 0.3, 0.2], "threshold_momentum": 0.99},
+}
+
+
+@pytest.mark.parametrize("arch", list(OLD_KEY_FIELDS))
+def test_key_fields_are_those_of_the_single_config_layout(arch):
+    shared = {"baseline": "none", "d_in": 8, "dead_tokens": 10000000, "init": "iso", "n_latents": 64, "normalize_decoder": None, "seed": 0}
+    assert SAEConfig(arch=arch, d_in=8, n_latents=64, k=4).key_fields() == {"arch": arch, **shared, **OLD_KEY_FIELDS[arch]}

@@ -53,12 +53,18 @@ class SynthReport(BaseModel):
 
 
 def _sae_config(cfg: SynthConfig, baseline: str) -> SAEConfig:
-    if cfg.arch in ("topk", "batchtopk", "matryoshka"):
-        sparse = {"k": cfg.l0, "auxk": cfg.auxk_coef > 0, "auxk_coef": cfg.auxk_coef}
-    else:
-        sparse = {"k": cfg.l0, "target_l0": float(cfg.l0)}
+    """The architecture's config at L0 = cfg.l0: k for the TopK family, a target L0 for the penalised ones (each keeps its own fields)."""
     return SAEConfig(
-        arch=cfg.arch, d_in=100, n_latents=cfg.n_latents, baseline=baseline, seed=cfg.seed, dead_tokens=cfg.dead_tokens, **sparse
+        arch=cfg.arch,
+        d_in=100,
+        n_latents=cfg.n_latents,
+        baseline=baseline,
+        seed=cfg.seed,
+        dead_tokens=cfg.dead_tokens,
+        k=cfg.l0,
+        auxk=cfg.auxk_coef > 0,
+        auxk_coef=cfg.auxk_coef,
+        target_l0=float(cfg.l0),
     )
 
 

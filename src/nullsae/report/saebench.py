@@ -166,7 +166,7 @@ def core_eval_output(
             "architecture": cfg.arch,
             "d_in": cfg.d_in,
             "d_sae": cfg.n_latents,
-            "k": cfg.k,
+            "k": getattr(cfg, "k", None),  # architectures without a k write null
             "hook_name": hook_name,
             "model_name": model_name,
             "baseline": cfg.baseline,

@@ -1,5 +1,18 @@
-"""Sparse autoencoders: architectures, random baselines, the one-stream trainer, on-disk formats."""
+"""Sparse autoencoders: one class and one config per architecture, random baselines, the one-stream trainer, on-disk formats.
 
-from nullsae.sae.architectures import SAE, SAEConfig, SAEOutput
+The SAE classes import torch; they load on first use, so that reading configs stays light.
+"""
+
+from typing import Any
+
+from nullsae.sae.config import SAEConfig
 
 __all__ = ["SAE", "SAEConfig", "SAEOutput"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("SAE", "SAEOutput"):
+        from nullsae.sae import architectures
+
+        return getattr(architectures, name)
+    raise AttributeError(f"module 'nullsae.sae' has no attribute {name!r}")

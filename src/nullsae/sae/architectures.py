@@ -1,23 +1,28 @@
-"""SAE architectures of docs/spec.md#architectures behind one interface: encode / decode / forward -> SAEOutput.
+"""The SAE base class of docs/spec.md#architectures and the sparse kernels its architectures share.
 
 Encoding is z = f(W_enc (x − b_dec) + b_enc), decoding x̂ = W_dec z + b_dec, with W_enc and W_dec both
 stored as (m, d). The reconstruction loss is the batch FVU for every architecture (docs/spec.md#reconstruction).
-TopK, BatchTopK, Matryoshka and JumpReLU run on a sparse path (the selected entries' values and
-indices), hand-written because no library gives an encoder whose backward touches only the selected
-latents; that is where their speed comes from.
+Each architecture is one subclass in `nullsae.sae.archs.<arch>` (registered by its config class);
+`SAE(cfg)` builds the class registered for `cfg.arch`. Sparse architectures pick entries of the
+pre-activation (`_selector`) and run on a sparse path (the selected entries' values and indices),
+hand-written because no library gives an encoder whose backward touches only the selected latents;
+that is where their speed comes from.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nullsae.sae.config import SAEConfig
+from nullsae.sae import baselines
+from nullsae.sae.config import SAEConfig, config_class
 
 
 @dataclass
@@ -135,78 +140,6 @@ class _SparseDecode(torch.autograd.Function):
         return g_vals, None, None, g_W, None
 
 
-def row_topk(k: int) -> Select:
-    """Keep the k largest pre-activations of every row (TopK)."""
-
-    def select(pre: Tensor) -> tuple[Tensor, Tensor]:
-        idx = pre.topk(k, dim=1, sorted=False).indices
-        return torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k), idx.reshape(-1)
-
-    return select
-
-
-def batch_topk(n_keep: int) -> Select:
-    """Keep the n_keep largest pre-activations of the whole batch (BatchTopK).
-
-    Exact and cheaper than a top-k over all B·m entries: candidates are each row's top
-    4·n_keep/B; a row whose smallest candidate reaches the batch threshold may hold more winners,
-    so all of its entries join the candidates (adding candidates only raises the threshold, so one
-    pass suffices).
-    """
-
-    def select(pre: Tensor) -> tuple[Tensor, Tensor]:
-        B, m = pre.shape
-        keep = min(n_keep, pre.numel())
-        per_row = min(m, 4 * -(-keep // B))
-        cand_vals, cand_idx = pre.topk(per_row, dim=1, sorted=False)
-        row_ids = torch.arange(B, device=pre.device)
-        threshold = cand_vals.reshape(-1).topk(min(keep, cand_vals.numel()), sorted=False).values.min()
-        full = cand_vals.min(1).values >= threshold if per_row < m else torch.zeros(B, dtype=torch.bool, device=pre.device)
-        part = ~full
-        vals = torch.cat([cand_vals[part].reshape(-1), pre[full].reshape(-1)])
-        rows = torch.cat([row_ids[part].repeat_interleave(per_row), row_ids[full].repeat_interleave(m)])
-        cols = torch.cat([cand_idx[part].reshape(-1), torch.arange(m, device=pre.device).repeat(int(full.sum()))])
-        pos = vals.topk(keep, sorted=False).indices
-        return rows[pos], cols[pos]
-
-    return select
-
-
-class _JumpReLU(torch.autograd.Function):
-    """z = pre·H(pre − θ) with the straight-through pseudo-derivative for θ (Rajamanoharan et al.).
-
-    Elementwise over the selected entries of the code, θ gathered per entry (θ[cols]); autograd sums
-    the per-entry θ-gradients back onto each latent.
-    """
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
-        ctx.save_for_backward(pre, theta, eps)
-        return pre * (pre > theta)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        pre, theta, eps = ctx.saved_tensors
-        window = ((pre - theta).abs() < eps / 2).to(g.dtype)
-        g_pre = g * (pre > theta)
-        return g_pre, -(theta / eps) * g * window, None
-
-
-class _Step(torch.autograd.Function):
-    """H(pre − θ), whose θ-gradient is the rectangle-kernel pseudo-derivative; used for the L0 penalty."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
-        ctx.save_for_backward(pre, theta, eps)
-        return (pre > theta).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        pre, theta, eps = ctx.saved_tensors
-        window = ((pre - theta).abs() < eps / 2).to(g.dtype)
-        return None, -(1 / eps) * g * window, None
-
-
 def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
     """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to the rows of x."""
     y = x.mean(0)
@@ -219,12 +152,45 @@ def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
     return y
 
 
+@dataclass
+class Entries:
+    """The selected entries of a sparse code: pre-activations (ReLU'd), activations, rows and latent columns."""
+
+    pre: Tensor
+    vals: Tensor
+    rows: Tensor
+    cols: Tensor
+
+
 class SAE(nn.Module):
-    """One sparse autoencoder of any architecture in docs/spec.md#architectures, with the random-baseline options of docs/spec.md#baselines."""
+    """One sparse autoencoder; `SAE(cfg)` builds the subclass registered for `cfg.arch`.
+
+    The base owns the parameters every architecture has (W_enc, b_enc, W_dec, b_dec), the
+    data-dependent initialisation, encode / decode on the sparse path, the random-baseline constraints
+    (docs/spec.md#baselines) and decoder drift. A subclass sets `config_class` and overrides the hooks
+    `_selector`, `_activate`, `_loss` (and `_scale_code`, `_init_from_data` where it has more state);
+    it maps itself to and from SAELens (`saelens_architecture`, `to_saelens`, `load_saelens`).
+    """
+
+    config_class: ClassVar[type[SAEConfig]] = SAEConfig
+    saelens_architecture: ClassVar[str | None] = None  # the SAELens architecture this class reads and writes
+    dictionary_learning_class: ClassVar[str | None] = None  # the dictionary_learning dict_class it reads
+    _registry: ClassVar[dict[str, type[SAE]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_class" in cls.__dict__:
+            SAE._registry[cls.config_class.model_fields["arch"].default] = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SAE:
+        if cls is SAE:  # copy and pickle build the subclass itself, without arguments
+            cfg = args[0] if args else kwargs["cfg"]
+            cls = sae_class(cfg.arch)
+        return super().__new__(cls)
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg: Any = cfg
         m, d = cfg.n_latents, cfg.d_in
         gen = torch.Generator().manual_seed(cfg.seed)
         directions = F.normalize(torch.randn(m, d, generator=gen), dim=1)  # iso: uniform on the sphere
@@ -232,185 +198,97 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(m))
         self.W_dec = nn.Parameter(directions.clone())
         self.b_dec = nn.Parameter(torch.zeros(d))
-        if cfg.arch == "jumprelu":
-            self.log_threshold = nn.Parameter(torch.full((m,), -3.0))
-            self.register_buffer("eps", torch.tensor(cfg.jumprelu_bandwidth))
-        if cfg.arch in ("batchtopk", "matryoshka"):
-            self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
-        self.register_buffer("sparsity_coef", torch.tensor(cfg.l1_coef if cfg.arch == "relu" else cfg.l0_penalty_coef))
         self.register_buffer("W_dec_init", directions.clone())
         self.register_buffer("initialized", torch.tensor(False))
-        self._apply_freezing()
+        baselines.freeze(cfg.baseline, self.W_enc, self.W_dec)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # checkpoints of the single-class layout held a sparsity_coef buffer for every architecture
+        if not hasattr(self, "sparsity_coef"):
+            state_dict.pop(prefix + "sparsity_coef", None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ----- initialisation -------------------------------------------------------------------
-    def _apply_freezing(self) -> None:
-        self.W_dec.requires_grad_(self.cfg.baseline != "frozen-decoder")
-        self.W_enc.requires_grad_(self.cfg.baseline != "frozen-encoder")
-
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Data-dependent init from the first batch (once): b_dec = geometric median; `cov` directions; θ."""
+        """Data-dependent init from the first batch (once): b_dec = geometric median; `cov` directions; the encoder's gain."""
         if bool(self.initialized):
             return
         cfg = self.cfg
         x = x.to(self.W_dec.dtype)
         self.b_dec.copy_(geometric_median(x))
         if cfg.init_kind == "cov":
-            xc = x - x.mean(0)
-            cov = xc.T @ xc / max(1, x.shape[0] - 1)
-            evals, evecs = torch.linalg.eigh(cov.double())
-            sqrt_cov = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-            gen = torch.Generator().manual_seed(cfg.seed)
-            g = torch.randn(cfg.n_latents, cfg.d_in, generator=gen, dtype=torch.float64).to(x.device) @ sqrt_cov.T
-            directions = F.normalize(g.to(x.dtype), dim=1)
+            directions = baselines.cov_directions(x, cfg.n_latents, cfg.seed)
             self.W_dec.copy_(directions)
             self.W_enc.copy_(directions)
             self.W_dec_init.copy_(directions)
-        if cfg.arch == "jumprelu":  # θ first, so that the gain below sees the ~k latents that will fire
-            scale = (x - self.b_dec).norm(dim=1).pow(2).mean().sqrt()
-            self.eps.fill_(cfg.jumprelu_bandwidth * float(scale))
-            pre = torch.relu(self._pre(x))
-            q = torch.quantile(pre.flatten()[:1_000_000], 1 - min(1.0, cfg.k / cfg.n_latents))
-            self.log_threshold.fill_(float(torch.log(q.clamp_min(float(self.eps)))))
+        self._init_from_data(x)
         # Scale the encoder so the initial reconstruction has the data's scale (least squares):
         # with correlated (`cov`) directions the k active latents add up and would overshoot ~k-fold.
-        # JumpReLU's θ scales with it, keeping the same ~k latents active: a gain fitted with every
-        # positive latent firing would shrink pre-activations several-fold, and b_enc's Adam steps
-        # (absolute) would then outrun θ's (relative, on log θ).
         recon = self.encode(x) @ self.W_dec
         gain = (recon * (x - self.b_dec)).sum() / recon.pow(2).sum().clamp_min(1e-30)
         if torch.isfinite(gain) and gain > 0:
-            self.W_enc.mul_(gain)
-            self.b_enc.mul_(gain)
-            if cfg.arch == "jumprelu":
-                self.log_threshold.add_(torch.log(gain))
+            self._scale_code(gain)
         self.initialized.fill_(True)
+
+    def _init_from_data(self, x: Tensor) -> None:
+        """Architecture state set from the first batch before the gain is fitted (none by default)."""
+
+    def _scale_code(self, gain: Tensor) -> None:
+        """Multiply the code by `gain` keeping the same latents active (the pre-activations scale, and any bar with them)."""
+        self.W_enc.mul_(gain)
+        self.b_enc.mul_(gain)
 
     # ----- encode / decode ------------------------------------------------------------------
     def _pre(self, x: Tensor) -> Tensor:
         return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.t())
 
-    def _selector(self) -> Select | None:
-        """How the sparse architectures pick their entries (None: relu, the dense architecture)."""
-        cfg = self.cfg
-        if cfg.arch == "jumprelu":
-            # every entry z can depend on: above θ, or within the STE window below it
-            low = self.log_threshold.detach().exp() - self.eps / 2
-            return lambda pre: (pre.clamp_min(0) > low).nonzero(as_tuple=True)
-        if cfg.arch == "topk":
-            return row_topk(cfg.k)
-        if cfg.arch in ("batchtopk", "matryoshka"):
-            if self.training or float(self.threshold) < 0:
-                return lambda pre: batch_topk(cfg.k * pre.shape[0])(pre)
-            theta = float(self.threshold)
-            return lambda pre: (pre > theta).nonzero(as_tuple=True)  # inference: the learned threshold
-        return None
+    def _selector(self) -> Select:
+        """How this architecture picks the entries of the code that can be nonzero."""
+        raise NotImplementedError(f"{self.cfg.arch} SAEs have a dense code; use encode()")
 
-    def _select_entries(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(ReLU(pre) at the selected entries, rows, cols)."""
-        select = self._selector()
-        if select is None:
-            raise ValueError(f"{self.cfg.arch} SAEs have a dense code; use encode()")
-        return _SparseEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, select)
+    def _activate(self, pre: Tensor, cols: Tensor) -> Tensor:
+        """The code's values at the selected entries, from their ReLU'd pre-activations."""
+        return pre
 
-    def _thresholds(self, cols: Tensor) -> Tensor:
-        """θ of each selected entry's latent (differentiable: gradients flow back to log_threshold)."""
-        return self.log_threshold.exp().index_select(0, cols)
+    def _entries(self, x: Tensor) -> Entries:
+        pre, rows, cols = _SparseEncode.apply(x, self.b_dec, self.W_enc, self.b_enc, self._selector())
+        return Entries(pre, self._activate(pre, cols), rows, cols)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(vals, rows, cols): the entries of the code of a sparse architecture (zeros possible)."""
-        vals, rows, cols = self._select_entries(x)
-        if self.cfg.arch == "jumprelu":
-            vals = _JumpReLU.apply(vals, self._thresholds(cols), self.eps)
-        return vals, rows, cols
+        e = self._entries(x)
+        return e.vals, e.rows, e.cols
 
     def encode(self, x: Tensor) -> Tensor:
-        """Dense (B, m) latent code; batchtopk/matryoshka use the inference threshold in eval mode."""
-        if self._selector() is not None:
-            vals, rows, cols = self.encode_sparse(x)
-            return x.new_zeros(x.shape[0], self.cfg.n_latents).index_put_((rows, cols), vals)
-        return torch.relu(self._pre(x))
+        """Dense (B, m) latent code (batchtopk/matryoshka use the inference threshold in eval mode)."""
+        vals, rows, cols = self.encode_sparse(x)
+        return x.new_zeros(x.shape[0], self.cfg.n_latents).index_put_((rows, cols), vals)
 
     def decode(self, z: Tensor) -> Tensor:
         return z @ self.W_dec + self.b_dec
 
+    def decode_sparse(self, vals: Tensor, rows: Tensor, cols: Tensor, batch: int) -> Tensor:
+        """x̂ from the entries of a (batch, m) code without forming it."""
+        return _SparseDecode.apply(vals, rows, cols, self.W_dec, batch) + self.b_dec
+
     # ----- forward with loss ----------------------------------------------------------------
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
-        """Encode, decode and compute the loss; `dead_mask` (m,) enables AuxK for topk-family SAEs."""
-        if self._selector() is not None:
-            return self._forward_sparse(x, dead_mask)
-        z = self.encode(x)
-        recon = self.decode(z)
+        """Encode, decode and compute the loss; `dead_mask` (m,) marks the dead latents (AuxK)."""
+        batch = x.shape[0]
+        e = self._entries(x)
+        recon = self.decode_sparse(e.vals, e.rows, e.cols, batch)
         loss = fvu(x, recon)
-        active = z > 0
-        terms = {"fvu": loss.detach(), "l0": active.sum(1).float().mean()}
-        total = (x - x.mean(0, keepdim=True)).pow(2).sum(1).mean()
-        # λ Σ_j |z_j| ‖W_dec,j‖, normalised by the same total variance as the FVU term
-        sparsity = (z.abs() * self.W_dec.norm(dim=1)).sum(1).mean() / total
-        terms["l1"] = sparsity.detach()
-        loss = loss + self.sparsity_coef * sparsity
-        return SAEOutput(recon=recon, loss=loss, terms=terms, fired=active.any(0), dense=z)
-
-    def _forward_sparse(self, x: Tensor, dead_mask: Tensor | None) -> SAEOutput:
-        cfg, batch = self.cfg, x.shape[0]
-        pre_vals, rows, cols = self._select_entries(x)
-        theta = self._thresholds(cols) if cfg.arch == "jumprelu" else None  # gathered once, used twice
-        vals = _JumpReLU.apply(pre_vals, theta, self.eps) if theta is not None else pre_vals
-        recon = _SparseDecode.apply(vals, rows, cols, self.W_dec, batch) + self.b_dec
-        loss = fvu(x, recon)
-        positive = vals > 0
+        positive = e.vals > 0
         terms = {"fvu": loss.detach(), "l0": positive.sum().float() / batch}
-        if cfg.arch == "jumprelu":  # L0 penalty with the rectangle-kernel pseudo-derivative for θ
-            l0 = _Step.apply(pre_vals, theta, self.eps).sum() / batch
-            terms["l0_penalty"] = l0.detach()
-            if cfg.target_l0 is not None:
-                # SAEBench / dictionary_learning form: a pull towards the target from both sides, a
-                # proportional controller inside the loss that cannot wind up like an integrating one
-                loss = loss + self.sparsity_coef * (l0 / cfg.target_l0 - 1).pow(2)
-            else:
-                loss = loss + self.sparsity_coef * l0
-        if cfg.arch == "matryoshka":
-            losses = []
-            for end in self.group_ends()[:-1]:
-                inside = cols < end
-                partial = _SparseDecode.apply(vals[inside], rows[inside], cols[inside], self.W_dec, batch) + self.b_dec
-                losses.append(fvu(x, partial))
-            loss = torch.stack([*losses, loss]).mean()
-            terms["matryoshka_fvu"] = loss.detach()
-        if cfg.arch in ("batchtopk", "matryoshka") and self.training and bool(positive.any()):
-            with torch.no_grad():  # running estimate of the smallest kept activation (Bussmann et al.)
-                new = vals[positive].min()
-                mom = cfg.threshold_momentum
-                self.threshold.copy_(new if self.threshold < 0 else mom * self.threshold + (1 - mom) * new)
-        loss = loss + self._auxk(x, recon, dead_mask, terms)
-        fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
-        fired[cols[positive]] = True
-        return SAEOutput(recon=recon, loss=loss, terms=terms, fired=fired, rows=rows, cols=cols, vals=vals)
+        loss = self._loss(x, e, recon, loss, terms, dead_mask)
+        fired = torch.zeros(self.cfg.n_latents, dtype=torch.bool, device=x.device)
+        fired[e.cols[positive]] = True
+        return SAEOutput(recon=recon, loss=loss, terms=terms, fired=fired, rows=e.rows, cols=e.cols, vals=e.vals)
 
-    def group_ends(self) -> list[int]:
-        """Prefix sizes of the matryoshka groups (the last one is m)."""
-        ends, total = [], 0.0
-        for frac in self.cfg.matryoshka_groups:
-            total += frac
-            ends.append(min(self.cfg.n_latents, round(total * self.cfg.n_latents)))
-        ends[-1] = self.cfg.n_latents
-        return ends
-
-    def _auxk(self, x: Tensor, recon: Tensor, dead_mask: Tensor | None, terms: dict[str, Tensor]) -> Tensor:
-        """AuxK (Gao et al.): dead latents reconstruct the residual; weight α, k_aux = d/2."""
-        if not self.cfg.auxk or self.cfg.arch == "jumprelu" or dead_mask is None or not bool(dead_mask.any()):
-            return x.new_zeros(())
-        dead = dead_mask.nonzero().squeeze(1)
-        pre = torch.addmm(self.b_enc[dead], x - self.b_dec, self.W_enc[dead].t())
-        k_aux = min(self.cfg.aux_k, dead.numel())
-        vals, idx = pre.topk(k_aux, dim=1, sorted=False)
-        err = (x - recon).detach()
-        rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k_aux)
-        aux_recon = _SparseDecode.apply(vals.relu().reshape(-1), rows, idx.reshape(-1), self.W_dec[dead], x.shape[0])
-        # ‖e − ê‖² over the batch's total variance, the FVU's denominator (Gao et al.; as sparsify)
-        aux = (err - aux_recon).pow(2).sum() / (x - x.mean(0, keepdim=True)).pow(2).sum().clamp_min(torch.finfo(x.dtype).tiny)
-        terms["auxk"] = aux.detach()
-        return self.cfg.auxk_coef * torch.nan_to_num(aux, nan=0.0)
+    def _loss(self, x: Tensor, e: Entries, recon: Tensor, loss: Tensor, terms: dict[str, Tensor], dead_mask: Tensor | None) -> Tensor:
+        """The training loss from the reconstruction FVU `loss`; terms it adds go into `terms` (detached)."""
+        return loss
 
     # ----- constraints applied by the trainer around each optimiser step ---------------------
     @torch.no_grad()
@@ -423,33 +301,94 @@ class SAE(nn.Module):
     @torch.no_grad()
     def after_step(self) -> None:
         """Renormalise decoder rows; project soft-frozen rows back into their cone (docs/spec.md#baselines)."""
-        if self.cfg.baseline == "soft-frozen-decoder":
-            w = F.normalize(self.W_dec, dim=1)
-            w0 = F.normalize(self.W_dec_init, dim=1)
-            cos = (w * w0).sum(1, keepdim=True)
-            ortho = F.normalize(w - cos * w0, dim=1)
-            tau = self.cfg.tau
-            projected = tau * w0 + (1 - tau**2) ** 0.5 * ortho
-            self.W_dec.copy_(torch.where(cos < tau, projected, w))
-        if self.W_dec.requires_grad and (self.cfg.unit_norm_decoder or self.cfg.baseline == "soft-frozen-decoder"):
+        soft = self.cfg.baseline == "soft-frozen-decoder"
+        if soft:
+            self.W_dec.copy_(baselines.project_into_cone(self.W_dec, self.W_dec_init, self.cfg.tau))
+        if self.W_dec.requires_grad and (self.cfg.unit_norm_decoder or soft):
             self.W_dec.copy_(F.normalize(self.W_dec, dim=1))
 
     @torch.no_grad()
     def adapt_sparsity(self, l0: float, previous: float | None = None) -> None:
-        """Multiplicative controller on λ that steers relu SAEs to `target_l0` (if set).
-
-        `l0` is the smoothed L0 now and `previous` the one a step before. Anti-windup: λ holds while L0
-        already moves towards the target, since L0 follows λ with a lag and integrating through that
-        lag winds λ up until every latent dies.
-        """
-        target = self.cfg.target_l0
-        if target is not None and self.cfg.arch == "relu":
-            step = max(-1.0, min(1.0, (l0 - target) / target))
-            if previous is not None and (l0 - previous) * step < 0:
-                return
-            self.sparsity_coef.mul_(float(torch.exp(torch.tensor(self.cfg.target_l0_rate * step))))
+        """Steer a sparsity coefficient from the smoothed L0 (`previous`: a step before); none by default."""
 
     @torch.no_grad()
     def decoder_drift(self) -> float:
         """Mean cos(W_dec,j, W_dec,j⁽⁰⁾): how far the decoder moved from its initialisation."""
         return float(F.cosine_similarity(self.W_dec, self.W_dec_init, dim=1).mean())
+
+    # ----- formats ---------------------------------------------------------------------------
+    def to_saelens(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
+        """(SAELens architecture, weights, extra cfg.json fields) of this SAE."""
+        if self.saelens_architecture is None:
+            raise ValueError(f"{self.cfg.arch} SAEs have no SAELens mapping")
+        return self.saelens_architecture, {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}, {}
+
+    @torch.no_grad()
+    def load_weights(self, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor) -> None:
+        """Copy (m, d) encoder/decoder rows and biases in, upcast to float32; the SAE then counts as initialised."""
+        self.W_enc.copy_(W_enc.float())
+        self.b_enc.copy_(b_enc.float())
+        self.W_dec.copy_(W_dec.float())
+        self.b_dec.copy_(b_dec.float())
+        self.W_dec_init.copy_(self.W_dec)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def load_saelens(self, tensors: dict[str, Tensor]) -> None:
+        """Fill from SAELens weights (W_enc stored (d, m)); `saelens_tensors` lists what must be there."""
+        self.load_weights(tensors["W_enc"].T, tensors["b_enc"], tensors["W_dec"], tensors["b_dec"])
+
+    @torch.no_grad()
+    def fold_no_input_centring(self) -> None:
+        """For weights of an encoder that reads W_enc x + b_enc (no − b_dec): move W_enc b_dec into b_enc."""
+        self.b_enc.add_(self.W_enc.double() @ self.b_dec.double())
+
+    def fold_saelens_fields(self, raw: dict[str, Any]) -> None:
+        """Fold the SAELens cfg.json fields only this architecture reads into the weights (none by default)."""
+
+    @classmethod
+    def dictionary_learning_fields(cls, state: dict[str, Tensor], n_latents: int) -> dict[str, Any]:
+        """Config fields a dictionary_learning state dict gives beyond its trainer config (none by default)."""
+        return {}
+
+    def saelens_tensors(self) -> dict[str, tuple[int, ...]]:
+        """The SAELens tensors this class reads and their shapes."""
+        m, d = self.cfg.n_latents, self.cfg.d_in
+        return {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)}
+
+
+class L1SAE(SAE):
+    """Shared by the architectures penalised by λ Σ_j a_j ‖W_dec,j‖ (normalised like the FVU), with λ steered to a target L0."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__(cfg)
+        self.register_buffer("sparsity_coef", torch.tensor(cfg.l1_coef))
+
+    def l1_penalty(self, x: Tensor, acts: Tensor, cols: Tensor | None = None) -> Tensor:
+        """Σ a·‖W_dec‖ per token over the batch's mean ‖x − x̄‖² (`cols`: the latents of sparse `acts`; else acts is (B, m))."""
+        total = (x - x.mean(0, keepdim=True)).pow(2).sum(1).mean()
+        norms = self.W_dec.norm(dim=1)
+        weighted = acts * (norms if cols is None else norms.index_select(0, cols))
+        return weighted.sum() / x.shape[0] / total
+
+    @torch.no_grad()
+    def adapt_sparsity(self, l0: float, previous: float | None = None) -> None:
+        """Multiplicative controller on λ that steers the SAE to `target_l0` (if set).
+
+        Anti-windup: λ holds while L0 already moves towards the target, since L0 follows λ with a lag
+        and integrating through that lag winds λ up until every latent dies.
+        """
+        target = self.cfg.target_l0
+        if target is not None:
+            step = max(-1.0, min(1.0, (l0 - target) / target))
+            if previous is not None and (l0 - previous) * step < 0:
+                return
+            self.sparsity_coef.mul_(float(torch.exp(torch.tensor(self.cfg.target_l0_rate * step))))
+
+
+def sae_class(arch: str) -> type[SAE]:
+    """The SAE class registered for `arch` (its module, nullsae.sae.archs.<arch>, loads on first use)."""
+    config_class(arch)  # an unknown name is one UserError line
+    if arch not in SAE._registry:
+        importlib.import_module(f"nullsae.sae.archs.{arch}")
+    return SAE._registry[arch]

@@ -1,20 +1,27 @@
-"""Typed configuration of one SAE: architecture, size, sparsity and random-baseline options (docs/spec.md#architectures, #baselines)."""
+"""Typed configuration of one SAE (docs/spec.md#architectures, #baselines): one config class per architecture.
+
+`SAEConfig` holds what every architecture shares (size, baseline, initialisation, seed); each
+architecture's subclass adds only its own fields, `arch` being the discriminator of the union
+`AnySAEConfig`. `SAEConfig(arch=..., **fields)` builds the registered class of `arch` (as
+`pathlib.Path` builds a `PosixPath`) and drops fields that only other architectures read, so one
+mapping of shared settings (the run config's `sae` section, an older flat cfg.json) builds any of
+them. This module does not import torch: the SAE classes live in `nullsae.sae.archs.<arch>`.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from nullsae.errors import UserError
 
-Arch = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
-ARCHS: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 Baseline = Literal["none", "frozen-decoder", "soft-frozen-decoder", "frozen-encoder"]
 BASELINES: tuple[str, ...] = ("none", "frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
 # Null dictionaries built from a trained SAE without training (docs/spec.md#free-nulls, sae/free_nulls.py).
 FREE_NULLS: tuple[str, ...] = ("random", "shuffled-decoder", "pca", "identity")
 Init = Literal["iso", "cov"]
+FREE_NULLS: tuple[str, ...] = ("random", "shuffled-decoder", "pca", "identity")  # docs/spec.md#free-nulls: built without training
 
 # Korznikov et al.: the initialisation each baseline works best with.
 DEFAULT_INIT: dict[str, str] = {
@@ -25,78 +32,42 @@ DEFAULT_INIT: dict[str, str] = {
 }
 
 
-# Fields that only some architectures read: they do not tell two SAEs of another architecture apart.
-_ARCH_ONLY = {
-    "l1_coef": {"relu"},
-    "l0_coef": {"jumprelu"},
-    "jumprelu_bandwidth": {"jumprelu"},
-    "target_l0": {"relu", "jumprelu"},
-    "target_l0_rate": {"relu"},
-    "matryoshka_groups": {"matryoshka"},
-    "threshold_momentum": {"batchtopk", "matryoshka"},
-    "k": {"topk", "batchtopk", "matryoshka", "jumprelu"},  # jumprelu: its θ starts at the k/m quantile
-    "auxk": {"topk", "batchtopk", "matryoshka"},
-    "auxk_coef": {"topk", "batchtopk", "matryoshka"},
-}
-
-
 class SAEConfig(BaseModel):
-    """Everything that determines an SAE's shape and training objective."""
+    """What every SAE has: input width, dictionary size, random-baseline setting, initialisation and seed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Arch = "topk"
+    unit_norm_default: ClassVar[bool] = True  # unit-norm decoder rows unless normalize_decoder says otherwise
+
+    arch: str
     d_in: int = Field(gt=0, description="input width d")
     n_latents: int = Field(gt=0, description="dictionary size m = R·d")
-    k: int = Field(32, gt=0, description="active latents per token (topk, batchtopk, matryoshka)")
-    auxk: bool = Field(True, description="AuxK loss on dead latents (topk, batchtopk, matryoshka)")
-    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α")
     dead_tokens: int = Field(10_000_000, gt=0, description="a latent is dead after this many tokens without firing")
-    l1_coef: float = Field(5.0, ge=0, description="λ of the relu SAE's weighted L1 penalty")
-    l0_coef: float | None = Field(None, ge=0, description="λ of the jumprelu SAE's L0 penalty; default 1e-3, or 1.0 with target_l0")
-    target_l0: float | None = Field(
-        None, gt=0, description="relu: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0"
-    )
-    target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the relu SAE's λ controller")
-    jumprelu_bandwidth: float = Field(1e-3, gt=0, description="straight-through bandwidth ε, as a fraction of the inputs' RMS norm")
-    threshold_momentum: float = Field(0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
-    matryoshka_groups: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2], description="nested group fractions")
     normalize_decoder: bool | None = Field(None, description="unit-norm decoder rows; default: all but relu")
     baseline: Baseline = "none"
     init: Init | None = Field(None, description="iso | cov; default per baseline (docs/spec.md#baselines)")
     tau: float = Field(0.8, gt=-1, lt=1, description="soft-frozen decoder cone: cos(W_dec,j, W_dec,j⁽⁰⁾) ≥ τ")
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _check(self) -> SAEConfig:
-        if (
-            self.arch in ("topk", "batchtopk", "matryoshka", "jumprelu") and self.k >= self.n_latents
-        ):  # jumprelu: θ starts at the k/m quantile
-            raise UserError(
-                f"{self.arch}: k = {self.k} must be smaller than the number of latents m = {self.n_latents}; lower k or raise the number of latents"
-            )
-        if self.arch == "matryoshka":
-            if any(g <= 0 for g in self.matryoshka_groups) or abs(sum(self.matryoshka_groups) - 1) > 1e-6:
-                raise UserError(f"matryoshka group fractions must be positive and sum to 1, got {self.matryoshka_groups}")
-        return self
+    def __new__(cls, *args: Any, **data: Any) -> SAEConfig:
+        if cls is SAEConfig:
+            cls = config_class(str(data.get("arch")))
+        return super().__new__(cls)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_other_architectures_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k in cls.model_fields or k not in _arch_fields()}
+        return data
 
     def key_fields(self) -> dict:
         """The fields that decide what this SAE trains into (its architecture's and baseline's only)."""
         out = self.model_dump(mode="json")
-        for name, archs in _ARCH_ONLY.items():
-            if self.arch not in archs:
-                out.pop(name, None)
         if self.baseline != "soft-frozen-decoder":
             out.pop("tau", None)
         out["init"] = self.init_kind
         return out
-
-    @property
-    def l0_penalty_coef(self) -> float:
-        """The jumprelu λ: given, or the default of its penalty form (linear 1e-3, target-L0 quadratic 1.0)."""
-        if self.l0_coef is not None:
-            return self.l0_coef
-        return 1.0 if self.target_l0 is not None else 1e-3
 
     @property
     def init_kind(self) -> str:
@@ -104,26 +75,145 @@ class SAEConfig(BaseModel):
 
     @property
     def unit_norm_decoder(self) -> bool:
-        return self.arch != "relu" if self.normalize_decoder is None else self.normalize_decoder
+        return self.unit_norm_default if self.normalize_decoder is None else self.normalize_decoder
+
+    @property
+    def name(self) -> str:
+        return self.arch if self.baseline == "none" else f"{self.arch}/{self.baseline}"
+
+    def _check_k(self, k: int) -> None:
+        if k >= self.n_latents:
+            raise UserError(
+                f"{self.arch}: k = {k} must be smaller than the number of latents m = {self.n_latents}; lower k or raise the number of latents"
+            )
+
+
+class L1Config(SAEConfig):
+    """Fields of the architectures trained with a decoder-norm-weighted L1 penalty and its L0 controller."""
+
+    l1_coef: float = Field(5.0, ge=0, description="λ of the weighted L1 penalty (relu, gated)")
+    target_l0: float | None = Field(
+        None,
+        gt=0,
+        description="relu, gated: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0",
+    )
+    target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the L1 coefficient's controller (relu, gated)")
+
+
+class ReLUConfig(L1Config):
+    """ReLU SAE: f = ReLU, loss FVU + λ Σ_j |z_j| ‖W_dec,j‖."""
+
+    unit_norm_default: ClassVar[bool] = False
+    arch: Literal["relu"] = "relu"
+
+
+class TopKConfig(SAEConfig):
+    """TopK SAE (Gao et al.): the k largest pre-activations per token, AuxK on dead latents."""
+
+    arch: Literal["topk"] = "topk"
+    k: int = Field(32, gt=0, description="active latents per token (topk, batchtopk, matryoshka); jumprelu: θ starts at the k/m quantile")
+    auxk: bool = Field(True, description="AuxK loss on dead latents (topk, batchtopk, matryoshka)")
+    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α")
+
+    @model_validator(mode="after")
+    def _k_below_m(self) -> TopKConfig:
+        self._check_k(self.k)
+        return self
 
     @property
     def aux_k(self) -> int:
         """k_aux = d/2 (Gao et al.), capped by the dictionary size."""
         return max(1, min(self.d_in // 2, self.n_latents))
 
+
+class BatchTopKConfig(TopKConfig):
+    """BatchTopK SAE (Bussmann et al.): k·B winners over the batch, a learned threshold at inference."""
+
+    arch: Literal["batchtopk"] = "batchtopk"  # type: ignore[assignment]
+    threshold_momentum: float = Field(0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
+
+
+class MatryoshkaConfig(BatchTopKConfig):
+    """Matryoshka BatchTopK SAE: the loss averages the FVUs of nested dictionary prefixes."""
+
+    arch: Literal["matryoshka"] = "matryoshka"  # type: ignore[assignment]
+    matryoshka_groups: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2], description="nested group fractions")
+
+    @model_validator(mode="after")
+    def _groups(self) -> MatryoshkaConfig:
+        if any(g <= 0 for g in self.matryoshka_groups) or abs(sum(self.matryoshka_groups) - 1) > 1e-6:
+            raise UserError(f"matryoshka group fractions must be positive and sum to 1, got {self.matryoshka_groups}")
+        return self
+
+
+class JumpReLUConfig(SAEConfig):
+    """JumpReLU SAE (Rajamanoharan et al.): z = pre·H(pre − θ), straight-through θ, L0 penalty."""
+
+    arch: Literal["jumprelu"] = "jumprelu"
+    k: int = Field(32, gt=0, description="active latents per token (topk, batchtopk, matryoshka); jumprelu: θ starts at the k/m quantile")
+    l0_coef: float | None = Field(None, ge=0, description="λ of the jumprelu SAE's L0 penalty; default 1e-3, or 1.0 with target_l0")
+    target_l0: float | None = Field(
+        None,
+        gt=0,
+        description="relu, gated: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0",
+    )
+    jumprelu_bandwidth: float = Field(1e-3, gt=0, description="straight-through bandwidth ε, as a fraction of the inputs' RMS norm")
+
+    @model_validator(mode="after")
+    def _k_below_m(self) -> JumpReLUConfig:
+        self._check_k(self.k)
+        return self
+
     @property
-    def name(self) -> str:
-        return self.arch if self.baseline == "none" else f"{self.arch}/{self.baseline}"
+    def l0_penalty_coef(self) -> float:
+        """λ: given, or the default of its penalty form (linear 1e-3, target-L0 quadratic 1.0)."""
+        if self.l0_coef is not None:
+            return self.l0_coef
+        return 1.0 if self.target_l0 is not None else 1e-3
+
+
+# ----- the registry: one config class per architecture; its SAE class is nullsae.sae.archs.<arch> -----
+ARCH_CONFIGS: tuple[type[SAEConfig], ...] = (ReLUConfig, TopKConfig, BatchTopKConfig, JumpReLUConfig, MatryoshkaConfig)
+
+AnySAEConfig = Annotated[Union[ARCH_CONFIGS], Field(discriminator="arch")]  # type: ignore[valid-type]  # noqa: UP007
+ARCHS: tuple[str, ...] = tuple(c.model_fields["arch"].default for c in ARCH_CONFIGS)
+_ADAPTER: TypeAdapter[SAEConfig] = TypeAdapter(AnySAEConfig)
+
+
+def _arch_fields() -> set[str]:
+    """Fields some architecture declares beyond the shared ones."""
+    return {name for c in ARCH_CONFIGS for name in c.model_fields} - set(SAEConfig.model_fields)
+
+
+def config_class(arch: str) -> type[SAEConfig]:
+    """The config class registered for `arch`, or one UserError line naming the choices."""
+    for c in ARCH_CONFIGS:
+        if c.model_fields["arch"].default == arch:
+            return c
+    raise UserError(f"unknown SAE architecture '{arch}'; choose one of {', '.join(ARCHS)}")
+
+
+def parse_sae_config(data: dict | str) -> SAEConfig:
+    """A config mapping (or its JSON) → the architecture's config class, through the discriminated union."""
+    try:
+        return _ADAPTER.validate_json(data) if isinstance(data, str) else _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "union_tag_invalid":
+            raise UserError(f"unknown SAE architecture {err['ctx']['tag']!r}; choose one of {', '.join(ARCHS)}") from None
+        raise
+
+
+def settings_fields() -> dict[str, Any]:
+    """Every architecture's own fields (first declaration wins), for the run config's `sae` section."""
+    out: dict[str, Any] = {}
+    for c in ARCH_CONFIGS:
+        for name, f in c.model_fields.items():
+            out.setdefault(name, f)
+    return out
 
 
 def check_arch(arch: str) -> str:
     """Validate an architecture name given by a user."""
-    if arch not in ARCHS:
-        raise UserError(f"unknown SAE architecture '{arch}'; choose one of {', '.join(ARCHS)}")
+    config_class(arch)
     return arch
-
-
-def check_baseline(baseline: str) -> str:
-    if baseline not in BASELINES:
-        raise UserError(f"unknown SAE baseline '{baseline}'; choose one of {', '.join(BASELINES)}")
-    return baseline

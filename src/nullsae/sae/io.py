@@ -1,7 +1,7 @@
 """Save and load SAEs: nullsae's own format and the SAELens, sparsify and dictionary_learning formats.
 
 nullsae:  <dir>/cfg.json {"format": "nullsae", "version": 1, "sae": SAEConfig} + <dir>/sae.safetensors
-SAELens:  <dir>/cfg.json {"architecture": "standard"|"topk"|"jumprelu", "d_in", "d_sae", ...}
+SAELens:  <dir>/cfg.json {"architecture": "standard"|"topk"|"jumprelu"|..., "d_in", "d_sae", ...}
           + <dir>/sae_weights.safetensors {W_enc (d, m), b_enc, W_dec (m, d), b_dec[, threshold (m)]}
 sparsify: <dir>/cfg.json {"activation": "topk", "k", "num_latents", "d_in", ...}
           + <dir>/sae.safetensors {encoder.weight (m, d), encoder.bias, W_dec (m, d), b_dec}
@@ -16,8 +16,10 @@ SAELens `apply_b_dec_to_input: false` (and dictionary_learning's JumpReLU) moves
 latents are then the peer's exactly); `normalize_activations: expected_average_only_in` with a known
 scaling factor s folds as SAELens's `fold_activation_norm_scaling_factor` does. Weights stored in
 bf16/fp16 are upcast to float32, and nullsae computes in float32.
-BatchTopK and Matryoshka SAEs export to SAELens as JumpReLU with their inference threshold (as
-SAELens itself does). Every file is written to a temporary name and renamed.
+Each SAE class owns its mapping (`saelens_architecture`, `to_saelens`, `load_saelens`, `to_sparsify`,
+`dictionary_learning_class`, `load_dictionary_learning`); BatchTopK and Matryoshka SAEs export to
+SAELens as JumpReLU with their inference threshold (as SAELens itself does). Every file is written
+to a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -35,20 +37,24 @@ from torch import Tensor
 
 from nullsae.errors import UserError, advice
 from nullsae.io_utils import save_safetensors, write_text
-from nullsae.sae.architectures import SAE
-from nullsae.sae.config import SAEConfig
+from nullsae.sae.architectures import SAE, sae_class
+from nullsae.sae.config import ARCHS, SAEConfig, parse_sae_config
 
 Format = Literal["nullsae", "saelens", "sparsify", "dictionary_learning"]
 FORMAT_VERSION = 1
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64", "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64"}
-SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-DICTIONARY_LEARNING_CLASSES = {
-    "AutoEncoder": "relu",
-    "AutoEncoderTopK": "topk",
-    "BatchTopKSAE": "batchtopk",
-    "MatryoshkaBatchTopKSAE": "matryoshka",
-    "JumpReluAutoEncoder": "jumprelu",
-}
+
+
+def _classes() -> list[type[SAE]]:
+    return [sae_class(a) for a in ARCHS]
+
+
+def _saelens_archs() -> dict[str, type[SAE]]:
+    return {c.saelens_architecture: c for c in _classes() if c.saelens_architecture is not None}
+
+
+def _dictionary_learning_classes() -> dict[str, type[SAE]]:
+    return {c.dictionary_learning_class: c for c in _classes() if c.dictionary_learning_class is not None}
 
 
 @dataclass(frozen=True)
@@ -140,18 +146,10 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | No
         _save_tensors(dict(sae.state_dict()), folder / "sae.safetensors")
         write_text(folder / "cfg.json", json.dumps({"format": "nullsae", "version": FORMAT_VERSION, "sae": cfg.model_dump()}, indent=2))
     elif fmt == "saelens":
-        tensors = {"W_enc": sae.W_enc.T, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
-        extra: dict = {}
-        if cfg.arch == "relu":
-            architecture = "standard"
-        elif cfg.arch == "topk":
-            architecture, extra = "topk", {"k": cfg.k}
-        else:
-            architecture = "jumprelu"
-            if cfg.arch == "jumprelu":
-                tensors["threshold"] = sae.log_threshold.exp()
-            else:
-                tensors["threshold"] = sae.threshold.clamp_min(0).expand(cfg.n_latents)
+        try:
+            architecture, tensors, extra = sae.to_saelens()
+        except ValueError:
+            raise UserError(f"SAELens has no {cfg.arch} architecture; a {cfg.arch} SAE can be saved as nullsae") from None
         _save_tensors(tensors, folder / "sae_weights.safetensors")
         # sae_lens_version marks the 6.x layout: SAELens reads a cfg without it as pre-6 and drops its metadata
         metadata: dict[str, Any] = {"sae_lens_version": "6.0.0", "nullsae_arch": cfg.arch, "nullsae_baseline": cfg.baseline}
@@ -173,21 +171,11 @@ def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | No
         }
         write_text(folder / "cfg.json", json.dumps(saelens_cfg, indent=2))
     elif fmt == "sparsify":
-        if cfg.arch != "topk":
+        to_sparsify = getattr(sae, "to_sparsify", None)
+        if cfg.arch != "topk" or to_sparsify is None:
             raise UserError(f"sparsify stores TopK SAEs only; a {cfg.arch} SAE can be saved as nullsae or saelens")
-        tensors = {"encoder.weight": sae.W_enc, "encoder.bias": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
+        tensors, sp_cfg = to_sparsify()
         _save_tensors(tensors, folder / "sae.safetensors")
-        sp_cfg = {
-            "activation": "topk",
-            "expansion_factor": max(1, cfg.n_latents // cfg.d_in),
-            "normalize_decoder": cfg.unit_norm_decoder,
-            "num_latents": cfg.n_latents,
-            "k": cfg.k,
-            "multi_topk": False,
-            "skip_connection": False,
-            "transcode": False,
-            "d_in": cfg.d_in,
-        }
         write_text(folder / "cfg.json", json.dumps(sp_cfg, indent=2))
     else:
         raise UserError(f"unknown SAE format '{fmt}'; choose nullsae, saelens or sparsify")
@@ -248,31 +236,14 @@ def _refuse(folder: Path, field: str, value: Any, why: str) -> UserError:
     return UserError(f"{folder}: {field} = {value!r} is not supported ({why})")
 
 
-def _fill(sae: SAE, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor) -> None:
-    """Copy (m, d) encoder/decoder rows and biases in, upcast to float32; the SAE then counts as initialised."""
-    with torch.no_grad():
-        sae.W_enc.copy_(W_enc.float())
-        sae.b_enc.copy_(b_enc.float())
-        sae.W_dec.copy_(W_dec.float())
-        sae.b_dec.copy_(b_dec.float())
-        sae.W_dec_init.copy_(sae.W_dec)
-        sae.initialized.fill_(True)
-
-
-def _fold_no_input_centring(sae: SAE) -> None:
-    """Encoders that read W_enc x + b_enc (no − b_dec): move W_enc b_dec into b_enc."""
-    with torch.no_grad():
-        sae.b_enc.add_(sae.W_enc.double() @ sae.b_dec.double())
-
-
 def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tuple[SAE, SAESource]:
     meta = raw.get("metadata") or {}
     hook = raw.get("hook_name") or meta.get("hook_name")
     model = raw.get("model_name") or meta.get("model_name")
     layer = layer_of_hook(hook) if hook else None
-    arch = SAELENS_ARCHS.get(raw["architecture"])
-    if arch is None:
-        raise _refuse(folder, "architecture", raw["architecture"], "nullsae reads SAELens standard, topk and jumprelu SAEs")
+    cls = _saelens_archs().get(raw["architecture"])
+    if cls is None:
+        raise _refuse(folder, "architecture", raw["architecture"], f"nullsae reads SAELens {', '.join(_saelens_archs())} SAEs")
     if str(raw.get("dtype", "float32")) not in FLOAT_DTYPES:
         raise _refuse(folder, "dtype", raw.get("dtype"), "nullsae reads float weights")
     if raw.get("reshape_activations", "none") != "none":
@@ -292,28 +263,22 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
         raise _refuse(folder, "normalize_activations", norm, "a per-token normalisation cannot be folded into the SAE's weights")
     if raw.get("finetuning_scaling_factor"):
         raise _refuse(folder, "finetuning_scaling_factor", raw["finetuning_scaling_factor"], "nullsae does not apply it")
-    cfg = SAEConfig(arch=arch, d_in=raw["d_in"], n_latents=raw["d_sae"], k=int(raw.get("k", 32)), normalize_decoder=arch != "relu")
-    m, d = cfg.n_latents, cfg.d_in
+    cfg = cls.config_class(
+        d_in=raw["d_in"], n_latents=raw["d_sae"], k=int(raw.get("k", 32)), normalize_decoder=cls.config_class.unit_norm_default
+    )
     tensors = _load_npz(folder / "params.npz") if (folder / "params.npz").exists() else _load_tensors(folder / "sae_weights.safetensors")
-    _check_shapes(folder, tensors, {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)})
     sae = SAE(cfg)
-    _fill(sae, tensors["W_enc"].T, tensors["b_enc"], tensors["W_dec"], tensors["b_dec"])
+    _check_shapes(folder, tensors, sae.saelens_tensors())
+    sae.load_saelens(tensors)
     with torch.no_grad():
-        if arch == "jumprelu":
-            _check_shapes(folder, tensors, {"threshold": (m,)})
-            sae.log_threshold.copy_(tensors["threshold"].float().clamp_min(1e-12).log())
         if norm == "expected_average_only_in":  # x → s·x in, x̂ → x̂/s out (SAELens fold_activation_norm_scaling_factor)
             s = float(norm_scaling_factor)  # type: ignore[arg-type]
             sae.W_enc.mul_(s)
             sae.W_dec.div_(s)
             sae.b_dec.div_(s)
         if not raw.get("apply_b_dec_to_input", True):
-            _fold_no_input_centring(sae)
-        if raw.get("rescale_acts_by_decoder_norm", False) and arch == "topk":  # SAELens drops the field for other architectures
-            norms = sae.W_dec.norm(dim=1)
-            sae.W_enc.mul_(norms[:, None])
-            sae.b_enc.mul_(norms)
-            sae.W_dec.div_(norms[:, None])
+            sae.fold_no_input_centring()
+        sae.fold_saelens_fields(raw)
         sae.W_dec_init.copy_(sae.W_dec)
     return sae, SAESource(folder, "saelens", hook, layer, model)
 
@@ -325,12 +290,11 @@ def _sparsify(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
         if raw.get(field):
             raise _refuse(folder, field, raw[field], "nullsae audits SAEs that reconstruct their own input")
     n = int(raw.get("num_latents") or raw["d_in"] * raw["expansion_factor"])
-    cfg = SAEConfig(arch="topk", d_in=raw["d_in"], n_latents=n, k=int(raw["k"]))
-    m, d = cfg.n_latents, cfg.d_in
+    sae = SAE(SAEConfig(arch="topk", d_in=raw["d_in"], n_latents=n, k=int(raw["k"])))
+    m, d = sae.cfg.n_latents, sae.cfg.d_in
     tensors = _load_tensors(folder / "sae.safetensors")
     _check_shapes(folder, tensors, {"encoder.weight": (m, d), "encoder.bias": (m,), "W_dec": (m, d), "b_dec": (d,)})
-    sae = SAE(cfg)
-    _fill(sae, tensors["encoder.weight"], tensors["encoder.bias"], tensors["W_dec"], tensors["b_dec"])
+    sae.load_weights(tensors["encoder.weight"], tensors["encoder.bias"], tensors["W_dec"], tensors["b_dec"])
     hook = folder.name if re.fullmatch(r"(?:[\w.]*\.)?layers\.\d+(?:\.\w+)*", folder.name) else None
     layer = layer_of_hook(hook) if hook else None
     return sae, SAESource(folder, "sparsify", hook, layer, None)
@@ -339,37 +303,19 @@ def _sparsify(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
 def _dictionary_learning(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
     trainer = raw["trainer"]
     cls = trainer.get("dict_class")
-    arch = DICTIONARY_LEARNING_CLASSES.get(cls)
-    if arch is None:
-        raise _refuse(folder, "trainer.dict_class", cls, f"nullsae reads {', '.join(DICTIONARY_LEARNING_CLASSES)}")
+    sae_cls = _dictionary_learning_classes().get(cls)
+    if sae_cls is None:
+        raise _refuse(folder, "trainer.dict_class", cls, f"nullsae reads {', '.join(_dictionary_learning_classes())}")
     state = _load_state_dict(folder / "ae.pt")
     d, m = int(trainer["activation_dim"]), int(trainer["dict_size"])
     k = int(trainer.get("k") or (state["k"].item() if "k" in state else 32))
-    groups = None
-    if arch == "matryoshka":
-        _check_shapes(folder, state, {"group_sizes": (state.get("group_sizes", torch.zeros(0)).numel(),)})
-        groups = [float(g) / m for g in state["group_sizes"].tolist()]
-    cfg = SAEConfig(arch=arch, d_in=d, n_latents=m, k=k, **({"matryoshka_groups": groups} if groups else {}))
-    sae = SAE(cfg)
-    if arch == "relu":
-        _check_shapes(folder, state, {"encoder.weight": (m, d), "encoder.bias": (m,), "decoder.weight": (d, m), "bias": (d,)})
-        _fill(sae, state["encoder.weight"], state["encoder.bias"], state["decoder.weight"].T, state["bias"])
-    elif arch in ("topk", "batchtopk"):
-        _check_shapes(folder, state, {"encoder.weight": (m, d), "encoder.bias": (m,), "decoder.weight": (d, m), "b_dec": (d,)})
-        _fill(sae, state["encoder.weight"], state["encoder.bias"], state["decoder.weight"].T, state["b_dec"])
-    else:
-        _check_shapes(folder, state, {"W_enc": (d, m), "b_enc": (m,), "W_dec": (m, d), "b_dec": (d,)})
-        _fill(sae, state["W_enc"].T, state["b_enc"], state["W_dec"], state["b_dec"])
-    with torch.no_grad():
-        if arch == "jumprelu":  # dictionary_learning's JumpReLU reads W_enc x + b_enc, θ per latent
-            _check_shapes(folder, state, {"threshold": (m,)})
-            sae.log_threshold.copy_(state["threshold"].float().clamp_min(1e-12).log())
-            _fold_no_input_centring(sae)
-        if arch in ("batchtopk", "matryoshka"):
-            theta = float(state["threshold"]) if "threshold" in state else -1.0
-            if theta < 0:
-                raise _refuse(folder, "threshold", theta, "the inference threshold was never estimated; finish training the SAE")
-            sae.threshold.fill_(theta)
+    fields = sae_cls.dictionary_learning_fields(state, m)
+    sae = SAE(sae_cls.config_class(d_in=d, n_latents=m, k=k, **fields))
+    _check_shapes(folder, state, sae.dictionary_learning_tensors())
+    try:
+        sae.load_dictionary_learning(state)
+    except ValueError as exc:
+        raise _refuse(folder, "threshold", float(state.get("threshold", torch.tensor(-1.0))), str(exc)) from None
     sub = trainer.get("submodule_name")
     hook = sub if sub else (f"resid_post_layer_{trainer['layer']}" if trainer.get("layer") is not None else None)
     layer = layer_of_hook(hook) if hook else None
@@ -388,7 +334,7 @@ def load_sae_source(path: str | Path, norm_scaling_factor: float | None = None, 
     fmt = detect_format(folder, raw)
     try:
         if fmt == "nullsae":
-            sae = SAE(SAEConfig.model_validate(raw["sae"]))
+            sae = SAE(parse_sae_config(raw["sae"]))
             tensors = _load_tensors(folder / "sae.safetensors")
             _check_shapes(folder, tensors, {k: tuple(v.shape) for k, v in sae.state_dict().items()})
             sae.load_state_dict(tensors)

@@ -20,7 +20,7 @@ from nullsae.errors import UserError
 from nullsae.io_utils import atomic_torch_save
 from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
-from nullsae.sae.config import SAEConfig
+from nullsae.sae.config import SAEConfig, parse_sae_config
 
 
 class BatchStream(Protocol):
@@ -136,7 +136,7 @@ def _save_checkpoint(path: Path, step: int, tokens: int, skipped: int, states: d
 def _same_config(saved_json: str, cfg: SAEConfig) -> bool:
     """Whether a checkpoint's SAE config trains the same SAE (fields its architecture ignores aside)."""
     try:
-        return SAEConfig.model_validate_json(saved_json).key_fields() == cfg.key_fields()
+        return parse_sae_config(saved_json).key_fields() == cfg.key_fields()
     except (ValueError, UserError):  # a field this version does not know, or a config it refuses
         return False
 
@@ -233,7 +233,7 @@ def _train_step(states: dict[str, _State], x: Tensor, step: int, cfg: TrainConfi
         if not bool(sae.initialized):
             sae.initialize(x_in)
         dead = st.since_fired >= sae.cfg.dead_tokens
-        out = sae(x_in, dead_mask=dead if sae.cfg.auxk else None)
+        out = sae(x_in, dead_mask=dead)
         if not torch.isfinite(out.loss):
             raise UserError(f"SAE '{name}' diverged at step {step} (loss is {float(out.loss)}); lower the learning rate")
         for group in st.opt.param_groups:

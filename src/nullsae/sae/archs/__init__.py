@@ -1,0 +1,1 @@
+"""One module per SAE architecture: its SAE class, registered by its config class in nullsae.sae.config."""
