@@ -210,6 +210,9 @@ class _Tok:
     def batch_decode(self, ids):
         return [chr(48 + i[0]) for i in ids]
 
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+        return "".join(chr(48 + i) for i in ids if not (skip_special_tokens and i in self.all_special_ids))
+
 
 def test_5xx_is_retried_then_recorded_and_the_run_goes_on(canned_server, caplog):
     client = _client(canned_server.url("err500"), max_retries=2)

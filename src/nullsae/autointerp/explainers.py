@@ -17,15 +17,19 @@ from nullsae.autointerp import prompts
 from nullsae.autointerp.examples import Example, LatentExamples
 from nullsae.autointerp.llm import ChatRequest, LLMClient, make_client
 from nullsae.errors import UserError
+from nullsae.text_spans import decode_with_offsets
 
 TOKENS_PREFIX = "tokens: "
 
 
 class TokenText:
-    """Each token id's own text, to render windows token by token; special tokens render empty and
-    newlines as a visible \\n so that every window stays on one prompt line."""
+    """Token windows as prompt text. A window is decoded whole (`nullsae.text_spans`), so a character split
+    across tokens shows as itself, and marks go on the characters of the marked tokens; newlines show as a
+    visible \\n so that every window stays on one prompt line. `strings` holds each token id's own text, for
+    the token-level `tokens` explainer and scorer (special tokens empty)."""
 
     def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
         vocab = len(tokenizer)
         self.strings = [s.replace("\n", "\\n") for s in tokenizer.batch_decode([[i] for i in range(vocab)])]  # one line per window
         for i in getattr(tokenizer, "all_special_ids", []):
@@ -33,19 +37,27 @@ class TokenText:
                 self.strings[i] = ""
 
     def render(self, tokens: Tensor, marked: Tensor | None = None) -> str:
-        """The window's text; runs of marked tokens wrapped in <<…>>."""
+        """The window's text; runs of characters of marked tokens wrapped in <<…>>."""
+        text, spans = decode_with_offsets(self.tokenizer, tokens.tolist())
+        on = [False] * len(text)
+        for (a, b), m in zip(spans, marked.tolist() if marked is not None else []):
+            if m:
+                on[a:b] = [True] * (b - a)
         out, open_ = [], False
-        for t, m in zip(tokens.tolist(), (marked.tolist() if marked is not None else [False] * tokens.numel())):
-            s = self.strings[t] if t < len(self.strings) else ""
-            if m and not open_:
-                out.append("<<")
-            elif not m and open_:
-                out.append(">>")
-            open_ = bool(m)
-            out.append(s)
+        for ch, m in zip(text, on):
+            if m != open_:
+                out.append("<<" if m else ">>")
+                open_ = m
+            out.append("\\n" if ch == "\n" else ch)
         if open_:
             out.append(">>")
         return "".join(out)
+
+    def visible(self, tokens: Tensor) -> Tensor:
+        """Per token, whether it shows any character of the rendered window (special tokens and bytes of a
+        character cut by the window's edge show none)."""
+        _, spans = decode_with_offsets(self.tokenizer, tokens.tolist())
+        return torch.tensor([b > a for a, b in spans], dtype=torch.bool)
 
 
 def marks(example: Example, threshold: float) -> Tensor:

@@ -1,6 +1,6 @@
 """Versioned prompts of the explainer and the detection / fuzzing scorers (after Paulo et al. 2024).
 
-Change a text → bump PROMPT_VERSION: every result row stores the version, and the run manifest
+Change a text, or how `explainers.TokenText` renders a window → bump PROMPT_VERSION: every result row stores the version, and the run manifest
 stores the texts themselves, so a score can always be traced to the exact prompt that produced it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
 
 EXPLAINER_SYSTEM = (
     "You are a meticulous AI researcher studying patterns in language. You will see text examples in "

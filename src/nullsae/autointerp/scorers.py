@@ -123,8 +123,7 @@ class FuzzingScorer(_ChatScorer):
             if y == 1:
                 m = marks(e, self.threshold)
             else:
-                visible = torch.tensor([bool(self.text.strings[t]) for t in e.tokens.tolist()])
-                where = visible.nonzero().flatten()
+                where = self.text.visible(e.tokens).nonzero().flatten()
                 m = torch.zeros(e.tokens.numel(), dtype=torch.bool)
                 m[where[torch.randperm(where.numel(), generator=gen)[:n]]] = True
             out.append(self.text.render(e.tokens, m))
