@@ -1,15 +1,18 @@
-"""Why does EV order the SmolLM2 variants unlike Heap et al.'s Fig. 3? (issue 20, part 1)
+"""Why does EV order the SmolLM2 variants unlike Heap et al.'s Fig. 3?
 
 For each variant of the bundled SmolLM2 this measures, on held-out windows, what the residual stream
 looks like (share of Σ‖x − x̄‖² at the BOS rows, mean norms, participation ratio, top-PC and
 top-dimension variance shares, kurtosis) at a few layers, and trains the demo's SAE (topk, m = 4·d
-unless --expansion, k = 32, batch 512, lr 1e-3) at one layer on three views of the same cached
+unless --expansion, k = 32, batch 512, lr 1e-3) at one or more layers on three views of the same cached
 activations (a budget past the cached tokens repeats them, each epoch in a new order):
   raw        the residual as the demo trains on it (BOS rows left out);
   saelens    scaled by one constant so that mean ‖x‖ = √d (SAELens' `expected_average_only_in`);
   standard   each dimension centred and divided by its std (every direction of the basis weighs the same).
 EV (docs/spec.md#reconstruction, package metric) is read at each budget in the SAE's own space and mapped back to raw
-space, with and without the BOS rows; the raw SAE also gets the CE loss score (docs/spec.md#downstream).
+space, with and without the BOS rows; the raw SAE also gets the CE loss score (docs/spec.md#downstream) and,
+with --auroc-latents N, the auto-interp AUROC (docs/spec.md#autointerp) of N sampled latents: the no-LLM
+`tokens` explainer scored by the `embedding` scorer (the bundled all-MiniLM-L6-v2) and the `tokens` scorer,
+on windows of the interpretation split, as the demo scores them.
 
 Every (variant, layer, view, budget) result is written to OUT/results.json as soon as it exists, and
 SAE training checkpoints, so a killed run resumes. Run:
@@ -21,12 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from nullsae.activations import CachedActivations, CachedStream, DataSlice, cache_dir, fill_cache
+from nullsae.autointerp.config import AutointerpConfig, ExampleConfig
+from nullsae.autointerp.examples import ActivationSource, SparseActs, sae_encoder
+from nullsae.autointerp.run import run_autointerp
 from nullsae.data import token_windows
 from nullsae.io_utils import atomic_write_text
 from nullsae.metrics.downstream import downstream_metrics
@@ -41,6 +48,7 @@ from nullsae.sae.train import TrainConfig, train_saes
 BATCH = 512
 CONTEXT = 64
 MAX_WINDOWS = 13_000  # the bundled train split holds ~841K tokens
+INTERP_WINDOW = 32  # tokens per auto-interp example window, as the demo
 
 
 def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float]:
@@ -111,6 +119,36 @@ def views(sample: torch.Tensor) -> dict[str, tuple]:
         "saelens": (lambda x: x * scale, lambda x: x / scale),
         "standard": (lambda x: (x - mu) / sd, lambda x: x * sd + mu),
     }
+
+
+def autointerp_auroc(
+    sae: SAE, x: torch.Tensor, tokens: torch.Tensor, bos_id: int, tokenizer, n_latents: int, out: Path
+) -> dict[str, float]:
+    """Pooled auto-interp AUROC with its latent-bootstrap interval per scorer, for `n_latents` latents sampled
+    among those firing in at least 20 of the windows; `x` (N, T, d) are the residuals of `tokens` (N, T),
+    cut into windows of INTERP_WINDOW tokens, BOS activations left out (the demo's skip_bos)."""
+    tokens = tokens.reshape(-1, INTERP_WINDOW)
+    x = x.reshape(tokens.shape[0], INTERP_WINDOW, -1)
+    codes = sae_encoder(sae, lambda ids: x[ids])
+
+    def encode(ids: torch.Tensor) -> SparseActs:
+        a = codes(ids)
+        keep = tokens[a.window, a.pos] != bos_id
+        return SparseActs(a.window[keep], a.pos[keep], a.latent[keep], a.value[keep])
+
+    examples = ExampleConfig(
+        n_latents_sampled=n_latents, min_examples=20, top_k=200, n_explain=20, per_bin=2, n_negative=20, reservoir=200, seed=0
+    )
+    cfg = AutointerpConfig(explainer="tokens", scorers=["embedding", "tokens"], examples=examples, n_boot=1000)
+    shutil.rmtree(out, ignore_errors=True)  # a rerun scores the SAE afresh
+    source = ActivationSource(tokens, encode, sae.cfg.n_latents, batch_windows=256, progress=False)
+    res = run_autointerp(source, tokenizer, cfg, out, out.name, progress=False)
+    row: dict[str, float] = {"auroc_latents": len(res.selection.latents)}
+    for s in res.summaries:
+        row[f"auroc_{s.scorer}"] = s.auroc_pooled.estimate
+        row[f"auroc_{s.scorer}_low"] = s.auroc_pooled.low
+        row[f"auroc_{s.scorer}_high"] = s.auroc_pooled.high
+    return row
 
 
 VARIANTS = ("trained", "rerandomized", "rerandomized-excl-emb", "step0", "control", "control-embsigma")
@@ -207,10 +245,76 @@ def tables(results: dict, layer: int) -> str:
     return "\n".join(out)
 
 
+def _budget_rows(results: dict, layers: list[int]):
+    """(variant, layer, tokens, row) of every raw-view SAE result at `layers` with the default dictionary size."""
+    for v in VARIANTS:
+        for lay in layers:
+            pts = [(int(k.split("|")[3]), r) for k, r in results.items() if k.startswith(f"{v}|L{lay}|raw|") and k.count("|") == 3]
+            for b, r in sorted(pts, key=lambda p: p[0]):
+                yield v, lay, b, r
+
+
+def draw_auroc(results: dict, folder: Path, layers: list[int]) -> None:
+    """ev_ordering_auroc.png: per layer, raw EV, standardised EV and the embedding scorer's AUROC by variant and budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = [("ev_raw", "EV (BOS rows left out)"), ("ev_standardized", "EV, every dimension standardised"), ("auroc_embedding", "AUROC")]
+    fig, axes = plt.subplots(len(layers), 3, figsize=(14, 3.6 * len(layers)), squeeze=False)
+    rows = list(_budget_rows(results, layers))
+    for i, lay in enumerate(layers):
+        for j, (field, title) in enumerate(fields):
+            ax = axes[i][j]
+            for v in VARIANTS:
+                pts = [
+                    (b, r[field], r.get(f"{field}_low"), r.get(f"{field}_high"))
+                    for vv, ll, b, r in rows
+                    if vv == v and ll == lay and field in r
+                ]
+                if not pts:
+                    continue
+                line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)[0]
+                if pts[0][2] is not None:
+                    ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.12)
+            if field == "auroc_embedding":
+                ax.axhline(0.5, color="grey", ls=":", lw=1)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("SAE training tokens")
+            ax.set_title(f"layer {lay}: {title}", fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        "SmolLM2-135M, topk m = 4·576, k = 32; AUROC: tokens explainer, embedding scorer (all-MiniLM-L6-v2), 95 % latent-bootstrap band",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(folder / "ev_ordering_auroc.png", dpi=110)
+    plt.close(fig)
+
+
+def auroc_table(results: dict, layers: list[int]) -> str:
+    """Markdown table of EV, standardised EV, CE loss score and AUROC by variant, layer and budget."""
+    f = lambda r, k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
+    ci = lambda r, k: "–" if r.get(k) is None else f"{r[k]:.3f} [{r[k + '_low']:.3f}, {r[k + '_high']:.3f}]"  # noqa: E731
+    out = [
+        "| variant | layer | tokens | EV | EV standardised | CE loss score | AUROC embedding [95 % CI] | AUROC tokens [95 % CI] | latents |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v, lay, b, r in _budget_rows(results, layers):
+        out.append(
+            f"| {v} | {lay} | {b:,} | {f(r, 'ev_raw')} | {f(r, 'ev_standardized')} | {f(r, 'ce_loss_score')} | "
+            f"{ci(r, 'auroc_embedding')} | {ci(r, 'auroc_tokens')} | {r.get('auroc_latents', '–')} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--layer", type=int, default=6, help="layer the SAEs are trained at")
+    ap.add_argument("--layers", type=int, nargs="+", default=[6], help="layers the SAEs are trained at (one cache pass for all)")
     ap.add_argument("--stats-layers", type=int, nargs="+", default=[2, 6, 10])
     ap.add_argument(
         "--plan",
@@ -230,8 +334,16 @@ def main() -> None:
     ap.add_argument("--expansion", type=int, default=4, help="m = expansion · d (results of another expansion than 4 are keyed '|x<R>')")
     ap.add_argument("--eval-windows", type=int, default=256)
     ap.add_argument("--ce-windows", type=int, default=32, help="eval windows of the CE loss score (0: none)")
+    ap.add_argument("--auroc-latents", type=int, default=0, help="latents of the raw SAE's auto-interp AUROC at each budget (0: none)")
+    ap.add_argument("--interp-windows", type=int, default=512, help="windows of the interpretation split the AUROC reads")
     ap.add_argument("--figures", type=Path, default=None, help="only draw the figures of OUT/results.json into this folder")
     ap.add_argument("--merge", type=Path, nargs="*", default=[], help="with --figures: more result folders to read")
+    ap.add_argument(
+        "--draw",
+        choices=["ev", "auroc"],
+        default="ev",
+        help="with --figures: ev = the budget and shape figures and tables at the first layer; auroc = EV, CE and AUROC at every layer",
+    )
     ap.add_argument("--stats-only", action="store_true", help="only the residual statistics (no cache, no SAE)")
     ap.add_argument("--views", nargs="+", default=["raw:1048576", "standard:262144", "saelens:262144"], help="view:max_budget")
     args = ap.parse_args()
@@ -239,8 +351,12 @@ def main() -> None:
         results = {}
         for out in [args.out, *args.merge]:
             results.update(json.loads((out / "results.json").read_text()))
-        draw(results, args.figures, args.layer)
-        print(tables(results, args.layer))
+        if args.draw == "auroc":
+            draw_auroc(results, args.figures, args.layers)
+            print(auroc_table(results, args.layers))
+        else:
+            draw(results, args.figures, args.layers[0])
+            print(tables(results, args.layers[0]))
         return
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -266,13 +382,15 @@ def main() -> None:
     )
     eval_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.eval_windows, split="eval")
     eval_bos = (eval_w == base.bos_id).reshape(-1)
+    interp_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.interp_windows, split="interp") if args.auroc_latents else None
     view_max = {v.split(":")[0]: int(v.split(":")[1]) for v in args.views}
     plan = [(p.split(":")[0], int(p.split(":")[1]), int(p.split(":")[2])) for p in args.plan]
     n_train = min(math.ceil(max(c for _, c, _ in plan) * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
     train_w = None if args.stats_only else token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
     for name, cached, tokens in plan:
         budgets = {v: [b for b in args.budgets if b <= min(tokens, view_max[v])] for v in view_max}
-        wanted = [f"{name}|L{args.layer}|{v}|{b}{tag}" for v in view_max for b in budgets[v]] + [f"{name}|L{args.layer}|lookup"]
+        wanted = [f"{name}|L{lay}|{v}|{b}{tag}" for lay in args.layers for v in view_max for b in budgets[v]]
+        wanted += [f"{name}|L{lay}|lookup" for lay in args.layers]
         if (args.stats_only or all(k in results for k in wanted)) and all(f"{name}|L{lay}|stats" in results for lay in args.stats_layers):
             continue
         variant = name.replace("-embsigma", "")
@@ -280,79 +398,94 @@ def main() -> None:
         loaded, _ = make_variant(base, variant, **kwargs)
         model = loaded.model
         t0 = time.time()
+        read = sorted(set(args.stats_layers) | set(args.layers))
         with torch.no_grad():
-            acts = [capture_residuals(model, eval_w[b : b + 16], args.stats_layers) for b in range(0, len(eval_w), 16)]
-        xs = {lay: torch.cat([a[lay].reshape(-1, base.d_model).float() for a in acts]) for lay in args.stats_layers}
+            acts = [capture_residuals(model, eval_w[b : b + 16], read) for b in range(0, len(eval_w), 16)]
+        xs = {lay: torch.cat([a[lay].reshape(-1, base.d_model).float() for a in acts]) for lay in read}
         for lay in args.stats_layers:
             if f"{name}|L{lay}|stats" not in results:
                 save(f"{name}|L{lay}|stats", residual_stats(xs[lay], eval_bos))
         if args.stats_only:
             continue
-        x_eval = xs[args.layer]
-        # the training windows of this budget, cached at the SAE layer (float16 halves the disk); past the
+        x_interp = {}
+        if interp_w is not None:
+            with torch.no_grad():
+                acts = [capture_residuals(model, interp_w[b : b + 16], args.layers) for b in range(0, len(interp_w), 16)]
+            x_interp = {lay: torch.cat([a[lay].float() for a in acts]) for lay in args.layers}
+        # the training windows of this budget, cached at the SAE layers (float16 halves the disk); past the
         # split's size the stream starts a new epoch in a new order
         n_w = min(math.ceil(cached * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
         data = DataSlice(window=CONTEXT, n_windows=n_w)
         directory = cache_dir(base.name, name, data, root=args.out / "cache")
-        fill_cache(loaded, train_w[:n_w], [args.layer], directory, batch_size=16, dtype="float16", progress=False)
-        cache = CachedActivations(directory, args.layer)
+        fill_cache(loaded, train_w[:n_w], args.layers, directory, batch_size=16, dtype="float16", progress=False)
         print(f"{name}: eval + cache {time.time() - t0:.0f}s", flush=True)
-        if f"{name}|L{args.layer}|lookup" not in results:
-            save(
-                f"{name}|L{args.layer}|lookup",
-                {
-                    "token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], base.bos_id),
-                    "n_train_rows": cache.n_rows,
-                },
-            )
-        pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
-        sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
-        maps = views(sample)
-        for view in view_max:
-            fwd, inv = maps[view]
-            if all(f"{name}|L{args.layer}|{view}|{b}{tag}" in results for b in budgets[view]):
-                continue
-            sae = SAE(SAEConfig(arch="topk", d_in=base.d_model, n_latents=args.expansion * base.d_model, k=32, seed=0))
-            stream = Mapped(CachedStream(cache, BATCH, seed=0, epochs=None), fwd)
-            steps = max(budgets[view]) // BATCH
+        for layer in args.layers:
+            cache = CachedActivations(directory, layer)
+            x_eval = xs[layer]
+            if f"{name}|L{layer}|lookup" not in results:
+                save(
+                    f"{name}|L{layer}|lookup",
+                    {
+                        "token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], base.bos_id),
+                        "n_train_rows": cache.n_rows,
+                    },
+                )
+            pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
+            sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
+            maps = views(sample)
+            for view in view_max:
+                fwd, inv = maps[view]
+                if all(f"{name}|L{layer}|{view}|{b}{tag}" in results for b in budgets[view]):
+                    continue
+                sae = SAE(SAEConfig(arch="topk", d_in=base.d_model, n_latents=args.expansion * base.d_model, k=32, seed=0))
+                stream = Mapped(CachedStream(cache, BATCH, seed=0, epochs=None), fwd)
+                steps = max(budgets[view]) // BATCH
 
-            def evaluate(step: int) -> None:
-                b = step * BATCH
-                key = f"{name}|L{args.layer}|{view}|{b}{tag}"
-                if b not in budgets[view] or key in results:
-                    return
-                sae.eval()
-                with torch.no_grad():
-                    xin = fwd(x_eval)
-                    z = sae.encode(xin)
-                    rec = sae.decode(z)
-                    keep = ~eval_bos
-                    row = {
-                        "ev_own": reconstruction_metrics(xin[keep], rec[keep], z[keep]).ev,
-                        "ev_raw": reconstruction_metrics(x_eval[keep], inv(rec[keep]), z[keep]).ev,
-                        "ev_raw_with_bos": reconstruction_metrics(x_eval, inv(rec), z).ev,
-                        "l0": reconstruction_metrics(xin[keep], rec[keep], z[keep]).l0,
-                        "dead_eval": reconstruction_metrics(xin[keep], rec[keep], z[keep]).dead_fraction_eval,
-                    }
-                    if view == "raw" and args.ce_windows > 0:
-                        ds = downstream_metrics(
-                            model, eval_w[: args.ce_windows], args.layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True
-                        ).summary()
-                        row.update(ce_loss_score=ds.ce_loss_score, kl_score=ds.kl_score, delta_ce=ds.delta_ce)
-                sae.train()
-                save(key, row)
+                def evaluate(step: int, layer=layer, view=view, fwd=fwd, inv=inv, sae=sae, x_eval=x_eval) -> None:
+                    b = step * BATCH
+                    key = f"{name}|L{layer}|{view}|{b}{tag}"
+                    if b not in budgets[view] or key in results:
+                        return
+                    sae.eval()
+                    with torch.no_grad():
+                        xin = fwd(x_eval)
+                        z = sae.encode(xin)
+                        rec = sae.decode(z)
+                        keep = ~eval_bos
+                        own = reconstruction_metrics(xin[keep], rec[keep], z[keep])
+                        in_raw = reconstruction_metrics(x_eval[keep], inv(rec[keep]), z[keep])
+                        row = {
+                            "ev_own": own.ev,
+                            "ev_raw": in_raw.ev,
+                            "ev_standardized": in_raw.ev_standardized,
+                            "ev_raw_with_bos": reconstruction_metrics(x_eval, inv(rec), z).ev,
+                            "l0": own.l0,
+                            "dead_eval": own.dead_fraction_eval,
+                        }
+                        if view == "raw" and args.ce_windows > 0:
+                            ds = downstream_metrics(
+                                model, eval_w[: args.ce_windows], layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True
+                            ).summary()
+                            row.update(ce_loss_score=ds.ce_loss_score, kl_score=ds.kl_score, delta_ce=ds.delta_ce)
+                        if view == "raw" and x_interp:
+                            folder = args.out / "autointerp" / f"{name}-L{layer}-{b}{tag.replace('|', '-')}"
+                            row.update(
+                                autointerp_auroc(sae, x_interp[layer], interp_w, base.bos_id, base.tokenizer, args.auroc_latents, folder)
+                            )
+                    sae.train()
+                    save(key, row)
 
-            train_saes(
-                {view: sae},
-                stream,
-                TrainConfig(steps=steps, lr=1e-3, warmup_steps=20, checkpoint_every=128),
-                checkpoint_dir=args.out / "ckpt" / f"{name}-L{args.layer}-{view}-x{args.expansion}",
-                progress=False,
-                callback=evaluate,
-                callback_every=128,
-            )
-            print(f"{name} {view}: done {time.time() - t0:.0f}s", flush=True)
-        del loaded, cache
+                train_saes(
+                    {view: sae},
+                    stream,
+                    TrainConfig(steps=steps, lr=1e-3, warmup_steps=20, checkpoint_every=128),
+                    checkpoint_dir=args.out / "ckpt" / f"{name}-L{layer}-{view}-x{args.expansion}",
+                    progress=False,
+                    callback=evaluate,
+                    callback_every=128,
+                )
+                print(f"{name} L{layer} {view}: done {time.time() - t0:.0f}s", flush=True)
+        del loaded
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """RAVEL on the bundled SmolLM2 under both latent selections (η² and SAEBench's learned mask), for a
-TopK SAE and its three random baselines, each score beside its two references (issue 20, part 2).
+TopK SAE and its three random baselines, each score beside its two references.
 
 Trains the demo's SAE (topk, m = 4·d, k = 32, batch 512, lr 1e-3) and its frozen-decoder,
 soft-frozen-decoder and frozen-encoder baselines (same seed, same batches) at one middle layer, on a
