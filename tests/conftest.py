@@ -8,7 +8,7 @@ import pytest
 import torch
 
 FAMILIES = ("gpt_neox", "llama", "gpt2")
-QUIET_ENV = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+QUIET_ENV = ("TQDM_DISABLE", "NULLSAE_LIBRARY_BARS_OFF", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+# Set when TQDM_DISABLE was set only to keep the libraries' tqdm bars out of a log (not to quiet nullsae).
+LIBRARY_BARS_OFF = "NULLSAE_LIBRARY_BARS_OFF"
+
 
 def interactive() -> bool:
     """True when progress can be redrawn in place: stderr is a terminal or the code runs in a notebook kernel."""
@@ -24,7 +27,9 @@ def plain_library_progress() -> None:
     if not interactive():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        if "TQDM_DISABLE" not in os.environ:
+            os.environ["TQDM_DISABLE"] = "1"
+            os.environ[LIBRARY_BARS_OFF] = "1"  # off for the libraries' bars; nullsae's own lines still print
 
 
 def progress_bar(
@@ -46,7 +51,8 @@ class LogLines:
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.desc, self.total, self.unit, self.n = desc or "progress", total, unit, initial
-        self.disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+        quiet = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes") and os.environ.get(LIBRARY_BARS_OFF) != "1"
+        self.disable = disable or quiet
         self.postfix = ""
         self.start = time.monotonic()
         self.closed = False

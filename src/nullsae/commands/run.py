@@ -40,7 +40,10 @@ def quiet_libraries() -> None:
     import os
     import warnings
 
+    from nullsae.progress import LIBRARY_BARS_OFF
+
     os.environ["TQDM_DISABLE"] = "1"
+    os.environ.pop(LIBRARY_BARS_OFF, None)  # quiet means nullsae's own progress lines too
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     warnings.filterwarnings("ignore")
