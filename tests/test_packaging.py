@@ -191,7 +191,7 @@ def test_fresh_venv_without_extras(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().endswith("pip install 'nullsae[gguf]'"), proc.stderr[-2000:]
     sh(str(bin_dir / "pip"), "install", "-q", f"nullsae[gguf] @ {wheel.as_uri()}")
     plan = json.loads(sh(str(bin_dir / "nullsae"), "demo", "--dry-run", "--json").stdout.strip().splitlines()[-1])
-    assert plan["cells"] == 18
+    assert plan["cells"] == 13
 
 
 def test_saelens_release_without_peers_extra(monkeypatch: pytest.MonkeyPatch) -> None:
