@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from runner_helpers import ALL_METRICS, tiny_model_dir, tiny_run_config
 
-from nullsae.experiment import execute
+from nullsae.pipeline import execute
 
 
 @pytest.fixture(scope="module")

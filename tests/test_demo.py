@@ -16,7 +16,7 @@ import yaml
 from runner_helpers import ALL_METRICS, TINY_PROBING, tiny_config, tiny_model_dir
 
 from nullsae.config import parse_config
-from nullsae.experiment import execute
+from nullsae.pipeline import execute
 
 
 @pytest.fixture(scope="module")

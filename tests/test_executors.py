@@ -85,6 +85,7 @@ def test_make_executor_checks_its_arguments():
         make_executor("slurm")
 
 
+@pytest.mark.slow
 def test_ray_maps_in_order_and_reports_user_errors(ray_address):
     ex = RayExecutor(ray_address)
     assert ex.map(math.factorial, [3, 4, 5], ["a", "b", "c"], progress=False) == [6, 24, 120]
@@ -98,9 +99,10 @@ def tiny_dir(tmp_path_factory):
     return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
+@pytest.mark.slow
 def test_ray_run_equals_local_run(ray_address, tiny_dir, tmp_path):
     """Cells spread over the Ray cluster give the numbers the local executor gives."""
-    from nullsae.experiment import execute
+    from nullsae.pipeline import execute
 
     cfg = tiny_run_config(tiny_dir, metrics=["reconstruction"])
     execute(cfg, tmp_path / "local", progress=False)

@@ -85,8 +85,8 @@ def test_free_nulls_in_the_grid_get_verdicts_and_a_place_in_the_report(tiny_dir,
     like the trained baselines, listed in report.html with every SAE's folder."""
     from runner_helpers import tiny_run_config
 
-    from nullsae.experiment import execute
     from nullsae.experiment.store import list_saes
+    from nullsae.pipeline import execute
 
     kinds = ["frozen-decoder", *FREE_NULLS]
     cfg = tiny_run_config(tiny_dir, variants=["trained"], layers=[2], baselines=dict(layers=[2], kinds=kinds), metrics=["reconstruction"])

@@ -191,9 +191,10 @@ def run(args: argparse.Namespace) -> int:
         parse_config,
     )
     from nullsae.errors import UserError
-    from nullsae.experiment import execute, plan_run
+    from nullsae.experiment import plan_run
     from nullsae.experiment.runner import RunCache
     from nullsae.experiment.store import RunStore
+    from nullsae.pipeline import execute
 
     opened = open_sae(config_from_args(SAEInput, args, args.flags))
     sae, source, layer = opened.sae, opened.source, opened.layer

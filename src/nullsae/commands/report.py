@@ -24,9 +24,10 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from nullsae.config import parse_config
     from nullsae.errors import UserError
-    from nullsae.experiment import plan_run, report_for
+    from nullsae.experiment import plan_run
     from nullsae.experiment.grid import ModelShape
     from nullsae.experiment.store import RunStore
+    from nullsae.pipeline import report_for
     from nullsae.report.verdicts import verdict_summary
 
     store = RunStore(args.run_dir)

@@ -59,7 +59,8 @@ def quiet_libraries() -> None:
 
 def execute_and_print(cfg: Any, args: argparse.Namespace, out: Path) -> int:
     """Plan, run and report; then print the report path (and the JSON summary with --json)."""
-    from nullsae.experiment import execute, plan_run
+    from nullsae.experiment import plan_run
+    from nullsae.pipeline import execute
 
     progress = not (args.quiet or args.json)
     if not progress:

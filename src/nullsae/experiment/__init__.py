@@ -1,23 +1,17 @@
-"""The experiment runner: plan the grid of a run config, compute its cells on an executor, gather the
-results into tables and write the report. `execute` is what `nullsae run` and `nullsae demo` call.
+"""The experiment runner: plan the grid of a run config (`plan_run`) and compute its cells on an
+executor (`compute`), resuming from what the run folder holds. `nullsae.pipeline.execute` adds the report.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from nullsae.config import RunConfig
 from nullsae.experiment.grid import ModelShape, Plan, plan
-from nullsae.experiment.store import RunStore, list_saes
-from nullsae.sae.config import FREE_NULLS
+from nullsae.experiment.store import RunStore
 
-__all__ = ["ExperimentRun", "execute", "load_tables", "plan_run", "report_for"]
+__all__ = ["RESULT_SCHEMA", "compute", "plan_run", "same_weights", "schema_notes"]
 
 
 def plan_run(cfg: RunConfig, shape_of: Callable[[str], ModelShape] | None = None, cache: Any = None) -> Plan:
@@ -28,48 +22,6 @@ def plan_run(cfg: RunConfig, shape_of: Callable[[str], ModelShape] | None = None
 
         shape_of = (cache if cache is not None else RunCache()).model_shape
     return plan(cfg, shape_of)
-
-
-@dataclass
-class ExperimentRun:
-    """What `execute` returns: the run folder and its report, the plan, each task's outcome, the verdicts and findings."""
-
-    run_dir: Path
-    report_path: Path
-    plan: Plan
-    outcomes: list[Any]
-    verdicts: list[Any]
-    findings: list[Any]
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON summary `--json` prints: where things are, what was computed, verdicts, findings."""
-        from nullsae.report.verdicts import verdict_summary
-
-        return {
-            "run_dir": str(self.run_dir),
-            "report": str(self.report_path),
-            "cells": len(self.plan.cells),
-            "trained": sum(o.trained for o in self.outcomes),
-            "computed_parts": sum(o.computed for o in self.outcomes),
-            "skipped_parts": sum(o.skipped for o in self.outcomes),
-            "seconds": round(self.seconds, 1),
-            "stage_seconds": {o.task: o.stage_seconds for o in self.outcomes},
-            "verdicts": verdict_summary(self.verdicts).to_dict(orient="records"),
-            "findings": [f.model_dump() for f in self.findings],
-        }
-
-    def text_lines(self) -> list[str]:
-        lines = [
-            f"{len(self.plan.cells)} SAE cells: {sum(o.trained for o in self.outcomes)} trained now, "
-            f"{sum(o.computed for o in self.outcomes)} result parts computed, {sum(o.skipped for o in self.outcomes)} already done "
-            f"({self.seconds:.0f} s)"
-        ]
-        for f in self.findings:
-            word = "holds" if f.holds else ("not checked" if f.holds is None else "DOES NOT HOLD")
-            lines.append(f"  {f.claim}: {word} — {f.evidence}")
-        return lines
 
 
 # Version of what a run directory holds: 2 added SAE seeds (cells and the metrics' `seed` column), the
@@ -95,14 +47,6 @@ def schema_notes(manifest: dict[str, Any]) -> list[str]:
     return []
 
 
-def _merge(row: dict[str, Any], part: str, values: dict[str, Any]) -> None:
-    """Add one family's columns to an SAE's row; a column two families both write is an error, never an overwrite."""
-    clash = sorted(set(row) & set(values))
-    if clash:
-        raise ValueError(f"result part '{part}' writes column(s) {', '.join(clash)} that another part already wrote")
-    row.update(values)
-
-
 def same_weights(store: RunStore, a: str, b: str) -> bool:
     """Whether two cells' SAEs hold numerically the same parameters (a null that never left its initial state)."""
     import torch
@@ -115,146 +59,10 @@ def same_weights(store: RunStore, a: str, b: str) -> bool:
     )
 
 
-def load_tables(store: RunStore, p: Plan):
-    """Gather every stored family result of the plan's cells into the report's tables (and run-level Parquet)."""
-    import json
-
-    from nullsae.experiment.runner import TRAIN_INFO
-    from nullsae.families import FAMILIES
-    from nullsae.report.tables import ResultTables
-
-    rows, latent_scores, examples = [], [], {}
-    units: dict[str, list[pd.DataFrame]] = {f.table: [] for f in FAMILIES.values()}
-    trained = {(c.model, c.layer, c.arch, c.seed): c.key for c in p.cells if c.variant == "trained" and c.baseline == "none"}
-    for c in p.cells:
-        row: dict[str, Any] = {
-            "key": c.key,
-            "model": c.model,
-            "variant": c.variant,
-            "layer": c.layer,
-            "arch": c.arch,
-            "baseline": c.baseline,
-            "seed": c.seed,
-            "n_latents": c.sae_config.n_latents if c.baseline not in FREE_NULLS else _saved_n_latents(store, c.key),
-        }
-        info = store.sae_dir(c.key) / TRAIN_INFO
-        if not info.exists():
-            continue
-        tr = json.loads(info.read_text(encoding="utf-8"))
-        _merge(
-            row,
-            "train",
-            {
-                "train_steps": tr["steps"],
-                "train_tokens": tr["tokens"],
-                "train_fvu": tr["fvu"],
-                "train_l0": tr["l0"],
-                "dead_fraction_train": tr["dead_fraction"],
-                "decoder_drift": tr["decoder_drift"],
-            },
-        )
-        ref = trained.get((c.model, c.layer, c.arch, c.seed))
-        row["same_weights"] = ref is not None and ref != c.key and store.has_sae(ref) and same_weights(store, ref, c.key)
-        done = set()
-        for name, family in FAMILIES.items():
-            pk = c.part_keys[name]
-            if not store.has_result(c.key, name, pk, family.result.version):
-                continue
-            done.add(name)
-            _merge(row, name, family.result.model_validate(store.read_result(c.key, name, pk)).columns())
-            table = store.read_part(c.key, f"{name}-{family.stored}", pk)
-            if len(table):
-                units[family.table].append(table.assign(key=c.key))
-        rows.append(row)
-        pk = c.part_keys
-        ai = store.read_part(c.key, "autointerp-latents", pk["autointerp"]) if "autointerp" in done else pd.DataFrame()
-        if len(ai):
-            latent_scores.append(ai.assign(key=c.key))
-        if "latents" in done:
-            shown = store.read_json_part(c.key, "latents-examples", pk["latents"])
-            for ex in shown:
-                sel = ai[ai.latent == ex["latent"]] if len(ai) else ai
-                if len(sel):
-                    ex["explanation"] = next((e for e in sel.explanation if isinstance(e, str)), "(no explanation)")
-                    ex["scores"] = {r.scorer: float(r.auroc) for r in sel.itertuples()}
-            examples[c.key] = shown
-    metrics = store.gather("metrics", [pd.DataFrame(rows)])
-    tables = {name: store.gather("latents", frames) if name == "latents" else _concat(frames) for name, frames in units.items()}
-    store.gather("latent_scores", latent_scores)
-    return ResultTables(metrics=metrics, examples=examples, manifest=store.manifest(), **tables)
-
-
-def _saved_n_latents(store: RunStore, key: str) -> int | None:
-    """The dictionary size of a cell's saved SAE (a free null's can differ from the grid's)."""
-    from nullsae.sae.io import load_sae
-
-    return load_sae(store.sae_dir(key)).cfg.n_latents if store.has_sae(key) else None
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def skipped_notes(metrics: pd.DataFrame) -> list[str]:
-    """Report lines for results a family left out and why (editing on a variant that knows too few facts)."""
-    if "editing_skipped" not in metrics:
-        return []
-    out = []
-    sel = metrics[metrics.editing_skipped.fillna("") != ""].drop_duplicates(["model", "variant", "layer"])
-    for r in sel.itertuples():
-        scored = "not scored" if r.editing_attributes == 0 else f"{r.editing_attributes} attribute(s) scored"
-        out.append(f"editing, {r.model} {r.variant} layer {r.layer}: {scored}; {r.editing_skipped}")
-    return out
-
-
-def report_for(store: RunStore, p: Plan):
-    """Tables → verdicts, findings, figures and report.html in the run directory."""
-    from nullsae.report import build_report
-
-    cfg = p.config
-    tables = load_tables(store, p)
-    notes = []
-    missing = len(p.cells) - len(tables.metrics)
-    if missing:
-        notes.append(f"{missing} of {len(p.cells)} SAE cells have no results yet; rerun the same command to finish them")
-    notes += schema_notes(tables.manifest) + skipped_notes(tables.metrics)
-    saes = [{**row, "path": Path(row["path"]).relative_to(store.root).as_posix()} for row in list_saes(store.root)]
-    r = cfg.report
-    return build_report(
-        tables,
-        store.root,
-        title=f"nullsae report: {cfg.name}",
-        n_boot=r.n_bootstrap,
-        seed=r.seed,
-        level=r.confidence,
-        examples_per_variant=r.example_latents,
-        notes=notes,
-        saes=saes,
-    )
-
-
-def execute(
-    cfg: RunConfig, run_dir: str | Path, executor: str = "local", address: str | None = None, progress: bool = True, cache: Any = None
-) -> ExperimentRun:
-    """Plan (all checks before compute), write the manifest, compute missing cells, write the report.
-    `cache`: a `RunCache` whose loaded models the run reuses (and fills); a new one when not given."""
-    from nullsae.experiment.executors import make_executor
-    from nullsae.experiment.runner import RunCache
-    from nullsae.locks import folder_lock
-    from nullsae.resources import check_plan_disk, check_plan_memory
-
-    t0 = time.time()
-    cache = cache if cache is not None else RunCache()
-    p = plan_run(cfg, cache=cache)
-    ex = make_executor(executor, address)
-    store = RunStore(run_dir)
-    check_plan_memory(p)  # refuse what cannot fit before anything is allocated or written
-    check_plan_disk(p, store.root)
-    with folder_lock(store.root, "run folder"):  # one process per run folder; released by the kernel if it dies
-        return _execute_locked(cfg, p, ex, store, progress, t0, cache)
-
-
-def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress: bool, t0: float, cache: Any) -> ExperimentRun:
+def compute(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress: bool, cache: Any) -> list[Any]:
+    """Write the run's manifest and config, then run every task of the plan on the executor (each trains
+    its missing SAEs and computes its missing family results); the tasks' outcomes in plan order.
+    Local tasks share `cache` (a `RunCache`); each Ray task builds its own (a loaded model is not shipped)."""
     from functools import partial
 
     from nullsae.config import dump_yaml
@@ -278,16 +86,5 @@ def _execute_locked(cfg: RunConfig, p: Plan, ex: Any, store: RunStore, progress:
     )
     write_text(store.root / "config.yaml", dump_yaml(cfg))
     jobs = [Job(task=t, config=cfg, run_dir=str(store.root.resolve()), progress=progress and ex.name == "local") for t in p.tasks]
-    # Local tasks share the run's cache; each Ray task builds its own (a loaded model is not shipped to workers).
     task_fn = partial(run_task, cache=cache) if ex.name == "local" else run_task
-    outcomes = ex.map(task_fn, jobs, [t.label for t in p.tasks], progress)
-    rep = report_for(store, p)
-    return ExperimentRun(
-        run_dir=store.root,
-        report_path=rep.path,
-        plan=p,
-        outcomes=outcomes,
-        verdicts=rep.verdicts,
-        findings=rep.findings,
-        seconds=time.time() - t0,
-    )
+    return ex.map(task_fn, jobs, [t.label for t in p.tasks], progress)

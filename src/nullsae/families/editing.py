@@ -1,4 +1,4 @@
-"""RAVEL-style editing (docs/spec.md#editing, `nullsae.editing`) on the facts the variant's model answers
+"""RAVEL-style editing (`nullsae.editing`) on the facts the variant's model answers
 right; attributes it knows too few entities of are skipped with the reason; per-attribute scores kept."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sparse probing (docs/spec.md#probing, `nullsae.probing`): k-latent probes on labelled texts read by the
+"""Sparse probing (`nullsae.probing`): k-latent probes on labelled texts read by the
 model variant, every SAE of a layer on one pass; per-text correctness kept for the verdicts."""
 
 from __future__ import annotations
