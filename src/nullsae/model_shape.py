@@ -4,9 +4,10 @@ weights, so that a bad layer is refused before a model loads."""
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nullsae.errors import UserError
 
@@ -28,23 +29,62 @@ def _from_json(cfg: dict[str, Any]) -> ConfigShape | None:
     return ConfigShape(layers, width) if layers is not None else None
 
 
+# GGUF metadata value types (github.com/ggml-org/ggml docs/gguf.md): fixed sizes, 8 = string, 9 = array.
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_INTS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
+
+
+def _gguf_metadata(f: BinaryIO, wanted: set[str]) -> dict[str, Any]:
+    """The `wanted` keys of a GGUF file's metadata, read from its header (strings and integers; stops once all are found)."""
+
+    def read(fmt: str) -> Any:
+        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+    def string() -> str:
+        return f.read(read("<Q")).decode("utf-8", "replace")
+
+    def skip(kind: int) -> None:
+        if kind == 8:
+            f.seek(read("<Q"), 1)
+        elif kind == 9:
+            inner, n = read("<I"), read("<Q")
+            if inner in _GGUF_SIZES:
+                f.seek(_GGUF_SIZES[inner] * n, 1)
+            else:
+                for _ in range(n):
+                    skip(inner)
+        else:
+            f.seek(_GGUF_SIZES[kind], 1)
+
+    if f.read(4) != b"GGUF" or read("<I") < 2:
+        return {}
+    read("<Q")  # tensor count
+    found: dict[str, Any] = {}
+    for _ in range(read("<Q")):
+        key, kind = string(), read("<I")
+        if key in wanted and kind == 8:
+            found[key] = string()
+        elif key in wanted and kind in _GGUF_INTS:
+            found[key] = read(_GGUF_INTS[kind])
+        else:
+            skip(kind)
+        if "general.architecture" in found:
+            arch = found["general.architecture"]
+            wanted = wanted | {f"{arch}.block_count", f"{arch}.embedding_length"}
+        if wanted <= found.keys():
+            break
+    return found
+
+
 def _from_gguf(path: Path) -> ConfigShape | None:
     try:
-        from gguf import GGUFReader
-    except ImportError:
-        return None
-    try:
-        reader = GGUFReader(str(path))
-        arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-
-        def value(key: str) -> int | None:
-            field = reader.fields.get(f"{arch}.{key}")
-            return int(field.parts[-1][0]) if field is not None else None
-
-        layers = value("block_count")
-    except Exception:  # an unreadable file is reported by the loader, with its own message
-        return None
-    return ConfigShape(layers, value("embedding_length")) if layers is not None else None
+        with open(path, "rb") as f:
+            meta = _gguf_metadata(f, {"general.architecture"})
+    except (OSError, struct.error, KeyError, UnicodeDecodeError):
+        return None  # an unreadable file is reported by the loader, with its own message
+    arch = meta.get("general.architecture")
+    layers = meta.get(f"{arch}.block_count")
+    return ConfigShape(layers, meta.get(f"{arch}.embedding_length")) if isinstance(layers, int) else None
 
 
 def config_shape(spec: str, revision: str | None = None) -> ConfigShape | None:
@@ -62,12 +102,16 @@ def config_shape(spec: str, revision: str | None = None) -> ConfigShape | None:
         return _from_gguf(path) if path.is_file() else None
     if path.is_dir():
         config = path / "config.json"
+    elif path.exists() or spec.startswith((".", "/", "~")):
+        return None
     else:
         try:
             from huggingface_hub import try_to_load_from_cache
-        except ImportError:
+
+            repo, _, rev = spec.partition("@")
+            cached = try_to_load_from_cache(repo, "config.json", revision=revision or rev or None)
+        except (ImportError, ValueError):  # no hub client, or not a valid repo id: the loader says which
             return None
-        cached = try_to_load_from_cache(spec.partition("@")[0], "config.json", revision=revision or spec.partition("@")[2] or None)
         if not isinstance(cached, str):
             return None
         config = Path(cached)

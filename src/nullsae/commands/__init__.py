@@ -99,6 +99,8 @@ def sae_and_model(given: SAEModelInput) -> tuple[OpenedSAE, str, int]:
     the model's config before any weights load."""
     from nullsae.model_shape import check_layer_in_config
 
+    if given.layer is not None and given.model is not None:
+        check_layer_in_config(given.model, [given.layer])  # before the SAE (and torch) loads
     opened = open_sae(given)
     if opened.layer is None:
         raise UserError(f"{opened.label} does not say which layer it reads; give --layer")

@@ -44,13 +44,15 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.commands import loaded_variant, sae_and_model
     from nullsae.commands.ls import results_path
     from nullsae.config import config_from_args
-    from nullsae.editing import load_facts, prepare_facts, run_editing
     from nullsae.io_utils import atomic_write_text
 
     cfg = config_from_args(EditCommand, args, args.flags)
     ec = cfg.editing
-    facts = load_facts(ec.facts)  # a bad facts file fails before the model loads
     opened, model, layer = sae_and_model(cfg)
+
+    from nullsae.editing import load_facts, prepare_facts, run_editing
+
+    facts = load_facts(ec.facts)  # a bad facts file fails before the model loads
     loaded = loaded_variant(model, cfg.variant)
     prep = prepare_facts(loaded, layer, ec, facts)
     c = prep.counts

@@ -47,16 +47,18 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.commands.ls import results_path
     from nullsae.config import config_from_args
     from nullsae.io_utils import atomic_write_text
-    from nullsae.probing import format_tables, run_probing
     from nullsae.tasks import load_tasks
 
     cfg = config_from_args(ProbeCommand, args, args.flags)
     pc = cfg.probing
     task_cfg = cfg.task.model_copy(update={"n_train": pc.n_train, "n_test": pc.n_test, "seed": pc.seed})
+    opened, model, layer = sae_and_model(cfg)
     tasks = load_tasks(pc.tasks, task_cfg)  # bad task names fail before the model loads
     for name, why in tasks.skipped.items():
         print(f"skipped {name}: {why}")
-    opened, model, layer = sae_and_model(cfg)
+
+    from nullsae.probing import format_tables, run_probing
+
     result = run_probing(opened.sae, loaded_variant(model, cfg.variant), layer, tasks.tasks, pc)
     print(format_tables(result))
     out = Path(args.out) if args.out else results_path(opened.folder, f"probing-layer{layer}", ".json")

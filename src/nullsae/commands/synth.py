@@ -38,13 +38,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def synth_config(args: argparse.Namespace) -> SynthConfig:
     """The run's settings: explicit options first, then `--paper`'s per-architecture plateau setting, then defaults."""
     from nullsae.config import flag_errors, given_flags
-    from nullsae.devices import resolve_device
 
     given = given_flags(SynthCommand, args, args.flags)
     paper = given.pop("paper", False)
     device = given.pop("device", "auto")
     with flag_errors(args.flags):
         cfg = SynthConfig.with_paper(given, paper)
+
+    from nullsae.devices import resolve_device  # imports torch: after the settings are checked
+
     return cfg.model_copy(update={"device": str(resolve_device(device))})
 
 
@@ -52,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from nullsae.io_utils import check_writable_dir
+
+    cfg = synth_config(args)  # before anything heavy loads
+
     from nullsae.synth import run_synth
 
-    cfg = synth_config(args)
     resume = check_writable_dir(args.resume_dir) if args.resume_dir else None
     if args.out:
         check_writable_dir(args.out)  # before training, so a bad path never throws the results away
