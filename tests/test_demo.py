@@ -141,16 +141,18 @@ def test_audit_checks_an_saelens_sae_against_its_baselines(tiny_dir, tmp_path, c
 
 @pytest.mark.slow
 def test_demo_preset_plans_on_the_bundled_model(smollm2):
-    """The demo's grid on the bundled SmolLM2: five variants at three layers, baselines at one, m = 4·576."""
+    """The demo's grid on the bundled SmolLM2: five variants at each of its layers, the baselines at one, m = 4·576."""
     from nullsae.config import build_config
     from nullsae.errors import UserError
     from nullsae.experiment import plan_run
     from nullsae.experiment.runner import RunCache
 
     cache = RunCache(models={"smollm2": smollm2})  # the session's copy: the bundled model is loaded once
-    plan = plan_run(build_config("demo", {}), cache=cache)
+    cfg = build_config("demo", {})
+    plan = plan_run(cfg, cache=cache)
     assert plan.shapes["smollm2"].n_layers == 30 and plan.shapes["smollm2"].d_model == 576
-    assert len(plan.tasks) == 5 and len(plan.cells) == 5 * 3 + 3
+    assert len(cfg.baseline_layers()) == 1 and len(cfg.baselines.kinds) == 3
+    assert len(plan.tasks) == 5 and len(plan.cells) == 5 * len(cfg.layers) + 3
     assert {c.sae_config.n_latents for c in plan.cells} == {4 * 576}
     with pytest.raises(UserError, match="layer 30 is out of range for smollm2"):
         plan_run(build_config("demo", {"layers": "2,30", "baselines.layers": "2"}), cache=cache)
