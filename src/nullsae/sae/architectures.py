@@ -362,7 +362,7 @@ class L1SAE(SAE):
 
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
-        self.register_buffer("sparsity_coef", torch.tensor(cfg.l1_coef))
+        self.register_buffer("sparsity_coef", torch.tensor(cfg.penalty_coef))
 
     def l1_penalty(self, x: Tensor, acts: Tensor, cols: Tensor | None = None) -> Tensor:
         """Σ a·‖W_dec‖ per token over the batch's mean ‖x − x̄‖² (`cols`: the latents of sparse `acts`; else acts is (B, m))."""

@@ -89,9 +89,8 @@ class SAEConfig(BaseModel):
 
 
 class L1Config(SAEConfig):
-    """Fields of the architectures trained with a decoder-norm-weighted L1 penalty and its L0 controller."""
+    """Fields of the architectures trained with a decoder-norm-weighted L1 penalty, its coefficient steered to a target L0."""
 
-    l1_coef: float = Field(5.0, ge=0, description="λ of the weighted L1 penalty (relu, gated)")
     target_l0: float | None = Field(
         None,
         gt=0,
@@ -99,12 +98,22 @@ class L1Config(SAEConfig):
     )
     target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the L1 coefficient's controller (relu, gated)")
 
+    @property
+    def penalty_coef(self) -> float:
+        """λ at the start of training (each architecture names its own field)."""
+        raise NotImplementedError
+
 
 class ReLUConfig(L1Config):
     """ReLU SAE: f = ReLU, loss FVU + λ Σ_j |z_j| ‖W_dec,j‖."""
 
     unit_norm_default: ClassVar[bool] = False
     arch: Literal["relu"] = "relu"
+    l1_coef: float = Field(5.0, ge=0, description="λ of the relu SAE's weighted L1 penalty")
+
+    @property
+    def penalty_coef(self) -> float:
+        return self.l1_coef
 
 
 class TopKConfig(SAEConfig):
