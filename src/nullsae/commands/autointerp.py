@@ -63,45 +63,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _explain_and_print(cfg: AutointerpCommand, ac: AutointerpConfig, opened, model: str, layer: int, out) -> int:
     """Encode the activations with the SAE, run auto-interp into `out`, print the summary."""
-    import torch
-
-    from nullsae.autointerp.examples import ActivationSource, sae_encoder
     from nullsae.autointerp.run import run_autointerp
-    from nullsae.errors import UserError
+    from nullsae.autointerp.source import cached_source, live_source
     from nullsae.locks import folder_lock
-    from nullsae.models import capture_residuals, load_model, make_variant
+    from nullsae.models import load_model
 
-    sae = opened.sae
-    sae.eval()
-    loaded = load_model(model)
-    T = cfg.window
+    sae = opened.sae.eval()
+    loaded = load_model(model)  # its tokenizer decodes the windows either way
     if cfg.activations:
-        from nullsae.activations import CachedActivations
-
-        cache = CachedActivations(cfg.activations, layer)
-        if cache.d_in != sae.W_dec.shape[1]:
-            raise UserError(
-                f"the cache holds d = {cache.d_in} activations but the SAE reads d = {sae.W_dec.shape[1]}; give the cache of its model and layer"
-            )
-        if cache.window % T:
-            raise UserError(
-                f"the cache's windows of {cache.window} tokens do not split into --window {T}; pick a divisor of {cache.window}"
-            )
-        tokens = cache.tokens.reshape(-1, T)
-
-        def residuals(ids: torch.Tensor) -> torch.Tensor:
-            rows = (ids[:, None] * T + torch.arange(T)).reshape(-1)
-            return cache.rows(rows).view(len(ids), T, -1)
+        source = cached_source(sae, cfg.activations, layer, cfg.window)
     else:
-        from nullsae.data import token_windows
-
-        tokens = token_windows(loaded.tokenizer, loaded.bos_id, T, -(-cfg.tokens // T), split="interp", seed=ac.seed)
-        variant, _ = make_variant(loaded, cfg.variant)
-
-        def residuals(ids: torch.Tensor) -> torch.Tensor:
-            return capture_residuals(variant.model, tokens[ids], [layer])[layer].float()
-
-    source = ActivationSource(tokens, sae_encoder(sae, residuals), n_latents=int(sae.W_dec.shape[0]))
+        source = live_source(sae, loaded, cfg.variant, layer, cfg.window, cfg.tokens, ac.seed)
     with folder_lock(out, "auto-interp output folder"):
         result = run_autointerp(source, loaded.tokenizer, ac, out, sae_name=opened.folder.name)
     sel = result.selection
