@@ -65,6 +65,8 @@ def section_rows(model: type[BaseModel], prefix: str) -> tuple[list[str], list[t
     rows, nested = [], []
     for name, field in model.model_fields.items():
         ann = field.annotation
+        if field.exclude:  # derived from another key, not a key of its own
+            continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             nested.append((f"{prefix}{name}", ann))
             continue
