@@ -39,7 +39,7 @@ def test_nullsae_format_round_trip(tmp_path, arch):
     assert torch.equal(back.encode(x), sae.encode(x))
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk", "jumprelu", "batchtopk"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "jumprelu", "batchtopk", "gated"])
 def test_saelens_format_against_the_real_library(tmp_path, arch):
     sae_lens = pytest.importorskip("sae_lens")
     sae, x = _trained(arch)
@@ -121,6 +121,8 @@ SAELENS_SETTINGS = [
     ("jumprelu", {"apply_b_dec_to_input": False}),
     ("jumprelu", {"rescale_acts_by_decoder_norm": True}),  # SAELens ignores the field here, and so must nullsae
     ("topk", {"dtype": "bfloat16"}),
+    ("gated", {}),
+    ("gated", {"apply_b_dec_to_input": False}),
 ]
 
 
@@ -187,7 +189,7 @@ def test_saelens_norm_scaling_factor_folds_as_saelens_does(tmp_path):
         ("normalize_activations", "constant_norm_rescale", "normalize_activations"),
         ("normalize_activations", "layer_norm", "normalize_activations"),
         ("reshape_activations", "hook_z", "reshape_activations"),
-        ("architecture", "gated", "architecture"),
+        ("architecture", "matching_pursuit", "architecture"),
         ("hook_name", "blocks.2.hook_mlp_out", "residual-stream"),
         ("hook_name", "blocks.0.hook_resid_pre", "embeddings"),
         ("dtype", "int8", "dtype"),

@@ -51,9 +51,9 @@ def test_synth_command_reports_every_baseline_as_json(capsys, tmp_path):
 
 
 def test_synth_bad_input_is_one_line(capsys):
-    assert main(["synth", "--arch", "gated", "--steps", "1"]) == 2
+    assert main(["synth", "--arch", "foo", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown SAE architecture 'gated'" in err[0]
+    assert len(err) == 1 and "unknown SAE architecture 'foo'" in err[0]
     assert main(["synth", "--arch", "topk", "--steps", "0"]) == 2
     capsys.readouterr()
     assert main(["synth", "--arch", "topk", "--steps", "1", "--dead-tokens", "0"]) == 2

@@ -181,8 +181,20 @@ class JumpReLUConfig(SAEConfig):
         return 1.0 if self.target_l0 is not None else 1e-3
 
 
+class GatedConfig(L1Config):
+    """Gated SAE (Rajamanoharan et al. 2024a): a gate path picks the firing latents, a magnitude path sharing its directions sizes them."""
+
+    unit_norm_default: ClassVar[bool] = False
+    arch: Literal["gated"] = "gated"
+    gate_l1_coef: float = Field(0.05, ge=0, description="λ of the gated SAE's L1 penalty on its gate pre-activations")
+
+    @property
+    def penalty_coef(self) -> float:
+        return self.gate_l1_coef
+
+
 # ----- the registry: one config class per architecture; its SAE class is nullsae.sae.archs.<arch> -----
-ARCH_CONFIGS: tuple[type[SAEConfig], ...] = (ReLUConfig, TopKConfig, BatchTopKConfig, JumpReLUConfig, MatryoshkaConfig)
+ARCH_CONFIGS: tuple[type[SAEConfig], ...] = (ReLUConfig, TopKConfig, BatchTopKConfig, JumpReLUConfig, MatryoshkaConfig, GatedConfig)
 
 AnySAEConfig = Annotated[Union[ARCH_CONFIGS], Field(discriminator="arch")]  # type: ignore[valid-type]  # noqa: UP007
 ARCHS: tuple[str, ...] = tuple(c.model_fields["arch"].default for c in ARCH_CONFIGS)
