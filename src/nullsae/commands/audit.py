@@ -60,9 +60,7 @@ def same_model(a: str, b: str) -> bool:
 def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) -> None:
     """Put the audited SAE in the run as the trained cell (replacing a different audited SAE)."""
     from nullsae.errors import UserError
-    from nullsae.experiment.runner import TRAIN_INFO
-    from nullsae.io_utils import atomic_dir, write_json
-    from nullsae.sae.io import save_sae
+    from nullsae.experiment.runner import TRAIN_INFO, save_untrained_sae
 
     info = store.sae_dir(key) / TRAIN_INFO
     if info.exists():
@@ -73,26 +71,7 @@ def install_reference(store: Any, key: str, sae: Any, source: Path, sha: str) ->
             raise UserError(f"{store.root} holds a trained SAE for this setting; give the audit its own --out folder")
         shutil.rmtree(store.cell_dir(key))
 
-    def fill(tmp: Path) -> None:
-        save_sae(sae, tmp)
-        nan = float("nan")
-        write_json(
-            tmp / TRAIN_INFO,
-            {
-                "name": str(source),
-                "steps": 0,
-                "tokens": 0,
-                "skipped_batches": 0,
-                "fvu": nan,
-                "l0": nan,
-                "dead_fraction": nan,
-                "decoder_drift": nan,
-                "source": str(source),
-                "source_sha": sha,
-            },
-        )
-
-    atomic_dir(store.sae_dir(key), fill)
+    save_untrained_sae(store, key, sae, {"name": str(source), "source": str(source), "source_sha": sha})
 
 
 def _split_activations(cfg: Any, store: Any, task: Any, split: str, layer: int, run_cache: Any, limit: int | None = None) -> Any:

@@ -304,7 +304,7 @@ def _free_nulls(job: Job, store: RunStore, cells: list[Cell], cache: RunCache, t
     from nullsae.activations import CachedActivations
     from nullsae.families.reconstruction import kept_rows
     from nullsae.sae.free_nulls import free_nulls
-    from nullsae.sae.io import load_sae, save_sae
+    from nullsae.sae.io import load_sae
 
     cfg, task = job.config, job.task
     done = 0
@@ -316,17 +316,23 @@ def _free_nulls(job: Job, store: RunStore, cells: list[Cell], cache: RunCache, t
         _seed(task, "free-nulls", f"{layer}/{arch}/seed{seed}")
         nulls = free_nulls(sae, x_eval.to(device_of(cfg)), x_fit.to(device_of(cfg)), seed=seed)
         for c in group:
-            null = nulls[c.baseline]
-            info = {"name": c.baseline, "built_from": ref.key, "steps": 0, "tokens": 0, "skipped_batches": 0}
-            nan = {k: float("nan") for k in ("fvu", "l0", "dead_fraction", "decoder_drift")}
-
-            def fill(tmp: Path, null: Any = null, info: dict = info | nan) -> None:
-                save_sae(null.cpu(), tmp)
-                write_json(tmp / TRAIN_INFO, info)
-
-            atomic_dir(store.sae_dir(c.key), fill)
+            save_untrained_sae(store, c.key, nulls[c.baseline], {"name": c.baseline, "built_from": ref.key})
             done += 1
     return done
+
+
+def save_untrained_sae(store: RunStore, key: str, sae: Any, info: dict[str, Any]) -> None:
+    """Save an SAE this run did not train (a free null, the SAE `nullsae audit` examines) as cell `key`'s SAE:
+    its train.json records 0 steps and no training statistics (NaN), beside `info`."""
+    from nullsae.sae.io import save_sae
+
+    nan = {k: float("nan") for k in ("fvu", "l0", "dead_fraction", "decoder_drift")}
+
+    def fill(tmp: Path) -> None:
+        save_sae(sae.cpu(), tmp)
+        write_json(tmp / TRAIN_INFO, {"steps": 0, "tokens": 0, "skipped_batches": 0, **nan, **info})
+
+    atomic_dir(store.sae_dir(key), fill)
 
 
 # Training tokens PCA is fitted on (as `nullsae audit`).
