@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 
 from nullsae.autointerp.config import AutointerpConfig
 from nullsae.errors import UserError
-from nullsae.sae.config import ARCHS, BASELINES, FREE_NULLS, check_arch, settings_fields
+from nullsae.sae.config import ARCHS, BASELINES, FREE_NULLS, TrainConfig, check_arch, settings_fields, with_default
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -124,27 +124,23 @@ def paper_setting(arch: str) -> PaperSetting:
     return PAPER_SETTINGS.get(arch, PaperSetting())
 
 
-class SynthConfig(BaseModel):
-    """One synthetic-benchmark run (docs/spec.md#synthetic): data setting, SAE architecture, training length."""
-
-    model_config = ConfigDict(extra="forbid")
+class SynthConfig(TrainConfig):
+    """One synthetic-benchmark run (docs/spec.md#synthetic): data setting, SAE architecture and the trainer's settings."""
 
     setting: Setting = Field("variable", description="feature probabilities: variable or constant")
     arch: str = Field("batchtopk", description=f"SAE architecture: {', '.join(ARCHS)}")
     baselines: bool = Field(False, description="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
-    steps: int = Field(2_000, gt=0, description="training batches")
-    lr: float = Field(2e-3, gt=0, description="Adam learning rate")
-    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up steps")
-    decay_fraction: float = Field(0.2, ge=0, le=1, description="linear learning-rate decay over this final fraction of steps")
-    lr_drop_step: int | None = Field(None, ge=1, description="from this step on the lr is multiplied by lr_drop_factor (default: no drop)")
-    lr_drop_factor: float = Field(1 / 3, gt=0, le=1, description="the lr drop's factor")
+    steps: int = with_default(TrainConfig, "steps", 2_000, "training batches")  # type: ignore[assignment]
+    lr: float = with_default(TrainConfig, "lr", 2e-3, "Adam learning rate")  # type: ignore[assignment]
+    warmup_steps: int = with_default(TrainConfig, "warmup_steps", 100)
+    decay_fraction: float = with_default(TrainConfig, "decay_fraction", 0.2)
     batch_size: int = Field(4096, gt=0, description="samples per training batch")
     n_latents: int = Field(3200, gt=0, description="dictionary size m")
     l0: int = Field(20, gt=0, description="active latents per sample (k, or the L0 target)")
     dead_tokens: int = Field(2_000_000, gt=0, description="samples without firing after which a latent counts as dead and AuxK trains it")
     auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α for topk/batchtopk/matryoshka (0: no AuxK)")
     eval_size: int = Field(8192, gt=0, description="held-out samples of the evaluation")
-    curve_points: int = Field(10, gt=0, description="recovery evaluations (and checkpoints) along training")
+    curve_points: int = Field(10, gt=0, description="recovery evaluations along training")
     seed: int = Field(0, description="seed of the synthetic features, data and SAE initialisation")
     device: str = Field("cpu", description="where the SAEs train; data are drawn on the CPU either way")
 
@@ -242,14 +238,10 @@ class BaselineSettings(_Section):
         return check_variants(v)
 
 
-class TrainSettings(_Section):
-    """SAE optimisation (docs/spec.md#architectures defaults); one stream of batches feeds every SAE of a layer."""
+class TrainSettings(TrainConfig, _Section):
+    """SAE optimisation: the trainer's settings (docs/spec.md#architectures defaults) and the stream of batches that feeds every SAE of a layer."""
 
-    batch_size: int = Field(4096, gt=0, description="activations per optimiser step (steps = tokens.train // batch_size)")
-    lr: float | None = Field(None, gt=0, description="Adam learning rate (default 2e-4 / sqrt(m / 2^14))")
-    warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up steps")
-    decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
-    checkpoint_every: int = Field(100, gt=0, description="steps between trainer checkpoints (an interrupted run resumes there)")
+    batch_size: int = Field(4096, gt=0, description="activations per optimiser step (one pass: tokens.train // batch_size steps)")
     stream: Literal["cache", "live"] = Field(
         "cache",
         description="cache: train split's activations on disk (one model pass for all layers); live: computed per layer through a shuffle buffer (no disk)",
@@ -584,10 +576,12 @@ def _shown(value: Any) -> str | None:
     return str(value)
 
 
-def _help(field: FieldInfo, default: Any) -> str:
+def _help(field: FieldInfo, default: Any, preset: bool = False) -> str:
+    """The field's description with its default (a preset's value always; the field's own unless the
+    description already says what it is)."""
     text = field.description or ""
     shown = _shown(default)
-    return f"{text} (default: {shown})" if shown is not None else text
+    return f"{text} (default: {shown})" if shown is not None and (preset or "default" not in text) else text
 
 
 def _is_list(ann: Any) -> bool:
@@ -650,7 +644,7 @@ def add_config_flags(parser: argparse.ArgumentParser, base: dict[str, Any] | Non
         given = _nested(base, path) if base else None
         default = given if given is not None else field.get_default(call_default_factory=True)
         flag = "--" + path.replace("_", "-")
-        group.add_argument(flag, dest=f"cfg:{path}", metavar="V", default=argparse.SUPPRESS, help=_help(field, default))
+        group.add_argument(flag, dest=f"cfg:{path}", metavar="V", default=argparse.SUPPRESS, help=_help(field, default, given is not None))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:

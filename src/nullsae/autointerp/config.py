@@ -60,7 +60,7 @@ class AutointerpConfig(BaseModel):
     explainer: str = Field("tokens", description="tokens | hf:<model> (e.g. hf:smollm2) | openai:<model>")
     scorers: list[str] = Field(
         default_factory=lambda: ["tokens", "embedding"],
-        description=f"scorers among {', '.join(SCORERS)} (when not given: tokens,embedding for the tokens explainer, else detection,fuzzing,embedding)",
+        description=f"scorers among {', '.join(SCORERS)} (default: tokens,embedding for the tokens explainer, else detection,fuzzing,embedding)",
     )
     scorer_llm: str | None = Field(
         None, description="chat model of detection/fuzzing, hf:<model> or openai:<model> (default: the explainer's)"
