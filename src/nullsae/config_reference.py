@@ -27,6 +27,10 @@ Every key of a run config (`nullsae run CONFIG.yaml`, `nullsae demo`, `nullsae a
 (lists comma-separated, `none` clears an optional value). The presets in `src/nullsae/presets/`
 show complete files.
 
+The other commands (`probe`, `edit`, `autointerp`, `synth`, `toy`, `activations`) read the same kind of
+typed config: each field is a flag named by the field alone (`--min-examples`, `--n-latents-sampled`,
+`--selection`), a list takes several values or commas, and `nullsae COMMAND --help` shows every default.
+
 This page is generated from the config's field descriptions by `python -m nullsae.config_reference`;
 a test fails when it is out of date.
 """
