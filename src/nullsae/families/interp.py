@@ -70,11 +70,6 @@ def _source(ctx: FamilyContext, c: Any) -> Any:
     return ActivationSource(codes.tokens, codes.encode, codes.n_latents, batch_windows=256, progress=ctx.progress)
 
 
-def example_config(ctx: FamilyContext) -> Any:
-    """The run's example settings, with auto-interp's seed (latent statistics sample the same latents)."""
-    return ctx.config.autointerp.examples.model_copy(update={"seed": ctx.config.autointerp.seed})
-
-
 class LatentStats(FamilyResult):
     """Token entropy and single-token share of the sampled latents; how many latents were eligible."""
 
@@ -94,7 +89,7 @@ def compute_latents(ctx: FamilyContext, cells: list[Any]) -> Iterator[tuple[Any,
     from nullsae.text_spans import token_pieces
 
     cfg = ctx.config
-    ecfg = example_config(ctx)
+    ecfg = cfg.autointerp.examples  # its seed is auto-interp's: latent statistics sample the latents auto-interp explains
     tokenizer = ctx.tokenizer
     ctx.split_activations("interp", sorted({c.layer for c in cells}))
     for c in progress_bar(cells, desc=f"latent statistics {ctx.label}", disable=not ctx.progress, leave=False):
