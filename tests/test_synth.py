@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nullsae.cli import main
+from nullsae.sae.train import TrainConfig
 from nullsae.toy.korznikov import KorznikovData
 
 
@@ -108,7 +109,7 @@ def test_dead_tokens_and_auxk_coef_decide_which_latents_auxk_trains():
         cfg = synth.SynthConfig(setting="variable", arch="batchtopk", batch_size=64, l0=1, dead_tokens=dead_tokens, auxk_coef=auxk_coef)
         sae = synth.SAE(synth._sae_config(cfg, "none"))
         data = KorznikovData(cfg.setting, batch_size=cfg.batch_size)
-        synth.train_saes({"none": sae}, data, synth.TrainConfig(steps=8, lr=1e-2, warmup_steps=0), progress=False)
+        synth.train_saes({"none": sae}, data, TrainConfig(steps=8, lr=1e-2, warmup_steps=0), progress=False)
         cos = torch.nn.functional.cosine_similarity(sae.W_dec, sae.W_dec_init, dim=1)
         return int((cos < 1 - 1e-6).sum())
 

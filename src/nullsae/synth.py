@@ -17,7 +17,7 @@ from nullsae.metrics.reconstruction import reconstruction_metrics
 from nullsae.metrics.recovery import max_cosines, mcc
 from nullsae.sae.architectures import SAE
 from nullsae.sae.config import SAEConfig
-from nullsae.sae.train import TrainConfig, train_saes
+from nullsae.sae.train import train_saes
 from nullsae.toy.korznikov import KorznikovData
 
 BASELINE_NAMES = ("frozen-decoder", "soft-frozen-decoder", "frozen-encoder")
@@ -99,23 +99,14 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
     x_eval = data.eval_set(cfg.eval_size)
     baselines = ("none", *BASELINE_NAMES) if cfg.baselines else ("none",)
     saes = {b: SAE(_sae_config(cfg, b)).to(cfg.device) for b in baselines}
-    every = max(1, cfg.steps // cfg.curve_points)  # curve points double as checkpoints, keeping the two in step
-    train_cfg = TrainConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        warmup_steps=min(cfg.warmup_steps, cfg.steps),
-        decay_fraction=cfg.decay_fraction,
-        lr_drop_step=cfg.lr_drop_step,
-        lr_drop_factor=cfg.lr_drop_factor,
-        log_every=max(1, cfg.steps // 20),
-        checkpoint_every=every,
-    )
+    every = max(1, cfg.steps // cfg.curve_points)
     curve_file = checkpoint_dir / "curve.json" if checkpoint_dir is not None else None
     curve: list[CurvePoint] = []
     if curve_file is not None and curve_file.exists():
         curve = [CurvePoint.model_validate(p) for p in read_json(curve_file, "synth recovery curve", "delete the resume folder and rerun")]
 
     def record(step: int) -> None:
+        curve[:] = [p for p in curve if p.samples != step * cfg.batch_size]  # a point after the last checkpoint, recorded again on resume
         for b, sae in saes.items():
             scores = _evaluate(sae, data, x_eval, with_mcc=False)
             curve.append(
@@ -125,7 +116,7 @@ def run_synth(cfg: SynthConfig, progress: bool = True, checkpoint_dir: Path | No
             atomic_write_text(curve_file, json.dumps([p.model_dump() for p in curve]))
 
     with folder_lock(checkpoint_dir, "synth resume folder") if checkpoint_dir is not None else contextlib.nullcontext():
-        train_saes(saes, data, train_cfg, checkpoint_dir=checkpoint_dir, progress=progress, callback=record, callback_every=every)
+        train_saes(saes, data, cfg, checkpoint_dir=checkpoint_dir, progress=progress, callback=record, callback_every=every)
     results = []
     for b, sae in saes.items():
         results.append(SynthResult(arch=cfg.arch, baseline=b, decoder_drift=sae.decoder_drift(), **_evaluate(sae, data, x_eval)))

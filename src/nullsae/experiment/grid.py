@@ -121,7 +121,7 @@ def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int, seed
 
 def train_settings(cfg: RunConfig, seed: int) -> dict[str, Any]:
     """What of the training settings determines one SAE: the shared ones and its own seed."""
-    return {**cfg.train.model_dump(mode="json", exclude={"checkpoint_every", "seeds"}), "seed": seed}
+    return {**cfg.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every", "seeds"}), "seed": seed}
 
 
 def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:

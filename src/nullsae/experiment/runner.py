@@ -238,7 +238,7 @@ def _train(job: Job, store: RunStore, cells: list[Cell], cache: RunCache) -> int
     from nullsae.activations import CachedActivations, CachedStream, LiveStream
     from nullsae.sae import SAE
     from nullsae.sae.io import save_sae
-    from nullsae.sae.train import TrainConfig, train_saes
+    from nullsae.sae.train import train_saes
 
     cfg, task = job.config, job.task
     free = [c for c in cells if c.baseline in FREE_NULLS]
@@ -271,17 +271,10 @@ def _train(job: Job, store: RunStore, cells: list[Cell], cache: RunCache) -> int
                 exclude_bos=cfg.tokens.skip_bos,
                 device=device_of(cfg),
             )
-        tc = TrainConfig(
-            steps=stream.steps_per_epoch,
-            lr=cfg.train.lr,
-            warmup_steps=min(cfg.train.warmup_steps, stream.steps_per_epoch),
-            decay_fraction=cfg.train.decay_fraction,
-            checkpoint_every=cfg.train.checkpoint_every,
-        )
         saes = {c.key: SAE(c.sae_config).to(device_of(cfg)) for c in group}
         ckpt = store.checkpoint_dir(digest(sorted(saes)))
         _seed(task, "train", f"{layer}/seed{seed}")
-        results = train_saes(saes, stream, tc, checkpoint_dir=ckpt, progress=job.progress)
+        results = train_saes(saes, stream, cfg.train, checkpoint_dir=ckpt, progress=job.progress)
         for c in group:
 
             def fill(tmp: Path, c: Cell = c) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from nullsae.errors import UserError
 
@@ -238,3 +239,29 @@ def check_arch(arch: str) -> str:
     """Validate an architecture name given by a user."""
     config_class(arch)
     return arch
+
+
+# ----- training ------------------------------------------------------------------------------------
+class TrainConfig(BaseModel):
+    """Optimisation of the SAEs trained on one stream: the trainer's config, the base of the run config's
+    `train` section and of `synth`'s config. Defaults as docs/spec.md#architectures states (Heap et al.)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(None, gt=0, description="optimiser steps (default: one pass over the training activations)")
+    lr: float | None = Field(None, gt=0, description="Adam learning rate (default 2e-4 / sqrt(m / 2^14))")
+    warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up steps (at most the run's steps)")
+    decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
+    lr_drop_step: int | None = Field(
+        None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (default: no drop)"
+    )
+    lr_drop_factor: float = Field(1 / 3, gt=0, le=1, description="the learning-rate drop's factor")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's β1, β2")
+    checkpoint_every: int = Field(100, gt=0, description="steps between trainer checkpoints (an interrupted run resumes there)")
+    log_every: int = Field(50, gt=0, description="steps between training-history records")
+    skip_nonfinite: bool = Field(True, description="skip and count batches with NaN/inf (else stop with an error)")
+
+
+def with_default(model: type[BaseModel], name: str, default: Any, description: str | None = None) -> Any:
+    """Field `name` of `model` with another default (its bounds kept; its description unless one is given), for a config derived from it."""
+    return FieldInfo.merge_field_infos(model.model_fields[name], default=default, **({"description": description} if description else {}))

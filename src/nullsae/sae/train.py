@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import Tensor
 
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_torch_save
 from nullsae.progress import progress_bar
 from nullsae.sae.architectures import SAE
-from nullsae.sae.config import SAEConfig, parse_sae_config
+from nullsae.sae.config import SAEConfig, TrainConfig, parse_sae_config
 
 
 class BatchStream(Protocol):
@@ -29,25 +29,6 @@ class BatchStream(Protocol):
     d_in: int
 
     def batches(self, start_step: int = 0) -> Iterator[Tensor]: ...
-
-
-class TrainConfig(BaseModel):
-    """Optimisation settings shared by all SAEs trained on one stream."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(gt=0, description="number of batches to train on")
-    lr: float | None = Field(None, gt=0, description="Adam learning rate; default 2e-4 / sqrt(m / 2^14) per SAE")
-    warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up")
-    decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
-    lr_drop_step: int | None = Field(
-        None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (a step decay)"
-    )
-    lr_drop_factor: float = Field(1 / 3, gt=0, le=1)
-    betas: tuple[float, float] = (0.9, 0.999)
-    checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints (when a checkpoint dir is given)")
-    log_every: int = Field(50, gt=0, description="steps between history records")
-    skip_nonfinite: bool = Field(True, description="skip and count batches with NaN/inf (else stop with an error)")
 
 
 def default_lr(n_latents: int) -> float:
@@ -102,13 +83,16 @@ class _State:
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at `step` over the base rate: linear warm-up, the optional step drop, linear final decay."""
-    factor = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    """Learning rate at `step` over the base rate: linear warm-up (at most the run's steps), the optional step drop, linear final decay."""
+    steps = cfg.steps
+    assert steps is not None, "lr_factor needs the run's number of steps"
+    warmup = min(cfg.warmup_steps, steps)
+    factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
     if cfg.lr_drop_step is not None and step >= cfg.lr_drop_step:
         factor *= cfg.lr_drop_factor
-    decay_steps = int(cfg.decay_fraction * cfg.steps)
-    if decay_steps and step >= cfg.steps - decay_steps:
-        factor *= (cfg.steps - step) / decay_steps
+    decay_steps = int(cfg.decay_fraction * steps)
+    if decay_steps and step >= steps - decay_steps:
+        factor *= (steps - step) / decay_steps
     return factor
 
 
@@ -180,6 +164,11 @@ def train_saes(
     """
     if not saes:
         raise UserError("no SAEs to train")
+    if cfg.steps is None:  # one pass over the stream
+        steps = getattr(stream, "steps_per_epoch", None)
+        if steps is None:
+            raise UserError("this activation stream has no fixed length; give the number of training steps")
+        cfg = cfg.model_copy(update={"steps": steps})
     for name, sae in saes.items():
         if sae.cfg.d_in != stream.d_in:
             raise UserError(f"SAE '{name}' expects d_in = {sae.cfg.d_in} but the activations have d = {stream.d_in}")
