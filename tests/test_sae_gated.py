@@ -143,3 +143,16 @@ def test_a_grid_with_gated_saes_runs(tmp_path):
     assert set(metrics.arch) == {"gated"}
     assert sum(o.trained for o in run.outcomes) == len(run.plan.cells) == 7  # 2 variants × 2 layers + 3 baselines
     assert metrics.ev.between(0, 1).all() and (metrics.l0 > 0).all(), metrics[["variant", "layer", "baseline", "ev", "l0"]]
+
+
+def test_gated_random_null_matches_its_l0():
+    """The free random null of a gated SAE: a fresh gated SAE whose gate bar is set to the SAE's mean L0 (docs/spec.md#free-nulls)."""
+    from nullsae.sae.free_nulls import free_nulls, mean_l0
+
+    x = _data(3072)
+    sae = SAE(SAEConfig(arch="gated", d_in=D, n_latents=M, target_l0=6))
+    sae.initialize(x[:512])
+    sae.eval()
+    nulls = free_nulls(sae, x[:1024], x[1024:2048])
+    assert type(nulls["random"]) is type(sae)
+    assert mean_l0(nulls["random"], x[:1024]) == pytest.approx(mean_l0(sae, x[:1024]), rel=0.05, abs=0.5)

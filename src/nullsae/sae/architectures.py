@@ -168,7 +168,7 @@ class SAE(nn.Module):
     The base owns the parameters every architecture has (W_enc, b_enc, W_dec, b_dec), the
     data-dependent initialisation, encode / decode on the sparse path, the random-baseline constraints
     (docs/spec.md#baselines) and decoder drift. A subclass sets `config_class` and overrides the hooks
-    `_selector`, `_activate`, `_loss` (and `_scale_code`, `_init_from_data` where it has more state);
+    `_selector`, `_activate`, `_loss` (and `scale_code`, `_init_from_data` where it has more state);
     it maps itself to and from SAELens (`saelens_architecture`, `to_saelens`, `load_saelens`).
     """
 
@@ -228,16 +228,22 @@ class SAE(nn.Module):
         recon = self.encode(x) @ self.W_dec
         gain = (recon * (x - self.b_dec)).sum() / recon.pow(2).sum().clamp_min(1e-30)
         if torch.isfinite(gain) and gain > 0:
-            self._scale_code(gain)
+            self.scale_code(gain)
         self.initialized.fill_(True)
 
     def _init_from_data(self, x: Tensor) -> None:
         """Architecture state set from the first batch before the gain is fitted (none by default)."""
 
-    def _scale_code(self, gain: Tensor) -> None:
+    @torch.no_grad()
+    def scale_code(self, gain: Tensor) -> None:
         """Multiply the code by `gain` keeping the same latents active (the pre-activations scale, and any bar with them)."""
         self.W_enc.mul_(gain)
         self.b_enc.mul_(gain)
+
+    @torch.no_grad()
+    def set_firing_bar(self, level: float) -> None:
+        """Make every latent clear `level` to fire (here: b_enc = −level), for a free null matched to an L0 (docs/spec.md#free-nulls)."""
+        self.b_enc.fill_(-level)
 
     # ----- encode / decode ------------------------------------------------------------------
     def _pre(self, x: Tensor) -> Tensor:

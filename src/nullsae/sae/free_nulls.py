@@ -31,18 +31,6 @@ def mean_l0(sae: SAE, x: Tensor) -> float:
 
 
 @torch.no_grad()
-def _set_sparsity(sae: SAE, level: float) -> None:
-    """Raise the bar every latent must clear to `level` (relu: −b_enc; jumprelu: θ; batchtopk: the threshold)."""
-    arch = sae.cfg.arch
-    if arch == "relu":
-        sae.b_enc.fill_(-level)
-    elif arch == "jumprelu":
-        sae.log_threshold.fill_(float(np.log(max(level, 1e-12))))
-    else:
-        sae.threshold.fill_(max(level, 0.0))
-
-
-@torch.no_grad()
 def match_l0(sae: SAE, x: Tensor, target: float, iters: int = 40) -> SAE:
     """Set k (topk) or the firing bar (the others) so the SAE's mean L0 on `x` is `target`."""
     if sae.cfg.arch == "topk":
@@ -50,15 +38,15 @@ def match_l0(sae: SAE, x: Tensor, target: float, iters: int = 40) -> SAE:
         sae.cfg = sae.cfg.model_copy(update={"k": k})
         return sae
     lo, hi = 0.0, 1.0
-    _set_sparsity(sae, hi)
+    sae.set_firing_bar(hi)
     while mean_l0(sae, x) > target and hi < 1e6:
         lo, hi = hi, hi * 4
-        _set_sparsity(sae, hi)
+        sae.set_firing_bar(hi)
     for _ in range(iters):  # mean L0 falls as the bar rises
         mid = (lo + hi) / 2
-        _set_sparsity(sae, mid)
+        sae.set_firing_bar(mid)
         lo, hi = (mid, hi) if mean_l0(sae, x) > target else (lo, mid)
-    _set_sparsity(sae, (lo + hi) / 2)
+    sae.set_firing_bar((lo + hi) / 2)
     return sae
 
 
@@ -73,12 +61,7 @@ def _fit_gain(sae: SAE, x: Tensor) -> None:
     gain = num / den if den > 0 else 1.0
     if not np.isfinite(gain) or gain <= 0:
         return
-    sae.W_enc.mul_(gain)
-    sae.b_enc.mul_(gain)
-    if sae.cfg.arch == "jumprelu":
-        sae.log_threshold.add_(float(np.log(gain)))
-    if sae.cfg.arch in ("batchtopk", "matryoshka"):
-        sae.threshold.mul_(gain)
+    sae.scale_code(torch.tensor(gain))
 
 
 def random_null(sae: SAE, x: Tensor, seed: int = 0) -> SAE:

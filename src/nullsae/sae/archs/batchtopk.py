@@ -66,10 +66,14 @@ class BatchTopKSAE(TopKSAE):
                 self.threshold.copy_(new if self.threshold < 0 else mom * self.threshold + (1 - mom) * new)
         return super()._loss(x, e, recon, loss, terms, dead_mask)
 
-    def _scale_code(self, gain: Tensor) -> None:
-        super()._scale_code(gain)
+    def scale_code(self, gain: Tensor) -> None:
+        super().scale_code(gain)
         if float(self.threshold) > 0:
             self.threshold.mul_(gain)
+
+    @torch.no_grad()
+    def set_firing_bar(self, level: float) -> None:
+        self.threshold.fill_(max(level, 0.0))
 
     def to_saelens(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
         tensors = {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}

@@ -56,8 +56,8 @@ class GatedSAE(L1SAE):
         terms["gate_fvu"] = aux.detach()
         return loss + self.sparsity_coef * sparsity + aux
 
-    def _scale_code(self, gain: Tensor) -> None:
-        super()._scale_code(gain)
+    def scale_code(self, gain: Tensor) -> None:
+        super().scale_code(gain)
         self.b_mag.mul_(gain)
 
     @torch.no_grad()

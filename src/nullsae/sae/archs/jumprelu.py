@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -74,9 +75,13 @@ class JumpReLUSAE(SAE):
         q = torch.quantile(pre.flatten()[:1_000_000], 1 - min(1.0, cfg.k / cfg.n_latents))
         self.log_threshold.fill_(float(torch.log(q.clamp_min(float(self.eps)))))
 
-    def _scale_code(self, gain: Tensor) -> None:
-        super()._scale_code(gain)
+    def scale_code(self, gain: Tensor) -> None:
+        super().scale_code(gain)
         self.log_threshold.add_(torch.log(gain))
+
+    @torch.no_grad()
+    def set_firing_bar(self, level: float) -> None:
+        self.log_threshold.fill_(math.log(max(level, 1e-12)))
 
     def _selector(self) -> Select:
         low = self.log_threshold.detach().exp() - self.eps / 2  # above θ, or within the STE window below it
