@@ -121,12 +121,12 @@ def test_bad_latents_and_windows():
         collect_examples(src, [3], ExampleConfig())
 
 
-def test_auroc_summary_and_long_rows():
+def test_auroc_summary_matches_sklearn_per_latent_and_pooled():
     import numpy as np
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from nullsae.autointerp.results import auroc, example_rows, result_row, summarize
+    from nullsae.autointerp.results import auroc, result_row, summarize
     from nullsae.autointerp.scorers import ScoreResult
 
     rng = np.random.default_rng(0)
@@ -146,10 +146,10 @@ def test_auroc_summary_and_long_rows():
         )
     df = pd.DataFrame(rows)
     (s,) = summarize(df, n_boot=100)
-    long = example_rows(df)
-    ok = long.dropna(subset=["score"])
+    long = df.explode(["labels", "scores"], ignore_index=True)  # one row per (latent, test example)
+    ok = long.dropna(subset=["scores"]).astype({"labels": int, "scores": float})
     assert len(long) == 8 * 40 and s.n_failed_items == 8 and s.failures == {"no list": 8}
-    assert s.auroc_pooled.estimate == pytest.approx(roc_auc_score(ok["label"], ok["score"]))
+    assert s.auroc_pooled.estimate == pytest.approx(roc_auc_score(ok["labels"], ok["scores"]))
     assert s.auroc_mean.estimate == pytest.approx(np.nanmean(df["auroc"]))
     assert s.auroc_pooled.low <= s.auroc_pooled.estimate <= s.auroc_pooled.high
     assert s.roc["fpr"][0] == 0 and s.roc["tpr"][-1] == 1

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nullsae.metrics.latents import firing_density, is_single_token, single_token_fraction, token_distribution, token_entropy
+from nullsae.metrics.latents import is_single_token, single_token_fraction, token_distribution, token_entropy
 
 
 def test_single_token_latent_has_zero_entropy():
@@ -43,11 +43,3 @@ def test_single_token_fraction_threshold():
     dead = token_entropy(torch.tensor([1, 2]), torch.zeros(2))
     assert single_token_fraction([dominant, spread, dead]) == pytest.approx(0.5)
     assert dead.top_token == -1
-
-
-def test_firing_density_histogram():
-    counts = torch.tensor([0, 0, 1, 10, 100, 1000])
-    h = firing_density(counts, n_tokens=1000, bins=4, lo=-4, hi=0)
-    assert h.n_dead == 2 and h.n_latents == 6 and sum(h.counts) == 4
-    assert h.edges == [-4, -3, -2, -1, 0]
-    assert h.counts == [0, 1, 1, 2]  # 1e-3 | 1e-2 | 1e-1 and 1e0 in the last (closed) bin

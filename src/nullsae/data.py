@@ -78,7 +78,6 @@ def pack_windows(token_lists: list[list[int]], window: int, bos_id: int | None, 
 
 # --- text sources -------------------------------------------------------------------------------
 
-SPLITS = ("train", "eval", "interp")
 DEFAULT_FRACTIONS = {"train": 0.8, "eval": 0.1, "interp": 0.1}
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 

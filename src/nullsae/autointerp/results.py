@@ -230,14 +230,3 @@ class ResultStore:
         path = self.folder / "latents.parquet"
         _atomic_parquet(self.load(), path)
         return path
-
-
-def example_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Long form of per-latent rows: one row per (sae, explainer, scorer, latent, test example) with
-    label, score and quantile bin (the report's `scores` table)."""
-    cols = ["sae", "explainer", "scorer", "latent", "labels", "scores", "quantiles"]
-    if df.empty:
-        return pd.DataFrame(columns=["sae", "explainer", "scorer", "latent", "label", "score", "quantile"])
-    long = df[cols].explode(["labels", "scores", "quantiles"], ignore_index=True)
-    long = long.rename(columns={"labels": "label", "scores": "score", "quantiles": "quantile"})
-    return long.astype({"label": int, "score": float, "quantile": int})

@@ -70,27 +70,6 @@ def single_token_fraction(stats: list[TokenEntropy], threshold: float = SINGLE_T
     return sum(is_single_token(s, threshold) for s in fired) / len(fired) if fired else float("nan")
 
 
-class FiringDensity(BaseModel):
-    """Histogram of log10(firing frequency) over an SAE's latents; dead latents are counted apart."""
-
-    edges: list[float]
-    counts: list[int]
-    n_dead: int
-    n_latents: int
-    n_tokens: int
-
-
-def firing_density(fire_counts: Tensor, n_tokens: int, bins: int = 50, lo: float = -8.0, hi: float = 0.0) -> FiringDensity:
-    """Histogram of log10(count / n_tokens) per latent over [lo, hi] (values outside are clipped in)."""
-    counts = fire_counts.detach().double().cpu().numpy()
-    if n_tokens <= 0:
-        raise ValueError("n_tokens must be positive")
-    alive = counts > 0
-    logf = np.clip(np.log10(counts[alive] / n_tokens), lo, hi)
-    hist, edges = np.histogram(logf, bins=bins, range=(lo, hi))
-    return FiringDensity(edges=edges.tolist(), counts=hist.tolist(), n_dead=int((~alive).sum()), n_latents=len(counts), n_tokens=n_tokens)
-
-
 def mean_entropy(normalized: np.ndarray) -> float:
     """An SAE's token entropy: the mean normalised entropy over its sampled latents (NaN if none)."""
     v = np.asarray(normalized, dtype=float)
