@@ -2,9 +2,9 @@
 
 Cells are grouped into tasks, one per (model, variant): one forward pass per data split feeds every
 layer, and one activation stream per layer feeds the trained SAEs and their random baselines
-together (same initialisation, same batches). A cell's result parts are keyed too (reconstruction,
-downstream, latents, auto-interp), so changing e.g. the auto-interp settings recomputes only that
-part. Finished parts are never recomputed: their files are the resume markers (`RunStore`).
+together (same initialisation, same batches). Each metric family's result of a cell is keyed too, by
+what the family's `settings` say determines it, so changing e.g. the auto-interp settings recomputes
+only that family. Finished results are never recomputed: their files are the resume markers (`RunStore`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from nullsae.config import METRICS, RunConfig
 from nullsae.errors import UserError
+from nullsae.families import FAMILIES, split_settings
 from nullsae.sae.config import FREE_NULLS, SAEConfig
 
 
@@ -107,12 +108,6 @@ def variant_settings(cfg: RunConfig, variant: str) -> dict[str, Any]:
     return {}
 
 
-def data_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
-    t = cfg.tokens
-    n = {"train": t.train, "eval": t.eval, "interp": t.interp}[split]
-    return {"source": t.source, "context": t.context, "skip_bos": t.skip_bos, "seed": t.seed, "split": split, "tokens": n}
-
-
 def make_sae_config(cfg: RunConfig, arch: str, baseline: str, d_model: int, seed: int) -> SAEConfig:
     shared = cfg.sae.model_dump(exclude={"archs", "expansion", "n_latents"})
     m = cfg.sae.n_latents or cfg.sae.expansion * d_model
@@ -124,31 +119,11 @@ def train_settings(cfg: RunConfig, seed: int) -> dict[str, Any]:
     return {**cfg.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every", "seeds"}), "seed": seed}
 
 
-def part_settings(cfg: RunConfig, part: str) -> dict[str, Any]:
-    """What determines each result part beyond the SAE itself."""
-    if part in ("reconstruction", "downstream"):
-        return {"data": data_settings(cfg, "eval"), "model_batch": cfg.tokens.model_batch}
-    interp = {"data": data_settings(cfg, "interp"), "window": cfg.tokens.interp_window}
-    if part == "latents":
-        return {
-            **interp,
-            "examples": cfg.autointerp.examples.model_dump(mode="json"),
-            "seed": cfg.autointerp.seed,
-            "example_latents": cfg.report.example_latents,
-        }
-    if part == "autointerp":
-        return {**interp, **cfg.autointerp.model_dump(mode="json", exclude={"llm_cache", "n_boot"})}
-    if part in ("probing", "editing"):
-        return {part: getattr(cfg, part).model_dump(mode="json", exclude={"baseline_layers_only"})}
-    raise ValueError(part)
-
-
 def wants(cfg: RunConfig, part: str, cell: Cell) -> bool:
-    """Whether the run computes this result part for this cell (its family is listed, and at the cell's layer)."""
+    """Whether the run computes this family's result for this cell (the family is listed, and at the cell's layer)."""
     if part not in cfg.metrics:
         return False
-    only = part in ("probing", "editing") and getattr(cfg, part).baseline_layers_only
-    return not only or cell.layer in cfg.baseline_layers()
+    return not FAMILIES[part].baseline_layers_only(cfg) or cell.layer in cfg.baseline_layers()
 
 
 def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
@@ -180,15 +155,15 @@ def plan(cfg: RunConfig, shape_of: Callable[[str], ModelShape]) -> Plan:
                                 "variant": variant,
                                 "variant_settings": variant_settings(cfg, variant),
                                 "layer": layer,
-                                "data": data_settings(cfg, "train"),
+                                "data": split_settings(cfg, "train"),
                                 "model_batch": cfg.tokens.model_batch,
                                 "train": train_settings(cfg, seed),
                                 "sae": sc.key_fields(),
                             }
                             if free:  # fitted on the train split, its L0 matched on the evaluation split
-                                ident |= {"free_null": baseline, "eval": data_settings(cfg, "eval")}
+                                ident |= {"free_null": baseline, "eval": split_settings(cfg, "eval")}
                             key = digest(ident)
-                            parts = {p: digest({"cell": key, p: part_settings(cfg, p)}) for p in METRICS}
+                            parts = {p: digest({"cell": key, p: FAMILIES[p].settings(cfg)}) for p in METRICS}
                             cells.append(Cell(model, variant, layer, arch, baseline, sc, key, parts, seed=seed))
             tasks.append(VariantTask(model, variant, tuple(cells)))
     return Plan(cfg, shapes, tuple(tasks))

@@ -101,9 +101,28 @@ class Family:
     table: str  # the ResultTables field its per-unit rows feed (what its verdict metrics resample)
     stored: str  # which of its output tables that is
     offers: Callable[[pd.DataFrame], list[VerdictMetric]]
+    settings: Callable[[RunConfig], dict[str, Any]]  # what of the run config determines its result (beyond the SAE): hashed into its key
+    baseline_layers_only: Callable[[RunConfig], bool] = lambda cfg: False  # computed only at the layers with SAE baselines
 
     def verdict_metrics(self, units: pd.DataFrame) -> list[VerdictMetric]:
         return self.offers(units) if len(units) else []
+
+
+def split_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
+    """What determines one data split of the run (its text, windows and size)."""
+    t = cfg.tokens
+    n = {"train": t.train, "eval": t.eval, "interp": t.interp}[split]
+    return {"source": t.source, "context": t.context, "skip_bos": t.skip_bos, "seed": t.seed, "split": split, "tokens": n}
+
+
+def eval_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What determines a result on the evaluation split (reconstruction, downstream)."""
+    return {"data": split_settings(cfg, "eval"), "model_batch": cfg.tokens.model_batch}
+
+
+def interp_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What determines the interpretation split's example windows (latent statistics, auto-interp)."""
+    return {"data": split_settings(cfg, "interp"), "window": cfg.tokens.interp_window}
 
 
 def quiet_bars(progress: bool) -> contextlib.AbstractContextManager:

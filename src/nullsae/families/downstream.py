@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from torch import Tensor
 
-from nullsae.families import Family, FamilyContext, FamilyOutput, FamilyResult
+from nullsae.families import Family, FamilyContext, FamilyOutput, FamilyResult, eval_settings
 from nullsae.metrics import downstream
 from nullsae.progress import progress_bar
 
@@ -76,4 +76,5 @@ FAMILY = Family(
     table="chunks",
     stored="units",
     offers=lambda u: list(downstream.VERDICT_METRICS),
+    settings=eval_settings,
 )

@@ -98,4 +98,6 @@ FAMILY = Family(
     table="editing",
     stored="units",
     offers=lambda u: list(VERDICT_METRICS),
+    settings=lambda cfg: {"editing": cfg.editing.model_dump(mode="json", exclude={"baseline_layers_only"})},
+    baseline_layers_only=lambda cfg: cfg.editing.baseline_layers_only,
 )

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from nullsae.families import Family, FamilyContext, FamilyOutput, FamilyResult
+from nullsae.families import Family, FamilyContext, FamilyOutput, FamilyResult, interp_settings
 from nullsae.metrics import latents
 from nullsae.progress import progress_bar
 
@@ -235,6 +235,12 @@ LATENTS = Family(
     table="latents",
     stored="per-latent",
     offers=lambda u: list(latents.VERDICT_METRICS),
+    settings=lambda cfg: {
+        **interp_settings(cfg),
+        "examples": cfg.autointerp.examples.model_dump(mode="json"),
+        "seed": cfg.autointerp.seed,
+        "example_latents": cfg.report.example_latents,
+    },
 )
 AUTOINTERP = Family(
     "autointerp",
@@ -244,4 +250,5 @@ AUTOINTERP = Family(
     table="scores",
     stored="scores",
     offers=_auroc_metrics,
+    settings=lambda cfg: {**interp_settings(cfg), **cfg.autointerp.model_dump(mode="json", exclude={"llm_cache", "n_boot"})},
 )

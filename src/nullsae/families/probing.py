@@ -51,4 +51,14 @@ def _offers(units: Any) -> list:
     return [probing_metric(int(k)) for k in sorted(units.k.unique())]
 
 
-FAMILY = Family("probing", "the model variant and labelled texts", ProbingScores, compute, table="probing", stored="units", offers=_offers)
+FAMILY = Family(
+    "probing",
+    "the model variant and labelled texts",
+    ProbingScores,
+    compute,
+    table="probing",
+    stored="units",
+    offers=_offers,
+    settings=lambda cfg: {"probing": cfg.probing.model_dump(mode="json", exclude={"baseline_layers_only"})},
+    baseline_layers_only=lambda cfg: cfg.probing.baseline_layers_only,
+)

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from nullsae.families import Family, FamilyContext, FamilyOutput, FamilyResult
+from nullsae.families import Family, FamilyContext, FamilyOutput, FamilyResult, eval_settings
 from nullsae.metrics import reconstruction
 from nullsae.metrics.reconstruction import ReconstructionMetrics
 from nullsae.progress import progress_bar
@@ -70,4 +70,5 @@ FAMILY = Family(
     table="tokens",
     stored="tokens",
     offers=lambda u: list(reconstruction.VERDICT_METRICS),
+    settings=eval_settings,
 )
