@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from nullsae.autointerp.scorers import ScoreResult
+from nullsae.io_utils import write_parquet
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.stats import BootstrapCI, bootstrap
 
@@ -195,17 +194,6 @@ def result_row(r: ScoreResult, **fields: Any) -> dict[str, Any]:
     }
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 class ResultStore:
     """Per-latent Parquet parts under `folder/parts/`, gathered into `folder/latents.parquet`."""
 
@@ -219,7 +207,7 @@ class ResultStore:
         return {int(p.stem.split("_")[1]) for p in self.parts.glob("latent_*.parquet")}
 
     def write_latent(self, latent: int, rows: list[dict[str, Any]]) -> None:
-        _atomic_parquet(pd.DataFrame(rows), self.parts / f"latent_{latent:07d}.parquet")
+        write_parquet(self.parts / f"latent_{latent:07d}.parquet", pd.DataFrame(rows))
 
     def load(self) -> pd.DataFrame:
         files = sorted(self.parts.glob("latent_*.parquet"))
@@ -228,5 +216,5 @@ class ResultStore:
     def finalize(self) -> Path:
         """Write every part into one `latents.parquet` (atomically) and return its path."""
         path = self.folder / "latents.parquet"
-        _atomic_parquet(self.load(), path)
+        write_parquet(path, self.load())
         return path
