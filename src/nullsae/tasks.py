@@ -41,13 +41,13 @@ class TaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_train: int = Field(100, gt=0, description="training texts per class")
-    n_test: int = Field(50, gt=0, description="test texts per class")
-    min_per_class: int = Field(10, ge=2, description="a class with fewer usable texts is skipped")
+    n_train: int = Field(default=100, gt=0, description="training texts per class")
+    n_test: int = Field(default=50, gt=0, description="test texts per class")
+    min_per_class: int = Field(default=10, ge=2, description="a class with fewer usable texts is skipped")
     seed: int = 0
-    text_field: str = Field("text", description="text column of a labelled file or dataset")
-    label_field: str = Field("label", description="label column of a labelled file or dataset")
-    max_rows: int = Field(200_000, gt=0, description="rows read from an HF dataset at most")
+    text_field: str = Field(default="text", description="text column of a labelled file or dataset")
+    label_field: str = Field(default="label", description="label column of a labelled file or dataset")
+    max_rows: int = Field(default=200_000, gt=0, description="rows read from an HF dataset at most")
 
 
 class Task(BaseModel):

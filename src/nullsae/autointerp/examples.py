@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
@@ -21,6 +22,9 @@ from torch import Tensor
 from nullsae.autointerp.config import ExampleConfig
 from nullsae.errors import UserError
 from nullsae.progress import progress_bar
+
+if TYPE_CHECKING:
+    from nullsae.sae.architectures import SAE
 
 
 @dataclass
@@ -75,7 +79,7 @@ class ActivationSource:
             yield self.encode(torch.arange(start, min(start + self.batch_windows, self.n_windows)))
 
 
-def sae_encoder(sae: torch.nn.Module, residuals: Callable[[Tensor], Tensor], block_bytes: int = 2**26) -> Callable[[Tensor], SparseActs]:
+def sae_encoder(sae: SAE, residuals: Callable[[Tensor], Tensor], block_bytes: int = 2**26) -> Callable[[Tensor], SparseActs]:
     """`encode(window_ids)` for an `ActivationSource`: the windows' residuals (B, T, d) through the
     SAE, in token chunks small enough that no dense (chunk, m) block exceeds `block_bytes`."""
     m = int(sae.W_dec.shape[0])

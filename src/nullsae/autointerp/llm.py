@@ -41,7 +41,7 @@ class ChatRequest(BaseModel):
     temperature: float = 0.0
     logprobs: bool = False
     top_logprobs: int = 5
-    prefill: str = Field("", description="start of the answer, forced by in-process models only (chat APIs get the plain prompt)")
+    prefill: str = Field(default="", description="start of the answer, forced by in-process models only (chat APIs get the plain prompt)")
 
 
 class TokenLogprob(BaseModel):
@@ -217,7 +217,7 @@ class OpenAIConfig(OpenAISettings):
     """An OpenAI-compatible chat endpoint (vLLM, llama.cpp, `transformers serve`, OpenAI, OpenRouter)."""
 
     model: str
-    api_key: SecretStr | None = Field(None, description="key; default: the environment variable api_key_env")
+    api_key: SecretStr | None = Field(default=None, description="key; default: the environment variable api_key_env")
     api_key_env: str = "OPENAI_API_KEY"
 
 

@@ -90,8 +90,8 @@ def run_autointerp(
         spec = cfg.scorer_llm or (cfg.explainer if cfg.explainer != "tokens" else None)
         if client is not None:
             scorer_client = client
-        elif spec == cfg.explainer and getattr(explainer, "client", None) is not None:
-            scorer_client = explainer.client
+        elif spec == cfg.explainer and (own := getattr(explainer, "client", None)) is not None:
+            scorer_client = own
         elif spec:
             scorer_client = make_client(spec, **opts)
     for llm in (getattr(explainer, "client", None), scorer_client):
@@ -132,9 +132,9 @@ def run_autointerp(
                 store.write_latent(ex.latent, [result_row(res[i], **extra) for res in per_scorer])
     path = store.finalize()
     df = store.load()
-    df = df[df["latent"].isin(selection.latents)] if len(df) else df
+    df = df.loc[df["latent"].isin(selection.latents)] if len(df) else df
     summaries = summarize(df, n_boot=cfg.n_boot, seed=cfg.seed) if len(df) else []
-    n_explain_failed = int(df.groupby("latent")["explanation"].first().isna().sum()) if len(df) else 0
+    n_explain_failed = int(df.groupby("latent")["explanation"].first().isna().to_numpy().sum()) if len(df) else 0
     result = AutointerpResult(
         sae=sae_name, selection=selection, summaries=summaries, latents_path=str(path), n_explain_failed=n_explain_failed
     )

@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from mpl_toolkits.mplot3d import Axes3D  # noqa: E402
 
 from nullsae.io_utils import save_figure  # noqa: E402
 from nullsae.toy.data import LomaxExample  # noqa: E402
@@ -25,7 +28,7 @@ SPARSITY_LABELS = {
 COLORS = {"inputs": "tab:cyan", "gaussian": "tab:green", "mlp-inputs": "tab:blue", "mlp-gaussian": "tab:olive"}
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     """Write through the one write path (temp file, then rename) and close the figure."""
     try:
         save_figure(fig, path, dpi=150, bbox_inches="tight")
@@ -59,9 +62,12 @@ def lomax_figure(ex: LomaxExample, path: Path) -> Path:
     for i, (title, pts, three_d) in enumerate(panels, 1):
         pts = pts.detach().numpy()
         if three_d:
-            ax = fig.add_subplot(1, 4, i, projection="3d")
-            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=0.5, alpha=0.5)
-            ax.set_zlim(-lim, lim)
+            ax3 = fig.add_subplot(1, 4, i, projection="3d")
+            assert isinstance(ax3, Axes3D)
+            # mplot3d is untyped: pyright reads zs and s as int from their defaults (zs=0, s=20)
+            ax3.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=0.5, alpha=0.5)  # pyright: ignore[reportArgumentType]
+            ax3.set_zlim(-lim, lim)
+            ax = ax3
         else:
             ax = fig.add_subplot(1, 4, i)
             ax.scatter(pts[:, 0], pts[:, 1], s=0.3, alpha=0.5)
@@ -80,7 +86,7 @@ def mmcs_figure(points: Sequence[SweepPoint], path: Path) -> Path:
         ps = sorted((p for p in points if p.data == data and p.latents == m and p.mmcs is not None), key=lambda p: p.coef)
         ax.errorbar(
             [p.coef for p in ps],
-            [p.mmcs for p in ps],
+            np.array([p.mmcs for p in ps], dtype=float),
             yerr=[_sem(p, "mmcs") for p in ps],
             marker="o",
             ms=3,

@@ -58,7 +58,7 @@ class RunResult(ToyMetrics):
     latents: int
     coef: float
     train_seconds: float | None = Field(
-        None, description="its share of its batched model's training wall time, summed over resumed calls (None if unrecorded)"
+        default=None, description="its share of its batched model's training wall time, summed over resumed calls (None if unrecorded)"
     )
 
 
@@ -329,7 +329,7 @@ def run_sweep(
             stack_results = _score_stack(sae, x_eval, src, cells, datasets, m, cfg, seconds)
             if done is not None:
                 atomic_write_text(done, json.dumps([r.model_dump() for r in stack_results]))
-                state.unlink(missing_ok=True)
+                done.with_suffix(".pt").unlink(missing_ok=True)
             results += stack_results
     if folder is not None:
         shutil.rmtree(folder)
@@ -355,12 +355,13 @@ def _score_stack(
     for r, (k, c) in enumerate(cells):
         ds = datasets[k]
         row = {key: float(val[r]) for key, val in metrics.items()}
+        mmcs = mcc = None
         if ds.features is not None:
             dec = sae.W_dec[r].detach().cpu()
-            row["mmcs"] = recovery.mmcs(ds.features, dec)
-            row["mcc"] = recovery.mcc(ds.features, dec) if cfg.mcc else None
+            mmcs = recovery.mmcs(ds.features, dec)
+            mcc = recovery.mcc(ds.features, dec) if cfg.mcc else None
         share = None if seconds is None else seconds / len(cells)
-        out.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, train_seconds=share, **row))
+        out.append(RunResult(data=ds.name, seed=ds.seed, latents=m, coef=c, train_seconds=share, mmcs=mmcs, mcc=mcc, **row))
     return out
 
 
@@ -371,7 +372,7 @@ def summarize(runs: list[RunResult]) -> list[SweepPoint]:
         groups.setdefault((r.data, r.latents, r.coef), []).append(r)
     points = []
     for (data, m, c), rs in groups.items():
-        mean: dict[str, float | None] = {}
+        mean: dict[str, float] = {}
         sem: dict[str, float | None] = {}
         for key in METRICS:
             vals = [getattr(r, key) for r in rs if getattr(r, key) is not None]
