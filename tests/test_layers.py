@@ -107,7 +107,8 @@ def import_edges() -> dict[tuple[str, str], list[str]]:
     edges: dict[tuple[str, str], list[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         module, package = _module_name(path)
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        imports = (n for n in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(n, ast.Import | ast.ImportFrom))
+        for node in imports:
             for name in _imported(node, package):
                 if name.split(".")[0] != "nullsae":
                     continue
