@@ -1,17 +1,22 @@
 """TopK SAE training throughput and FVU, nullsae vs sparsify (and SAELens), in one process run.
 
 Config: d = 576, m = 9,216, k = 32, batch 4,096, fp32, CPU, Adam, the same data and the
-same initial weights for every library. Prints tokens/s, FVU on a held-out batch after equal tokens,
-the fraction of this machine's dense-matmul FLOP/s the step reaches, and the cost of training K
-SAEs on one stream against K separate runs. Last line: `ratio vs sparsify: X.XX`.
+same initial weights for every library. The arms run interleaved: each round gives every library
+the next steps/repeats batches in turn (nullsae, sparsify, SAELens), so a load that comes and goes
+slows all of them alike; each round's tokens/s ratio is one sample and the median is reported.
+Prints median tokens/s, FVU on a held-out batch after equal tokens, the fraction of this machine's
+dense-matmul FLOP/s the step reaches, and the cost of training K SAEs on one stream against K
+separate runs. Last line: `ratio vs sparsify: X.XX` (the median over rounds).
 
-    .venv/bin/python benchmarks/sae_train.py [--steps 40]
+    .venv/bin/python benchmarks/sae_train.py [--steps 40] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -37,16 +42,11 @@ def step_flops() -> float:
     return 2 * B * D * M + 10 * B * K * D
 
 
-def timed(step, batches: list[torch.Tensor]) -> float:
-    """Tokens/s of `step` over the batches, the first one being an untimed warm-up."""
-    step(0, batches[0])
-    start = time.perf_counter()
-    for i, x in enumerate(batches[1:], 1):
-        step(i, x)
-    return (len(batches) - 1) * B / (time.perf_counter() - start)
+Step = Callable[[int, torch.Tensor], None]
+Arm = tuple[Step, Callable[[torch.Tensor], float]]  # one training step; FVU on held-out data
 
 
-def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
+def nullsae_arm(init: SAE) -> Arm:
     sae = SAE(init.cfg)
     sae.load_state_dict(init.state_dict())
     opt = make_optimizer(sae, LR)  # the trainer's optimiser
@@ -59,13 +59,15 @@ def run_nullsae(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
         opt.step()
         sae.after_step()
 
-    tps = timed(step, batches)
-    with torch.no_grad():
+    @torch.no_grad()
+    def evaluate(held_out):
         sae.eval()
-        return tps, float(fvu(held_out, sae.decode(sae.encode(held_out))))
+        return float(fvu(held_out, sae.decode(sae.encode(held_out))))
+
+    return step, evaluate
 
 
-def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
+def sparsify_arm(init: SAE) -> Arm:
     from sparsify import SparseCoder, SparseCoderConfig
 
     sc = SparseCoder(D, SparseCoderConfig(num_latents=M, k=K))
@@ -84,12 +86,14 @@ def run_sparsify(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor)
         opt.step()
         sc.set_decoder_norm_to_unit_norm()
 
-    tps = timed(step, batches)
-    with torch.no_grad():
-        return tps, float(fvu(held_out, sc(held_out).sae_out))
+    @torch.no_grad()
+    def evaluate(held_out):
+        return float(fvu(held_out, sc(held_out).sae_out))
+
+    return step, evaluate
 
 
-def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) -> tuple[float, float]:
+def saelens_arm(init: SAE) -> Arm:
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
@@ -109,9 +113,31 @@ def run_saelens(init: SAE, batches: list[torch.Tensor], held_out: torch.Tensor) 
         out.loss.backward()
         opt.step()
 
-    tps = timed(step, batches)
-    with torch.no_grad():
-        return tps, float(fvu(held_out, sl.decode(sl.encode(held_out))))
+    @torch.no_grad()
+    def evaluate(held_out):
+        return float(fvu(held_out, sl.decode(sl.encode(held_out))))
+
+    return step, evaluate
+
+
+def interleaved(arms: dict[str, Arm], batches: list[torch.Tensor], repeats: int) -> dict[str, list[float]]:
+    """Tokens/s of every arm in each of `repeats` rounds; batch 0 is every arm's untimed warm-up.
+
+    Round r gives each arm, in turn, the same slice of batches: all arms see the same batches in the
+    same order, and each round's ratios compare arms that ran seconds apart.
+    """
+    for step, _ in arms.values():
+        step(0, batches[0])
+    per_round = (len(batches) - 1) // repeats
+    rates: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(repeats):
+        chunk = range(1 + r * per_round, 1 + (r + 1) * per_round)
+        for name, (step, _) in arms.items():
+            start = time.perf_counter()
+            for i in chunk:
+                step(i, batches[i])
+            rates[name].append(len(chunk) * B / (time.perf_counter() - start))
+    return rates
 
 
 def shared_stream_cost(steps: int, n_saes: int) -> tuple[float, float, float]:
@@ -132,33 +158,47 @@ def shared_stream_cost(steps: int, n_saes: int) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="training steps per library (one more is a warm-up)")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per library (one more is a warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds the steps are split into, each running every library in turn")
     args = parser.parse_args()
+    if args.repeats < 1 or args.steps < args.repeats:
+        parser.error("give --repeats ≥ 1 and --steps ≥ --repeats")
+    steps = args.steps - args.steps % args.repeats
     torch.manual_seed(0)
     data = KorznikovData("constant", d=D, n_features=4 * D, batch_size=B, seed=1)
     stream = data.batches(0)
-    batches = [next(stream) for _ in range(args.steps + 1)]
+    batches = [next(stream) for _ in range(steps + 1)]
     held_out = data.eval_set(B)
     init = SAE(SAEConfig(arch="topk", d_in=D, n_latents=M, k=K, auxk=False))
     with torch.no_grad():
         init.b_dec.copy_(geometric_median(batches[0]))
-    print(f"TopK SAE d={D} m={M} k={K} batch={B} fp32 CPU, {torch.get_num_threads()} threads, {args.steps} timed steps, Adam lr={LR}")
+    print(
+        f"TopK SAE d={D} m={M} k={K} batch={B} fp32 CPU, {torch.get_num_threads()} threads, "
+        f"{steps} timed steps in {args.repeats} interleaved rounds, Adam lr={LR}"
+    )
     peak = matmul_flops()
     print(f"dense matmul ({B}x{D} @ {D}x{M}): {peak / 1e9:.1f} GFLOP/s")
-    results = {"nullsae": run_nullsae(init, batches, held_out), "sparsify": run_sparsify(init, batches, held_out)}
+    arms = {"nullsae": nullsae_arm(init), "sparsify": sparsify_arm(init)}
     try:
-        results["SAELens"] = run_saelens(init, batches, held_out)
+        arms["SAELens"] = saelens_arm(init)
     except Exception as exc:  # noqa: BLE001 - a peer that fails to run is reported, not fatal
         print(f"SAELens: skipped ({type(exc).__name__}: {exc})")
-    for name, (tps, f) in results.items():
+    rates = interleaved(arms, batches, args.repeats)
+    for name, (_, evaluate) in arms.items():
+        tps = statistics.median(rates[name])
         frac = step_flops() * tps / B / peak
-        print(f"{name:<9} {tps:>9.0f} tokens/s   FVU after {args.steps * B:,} tokens: {f:.4f}   {frac:.0%} of dense-matmul FLOP/s")
-    t_stream, t_one, t_many = shared_stream_cost(max(5, args.steps // 4), 3)
+        print(
+            f"{name:<9} {tps:>9.0f} tokens/s (median of {args.repeats})   FVU after {steps * B:,} tokens: {evaluate(held_out):.4f}   "
+            f"{frac:.0%} of dense-matmul FLOP/s"
+        )
+    t_stream, t_one, t_many = shared_stream_cost(max(5, steps // 4), 3)
     bound = 3 * (t_one - t_stream) + t_stream
     print(
         f"one stream: stream alone {t_stream:.1f} s, 1 SAE {t_one:.1f} s, 3 SAEs {t_many:.1f} s (bound 3×(1 SAE − stream) + stream = {bound:.1f} s; ratio {t_many / bound:.2f})"
     )
-    print(f"ratio vs sparsify: {results['nullsae'][0] / results['sparsify'][0]:.2f}")
+    ratios = [a / b for a, b in zip(rates["nullsae"], rates["sparsify"])]
+    print(f"ratios vs sparsify per round: {' '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"ratio vs sparsify: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":
