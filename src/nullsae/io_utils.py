@@ -43,7 +43,7 @@ def os_error(exc: OSError, path: str | Path, doing: str = "write") -> UserError:
         m = re.search(r"errno (\d+)", str(exc), re.IGNORECASE)
         code = int(m.group(1)) if m else None
     reason = exc.strerror or (os.strerror(code) if code else str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    fix = _FIXES.get(code, "check the path and the disk")
+    fix = _FIXES.get(code or 0, "check the path and the disk")  # no errno 0: the general fix
     return UserError(f"cannot {doing} {path}: {reason}; {fix}")
 
 
@@ -99,7 +99,7 @@ def _tmp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` on a temp file beside `path`, fsync it, then rename it onto `path`."""
     path = Path(path)
     with os_errors(path):
