@@ -3,9 +3,12 @@
 The SAE classes import torch; they load on first use, so that reading configs stays light.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nullsae.sae.config import SAEConfig
+
+if TYPE_CHECKING:
+    from nullsae.sae.architectures import SAE, SAEOutput
 
 __all__ = ["SAE", "SAEConfig", "SAEOutput"]
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nullsae.sae import baselines
-from nullsae.sae.config import SAEConfig, config_class
+from nullsae.sae.config import L1Config, SAEConfig, config_class
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _gather_sum(target: Tensor, source: Tensor, weights: Tensor, table: Tensor, 
     return F.embedding_bag(source.index_select(0, order), table, offsets, mode="sum", per_sample_weights=weights.index_select(0, order))
 
 
-Select = Callable[[Tensor], tuple[Tensor, Tensor]]
+Select = Callable[[Tensor], tuple[Tensor, ...]]  # (rows, cols) of the selected entries
 
 
 class _SparseEncode(torch.autograd.Function):
@@ -176,6 +176,8 @@ class SAE(nn.Module):
     saelens_architecture: ClassVar[str | None] = None  # the SAELens architecture this class reads and writes
     dictionary_learning_class: ClassVar[str | None] = None  # the dictionary_learning dict_class it reads
     _registry: ClassVar[dict[str, type[SAE]]] = {}
+    W_dec_init: Tensor  # buffers
+    initialized: Tensor
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -183,10 +185,10 @@ class SAE(nn.Module):
             SAE._registry[cls.config_class.model_fields["arch"].default] = cls
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SAE:
+        target = cls
         if cls is SAE:  # copy and pickle build the subclass itself, without arguments
-            cfg = args[0] if args else kwargs["cfg"]
-            cls = sae_class(cfg.arch)
-        return super().__new__(cls)
+            target = sae_class((args[0] if args else kwargs["cfg"]).arch)
+        return object.__new__(target)
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -357,6 +359,14 @@ class SAE(nn.Module):
         """Config fields a dictionary_learning state dict gives beyond its trainer config (none by default)."""
         return {}
 
+    def load_dictionary_learning(self, state: dict[str, Tensor]) -> None:
+        """Fill from a dictionary_learning state dict (classes with a `dictionary_learning_class`)."""
+        raise NotImplementedError(f"{self.cfg.arch} SAEs have no dictionary_learning mapping")
+
+    def dictionary_learning_tensors(self) -> dict[str, tuple[int, ...]]:
+        """The dictionary_learning tensors this class reads and their shapes."""
+        raise NotImplementedError(f"{self.cfg.arch} SAEs have no dictionary_learning mapping")
+
     def saelens_tensors(self) -> dict[str, tuple[int, ...]]:
         """The SAELens tensors this class reads and their shapes."""
         m, d = self.cfg.n_latents, self.cfg.d_in
@@ -366,7 +376,9 @@ class SAE(nn.Module):
 class L1SAE(SAE):
     """Shared by the architectures penalised by λ Σ_j a_j ‖W_dec,j‖ (normalised like the FVU), with λ steered to a target L0."""
 
-    def __init__(self, cfg: SAEConfig):
+    sparsity_coef: Tensor
+
+    def __init__(self, cfg: L1Config):
         super().__init__(cfg)
         self.register_buffer("sparsity_coef", torch.tensor(cfg.penalty_coef))
 

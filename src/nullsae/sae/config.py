@@ -43,17 +43,20 @@ class SAEConfig(BaseModel):
     arch: str
     d_in: int = Field(gt=0, description="input width d")
     n_latents: int = Field(gt=0, description="dictionary size m = R·d")
-    dead_tokens: int = Field(10_000_000, gt=0, description="a latent is dead after this many tokens without firing")
-    normalize_decoder: bool | None = Field(None, description="unit-norm decoder rows; default: all but relu")
+    dead_tokens: int = Field(default=10_000_000, gt=0, description="a latent is dead after this many tokens without firing")
+    normalize_decoder: bool | None = Field(default=None, description="unit-norm decoder rows; default: all but relu")
     baseline: Baseline = "none"
-    init: Init | None = Field(None, description="iso | cov; default per baseline (docs/spec.md#baselines)")
-    tau: float = Field(0.8, gt=-1, lt=1, description="soft-frozen decoder cone: cos(W_dec,j, W_dec,j⁽⁰⁾) ≥ τ")
+    init: Init | None = Field(default=None, description="iso | cov; default per baseline (docs/spec.md#baselines)")
+    tau: float = Field(default=0.8, gt=-1, lt=1, description="soft-frozen decoder cone: cos(W_dec,j, W_dec,j⁽⁰⁾) ≥ τ")
     seed: int = 0
 
     def __new__(cls, *args: Any, **data: Any) -> SAEConfig:
-        if cls is SAEConfig:
-            cls = config_class(str(data.get("arch")))
-        return super().__new__(cls)
+        target = config_class(str(data.get("arch"))) if cls is SAEConfig else cls
+        return object.__new__(target)
+
+    def __init__(self, **data: Any) -> None:
+        """Any architecture's fields: those only other architectures read are dropped (see the module docstring)."""
+        super().__init__(**data)
 
     @model_validator(mode="before")
     @classmethod
@@ -93,11 +96,11 @@ class L1Config(SAEConfig):
     """Fields of the architectures trained with a decoder-norm-weighted L1 penalty, its coefficient steered to a target L0."""
 
     target_l0: float | None = Field(
-        None,
+        default=None,
         gt=0,
         description="relu, gated: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0",
     )
-    target_l0_rate: float = Field(0.01, gt=0, description="per-step log-rate of the L1 coefficient's controller (relu, gated)")
+    target_l0_rate: float = Field(default=0.01, gt=0, description="per-step log-rate of the L1 coefficient's controller (relu, gated)")
 
     @property
     def penalty_coef(self) -> float:
@@ -110,7 +113,7 @@ class ReLUConfig(L1Config):
 
     unit_norm_default: ClassVar[bool] = False
     arch: Literal["relu"] = "relu"
-    l1_coef: float = Field(5.0, ge=0, description="λ of the relu SAE's weighted L1 penalty")
+    l1_coef: float = Field(default=5.0, ge=0, description="λ of the relu SAE's weighted L1 penalty")
 
     @property
     def penalty_coef(self) -> float:
@@ -121,9 +124,11 @@ class TopKConfig(SAEConfig):
     """TopK SAE (Gao et al.): the k largest pre-activations per token, AuxK on dead latents."""
 
     arch: Literal["topk"] = "topk"
-    k: int = Field(32, gt=0, description="active latents per token (topk, batchtopk, matryoshka); jumprelu: θ starts at the k/m quantile")
-    auxk: bool = Field(True, description="AuxK loss on dead latents (topk, batchtopk, matryoshka)")
-    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α")
+    k: int = Field(
+        default=32, gt=0, description="active latents per token (topk, batchtopk, matryoshka); jumprelu: θ starts at the k/m quantile"
+    )
+    auxk: bool = Field(default=True, description="AuxK loss on dead latents (topk, batchtopk, matryoshka)")
+    auxk_coef: float = Field(default=1 / 32, ge=0, description="AuxK weight α")
 
     @model_validator(mode="after")
     def _k_below_m(self) -> TopKConfig:
@@ -140,7 +145,7 @@ class BatchTopKConfig(TopKConfig):
     """BatchTopK SAE (Bussmann et al.): k·B winners over the batch, a learned threshold at inference."""
 
     arch: Literal["batchtopk"] = "batchtopk"  # type: ignore[assignment]
-    threshold_momentum: float = Field(0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
+    threshold_momentum: float = Field(default=0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
 
 
 class MatryoshkaConfig(BatchTopKConfig):
@@ -160,14 +165,16 @@ class JumpReLUConfig(SAEConfig):
     """JumpReLU SAE (Rajamanoharan et al.): z = pre·H(pre − θ), straight-through θ, L0 penalty."""
 
     arch: Literal["jumprelu"] = "jumprelu"
-    k: int = Field(32, gt=0, description="active latents per token (topk, batchtopk, matryoshka); jumprelu: θ starts at the k/m quantile")
-    l0_coef: float | None = Field(None, ge=0, description="λ of the jumprelu SAE's L0 penalty; default 1e-3, or 1.0 with target_l0")
+    k: int = Field(
+        default=32, gt=0, description="active latents per token (topk, batchtopk, matryoshka); jumprelu: θ starts at the k/m quantile"
+    )
+    l0_coef: float | None = Field(default=None, ge=0, description="λ of the jumprelu SAE's L0 penalty; default 1e-3, or 1.0 with target_l0")
     target_l0: float | None = Field(
-        None,
+        default=None,
         gt=0,
         description="relu, gated: adapt λ during training to reach this L0; jumprelu: penalise λ·(L0/target − 1)² instead of λ·L0",
     )
-    jumprelu_bandwidth: float = Field(1e-3, gt=0, description="straight-through bandwidth ε, as a fraction of the inputs' RMS norm")
+    jumprelu_bandwidth: float = Field(default=1e-3, gt=0, description="straight-through bandwidth ε, as a fraction of the inputs' RMS norm")
 
     @model_validator(mode="after")
     def _k_below_m(self) -> JumpReLUConfig:
@@ -187,7 +194,7 @@ class GatedConfig(L1Config):
 
     unit_norm_default: ClassVar[bool] = False
     arch: Literal["gated"] = "gated"
-    gate_l1_coef: float = Field(0.05, ge=0, description="λ of the gated SAE's L1 penalty on its gate pre-activations")
+    gate_l1_coef: float = Field(default=0.05, ge=0, description="λ of the gated SAE's L1 penalty on its gate pre-activations")
 
     @property
     def penalty_coef(self) -> float:
@@ -199,7 +206,7 @@ ARCH_CONFIGS: tuple[type[SAEConfig], ...] = (ReLUConfig, TopKConfig, BatchTopKCo
 
 AnySAEConfig = Annotated[Union[ARCH_CONFIGS], Field(discriminator="arch")]  # type: ignore[valid-type]  # noqa: UP007
 ARCHS: tuple[str, ...] = tuple(c.model_fields["arch"].default for c in ARCH_CONFIGS)
-_ADAPTER: TypeAdapter[SAEConfig] = TypeAdapter(AnySAEConfig)
+_ADAPTER: TypeAdapter[SAEConfig] = TypeAdapter(AnySAEConfig)  # pyright: ignore[reportArgumentType]
 
 
 def _arch_fields() -> set[str]:
@@ -222,7 +229,7 @@ def parse_sae_config(data: dict | str) -> SAEConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         if err["type"] == "union_tag_invalid":
-            raise UserError(f"unknown SAE architecture {err['ctx']['tag']!r}; choose one of {', '.join(ARCHS)}") from None
+            raise UserError(f"unknown SAE architecture {(err.get('ctx') or {}).get('tag')!r}; choose one of {', '.join(ARCHS)}") from None
         raise
 
 
@@ -248,18 +255,18 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int | None = Field(None, gt=0, description="optimiser steps (default: one pass over the training activations)")
-    lr: float | None = Field(None, gt=0, description="Adam learning rate (default 2e-4 / sqrt(m / 2^14))")
-    warmup_steps: int = Field(1000, ge=0, description="linear learning-rate warm-up steps (at most the run's steps)")
-    decay_fraction: float = Field(0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
+    steps: int | None = Field(default=None, gt=0, description="optimiser steps (default: one pass over the training activations)")
+    lr: float | None = Field(default=None, gt=0, description="Adam learning rate (default 2e-4 / sqrt(m / 2^14))")
+    warmup_steps: int = Field(default=1000, ge=0, description="linear learning-rate warm-up steps (at most the run's steps)")
+    decay_fraction: float = Field(default=0.0, ge=0, le=1, description="linear decay to 0 over this final fraction of steps")
     lr_drop_step: int | None = Field(
-        None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (default: no drop)"
+        default=None, ge=1, description="from this step on the learning rate is multiplied by lr_drop_factor (default: no drop)"
     )
-    lr_drop_factor: float = Field(1 / 3, gt=0, le=1, description="the learning-rate drop's factor")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's β1, β2")
-    checkpoint_every: int = Field(100, gt=0, description="steps between trainer checkpoints (an interrupted run resumes there)")
-    log_every: int = Field(50, gt=0, description="steps between training-history records")
-    skip_nonfinite: bool = Field(True, description="skip and count batches with NaN/inf (else stop with an error)")
+    lr_drop_factor: float = Field(default=1 / 3, gt=0, le=1, description="the learning-rate drop's factor")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam's β1, β2")
+    checkpoint_every: int = Field(default=100, gt=0, description="steps between trainer checkpoints (an interrupted run resumes there)")
+    log_every: int = Field(default=50, gt=0, description="steps between training-history records")
+    skip_nonfinite: bool = Field(default=True, description="skip and count batches with NaN/inf (else stop with an error)")
 
 
 def with_default(model: type[BaseModel], name: str, default: Any, description: str | None = None) -> Any:

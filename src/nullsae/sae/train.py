@@ -169,6 +169,7 @@ def train_saes(
         if steps is None:
             raise UserError("this activation stream has no fixed length; give the number of training steps")
         cfg = cfg.model_copy(update={"steps": steps})
+    assert cfg.steps is not None
     for name, sae in saes.items():
         if sae.cfg.d_in != stream.d_in:
             raise UserError(f"SAE '{name}' expects d_in = {sae.cfg.d_in} but the activations have d = {stream.d_in}")
@@ -252,5 +253,5 @@ def _result(name: str, st: _State, step: int, tokens: int, skipped: int) -> Trai
         l0=st.last["l0"],
         dead_fraction=float((st.since_fired >= window).float().mean()),
         decoder_drift=st.sae.decoder_drift(),
-        history=[TrainRecord(**h) for h in st.history],
+        history=[TrainRecord.model_validate(h) for h in st.history],
     )

@@ -45,6 +45,7 @@ class BatchTopKSAE(TopKSAE):
     config_class = BatchTopKConfig
     saelens_architecture = None  # SAELens stores BatchTopK SAEs as JumpReLU; so does to_saelens
     dictionary_learning_class = "BatchTopKSAE"
+    threshold: Tensor
 
     def __init__(self, cfg: BatchTopKConfig):
         super().__init__(cfg)

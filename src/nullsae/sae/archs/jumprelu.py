@@ -53,6 +53,8 @@ class JumpReLUSAE(SAE):
     config_class = JumpReLUConfig
     saelens_architecture = "jumprelu"
     dictionary_learning_class = "JumpReluAutoEncoder"
+    eps: Tensor
+    sparsity_coef: Tensor
 
     def __init__(self, cfg: JumpReLUConfig):
         super().__init__(cfg)

@@ -66,8 +66,8 @@ class TopKSAE(SAE):
     def to_sparsify(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """sparsify's weights and cfg.json fields (it stores TopK SAEs only)."""
         cfg = self.cfg
-        tensors = {"encoder.weight": self.W_enc, "encoder.bias": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
-        fields = {
+        tensors: dict[str, Tensor] = {"encoder.weight": self.W_enc, "encoder.bias": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        fields: dict[str, Any] = {
             "activation": "topk",
             "expansion_factor": max(1, cfg.n_latents // cfg.d_in),
             "normalize_decoder": cfg.unit_norm_decoder,
