@@ -208,6 +208,7 @@ def test_bundled_model_knows_capitals_and_entity_positions_are_right(smollm2):
     assert next(p for p in prep.prompts if p.entity == "France").correct
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep_error", [True, False])
 def test_learned_mask_finds_planted_latents_without_eta2(planted, keep_error):
     """SAEBench's learned mask alone recovers each attribute's latents, with no η² ranking and no size

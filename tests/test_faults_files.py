@@ -126,6 +126,7 @@ def test_a_truncated_shard_of_an_interrupted_fill(tmp_path):
         fill_cache(loaded, w, [1], d, shard_tokens=64, progress=False)
 
 
+@pytest.mark.slow
 def test_a_corrupt_synth_resume_folder(tmp_path):
     resume = tmp_path / "resume"
     resume.mkdir()

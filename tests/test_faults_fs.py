@@ -101,6 +101,7 @@ def test_synth_with_a_bad_out_fails_before_training(tmp_path):
         assert time.time() - t0 < 60  # 100,000 steps would take hours: it stopped before training
 
 
+@pytest.mark.slow
 def test_synth_results_are_printed_when_out_hits_the_size_limit(tmp_path):
     res = nullsae("synth", "--steps", "3", "--curve-points", "1", "--out", str(tmp_path / "out"), "--quiet", file_size_limit=2048)
     assert_clean_error(res, "cannot write", str(tmp_path / "out"), "ulimit -f")
