@@ -29,7 +29,7 @@ def _from_json(cfg: dict[str, Any]) -> ConfigShape | None:
     return ConfigShape(layers, width) if layers is not None else None
 
 
-# GGUF metadata value types (github.com/ggml-org/ggml docs/gguf.md): fixed sizes, 8 = string, 9 = array.
+# GGUF metadata value types (the GGUF file-format spec in the ggml repository): fixed sizes, 8 = string, 9 = array.
 _GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _GGUF_INTS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
 

@@ -48,11 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(EditCommand, args, args.flags)
     ec = cfg.editing
-    opened, model, layer = sae_and_model(cfg)
-
     from nullsae.editing import load_facts, prepare_facts, run_editing
 
-    facts = load_facts(ec.facts)  # a bad facts file fails before the model loads
+    facts = load_facts(ec.facts)  # a bad facts file fails before the SAE and the model load
+    opened, model, layer = sae_and_model(cfg)
     loaded = loaded_variant(model, cfg.variant)
     prep = prepare_facts(loaded, layer, ec, facts)
     c = prep.counts

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(ProbeCommand, args, args.flags)
     pc = cfg.probing
     task_cfg = cfg.task.model_copy(update={"n_train": pc.n_train, "n_test": pc.n_test, "seed": pc.seed})
+    tasks = load_tasks(pc.tasks, task_cfg)  # bad task names fail before the SAE and the model load
     opened, model, layer = sae_and_model(cfg)
-    tasks = load_tasks(pc.tasks, task_cfg)  # bad task names fail before the model loads
     for name, why in tasks.skipped.items():
         print(f"skipped {name}: {why}")
 
