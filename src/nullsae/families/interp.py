@@ -85,7 +85,7 @@ class LatentStats(FamilyResult):
 
 def compute_latents(ctx: FamilyContext, cells: list[Any]) -> Iterator[tuple[Any, FamilyOutput]]:
     from nullsae.autointerp.examples import collect_examples, count_firing, select_latents
-    from nullsae.metrics.latents import is_single_token, mean_entropy, token_entropy
+    from nullsae.metrics.latents import is_single_token, mean_entropy, single_token_fraction, token_entropy
     from nullsae.text_spans import token_pieces
 
     cfg = ctx.config
@@ -116,7 +116,7 @@ def compute_latents(ctx: FamilyContext, cells: list[Any]) -> Iterator[tuple[Any,
         result = LatentStats(
             entropy=mean_entropy(sampled.entropy.to_numpy()),
             entropy_raw=float(sampled.entropy_raw.mean()) if len(sampled) else math.nan,
-            single_token_fraction=float(sampled.single_token.mean()) if len(sampled) else math.nan,
+            single_token_fraction=single_token_fraction(list(stats.values())),
             n_latents_sampled=len(selection.latents),
             n_latents_eligible=selection.n_eligible,
             n_latents_removed=selection.n_removed,
