@@ -38,3 +38,19 @@ def test_every_verdict_reads_the_metric_modules_value(tiny_dir, tmp_path):
     html = res.report_path.read_text(encoding="utf-8")
     assert "editing, " in html and "facts answered right" in html
     assert "chance 0.5" in html and "seed noise" in html
+    # the terminal shows the same verdicts, first: a row per metric, a column per null, one word each
+    from nullsae.report.verdicts import SHORT, verdict_summary
+
+    lines = res.text_lines()
+    assert lines[1].startswith("does trained beat each null?")
+    summary = verdict_summary(res.verdicts)
+    nulls = list(dict.fromkeys(summary["null"]))
+    assert lines[2].split() == ["metric", *nulls]
+    table = {
+        line[: lines[2].index(nulls[0])].strip(): line[lines[2].index(nulls[0]) :].split()
+        for line in lines[3:]
+        if not line.startswith("  ")
+    }
+    assert set(table) == set(summary.metric)
+    for r in summary.itertuples():
+        assert table[r.metric][nulls.index(r.null)] == SHORT.get(r.verdict, "mixed"), (r.metric, r.null, r.verdict)

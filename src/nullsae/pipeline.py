@@ -19,7 +19,7 @@ from nullsae.experiment.grid import Plan
 from nullsae.experiment.store import RunStore, list_saes
 from nullsae.report import Report, build_report
 from nullsae.report.tables import ResultTables
-from nullsae.report.verdicts import verdict_summary
+from nullsae.report.verdicts import terminal_lines, verdict_summary
 from nullsae.sae.config import FREE_NULLS
 
 __all__ = ["ExperimentRun", "execute", "load_tables", "report_for"]
@@ -54,15 +54,13 @@ class ExperimentRun:
         }
 
     def text_lines(self) -> list[str]:
-        lines = [
+        """What `run`/`demo` print: what was computed, then the verdict table and the findings."""
+        return [
             f"{len(self.plan.cells)} SAE cells: {sum(o.trained for o in self.outcomes)} trained now, "
             f"{sum(o.computed for o in self.outcomes)} result parts computed, {sum(o.skipped for o in self.outcomes)} already done "
-            f"({self.seconds:.0f} s)"
+            f"({self.seconds:.0f} s)",
+            *terminal_lines(self.verdicts, self.findings),
         ]
-        for f in self.findings:
-            word = "holds" if f.holds else ("not checked" if f.holds is None else "DOES NOT HOLD")
-            lines.append(f"  {f.claim}: {word} — {f.evidence}")
-        return lines
 
 
 def _merge(row: dict[str, Any], part: str, values: dict[str, Any]) -> None:

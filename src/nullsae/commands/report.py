@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from nullsae.experiment.grid import ModelShape
     from nullsae.experiment.store import RunStore
     from nullsae.pipeline import report_for
-    from nullsae.report.verdicts import verdict_summary
+    from nullsae.report.verdicts import terminal_lines, verdict_summary
 
     store = RunStore(args.run_dir)
     if not (store.root / "manifest.json").exists():
@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         if not args.quiet:
-            for f in rep.findings:
-                print(f"  {f.claim}: {'holds' if f.holds else 'not checked' if f.holds is None else 'DOES NOT HOLD'} — {f.evidence}")
+            print("\n".join(terminal_lines(rep.verdicts, rep.findings)))
         print(f"report: {rep.path}")
     return 0
 

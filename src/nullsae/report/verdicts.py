@@ -267,12 +267,50 @@ def verdict_summary(verdicts: list[Verdict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+# The terminal's short form of each verdict word (the report and --json keep the words).
+SHORT = {
+    "distinguishes": "yes",
+    "null is better": "NULL",
+    "equal within tolerance": "equal",
+    "does not distinguish": "no",
+    "differs": "differs",
+    "no expected direction": "no",
+    "not scored": "-",
+    "n/a": "n/a",
+}
+
+
+def verdict_matrix(verdicts: list[Verdict]) -> list[str]:
+    """The verdicts as a terminal table: a row per metric, a column per null, one short word per cell
+    (over layers: the word when every layer agrees, else "mixed"), with its legend."""
+    df = verdict_summary(verdicts)
+    if df.empty:
+        return []
+    nulls = list(dict.fromkeys(df["null"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    cell = {(r.metric, r.null): SHORT.get(r.verdict, "mixed") for r in df.itertuples()}
+    rows = [["metric", *nulls], *[[m, *(cell.get((m, n), "-") for n in nulls)] for m in metrics]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    legend = (
+        "does trained beat each null? yes = distinguishes, NULL = null is better, equal = equal within tolerance, "
+        "no = does not distinguish, differs = differs (no expected direction), mixed = the layers disagree, - = not scored"
+    )
+    return [legend, *lines]
+
+
 class Finding(BaseModel):
     """A qualitative finding of Heap et al. checked on this run."""
 
     claim: str
     holds: bool | None  # None: the run has not the data to check it
     evidence: str
+
+
+def terminal_lines(verdicts: list[Verdict], findings: list[Finding]) -> list[str]:
+    """What `run`, `demo` and `report` print: the verdict table first, then each finding in one line."""
+    words = {True: "holds", None: "not checked", False: "DOES NOT HOLD"}
+    return [*verdict_matrix(verdicts), *(f"  {f.claim}: {words[f.holds]} — {f.evidence}" for f in findings)]
 
 
 def _by_layer(m: pd.DataFrame, variant: str, col: str) -> pd.Series:
