@@ -291,6 +291,27 @@ def test_autointerp_finds_layer_and_model_in_the_sae_files(one_sae, tmp_path, ca
     assert "not --layer 1; drop --layer" in capsys.readouterr().err
 
 
+def test_a_run_sae_records_what_it_reads_and_a_bad_layer_is_refused_before_its_weights(one_sae, tmp_path, capsys):
+    """A run's SAE copied out of the run keeps its model, variant, layer and hook in cfg.json; a --layer the model
+    lacks is refused from those files and the model's config, before the weights are read (here: corrupt)."""
+    import json
+    import shutil
+
+    from nullsae.sae.io import load_sae_source
+
+    copy = shutil.copytree(one_sae["path"], tmp_path / "copied")
+    recorded = json.loads((copy / "cfg.json").read_text(encoding="utf-8"))["trained_on"]
+    assert recorded == {"model": one_sae["model"], "variant": "trained", "layer": 2, "hook": "blocks.2.hook_resid_post"}
+    source = load_sae_source(copy)[1]
+    assert (source.model, source.layer, source.hook) == (one_sae["model"], 2, "blocks.2.hook_resid_post")
+
+    (copy / "sae.safetensors").write_bytes(b"not safetensors")
+    capsys.readouterr()
+    assert main(["probe", "--sae", str(copy), "--layer", "40", "--out", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer 40" in err[0] and "out of range" in err[0], err
+
+
 def test_off_a_terminal_the_hugging_face_libraries_draw_no_bars(tmp_path):
     code = (
         "import os; from nullsae.cli import main; main(['ls', os.getcwd()]); "

@@ -94,13 +94,43 @@ def _with_cell_info(source: Any, folder: Path) -> Any:
     )
 
 
+def _model_in_files(spec: str | None) -> str | None:
+    """The model a local SAE folder's files name (nullsae trained_on or cell.json, SAELens model_name,
+    dictionary_learning lm_name), read without torch; None when they name none."""
+    import json
+
+    if spec is None or not Path(spec).exists():
+        return None
+    folder = Path(spec).parent if Path(spec).is_file() else Path(spec)
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    cfg, config = read(folder / "cfg.json"), read(folder / "config.json")
+    named = (
+        (cfg.get("trained_on") or {}).get("model")
+        or cfg.get("model_name")
+        or (cfg.get("metadata") or {}).get("model_name")
+        or (config.get("trainer") or {}).get("lm_name")
+    )
+    if named is None and cfg.get("format") == "nullsae" and folder.name == "sae":
+        named = read(folder.parent / "cell.json").get("model")
+    return named if isinstance(named, str) else None
+
+
 def sae_and_model(given: SAEModelInput) -> tuple[OpenedSAE, str, int]:
     """The SAE, the model it reads (--model, else its files', else smollm2) and its layer, checked against
     the model's config before any weights load."""
     from nullsae.model_shape import check_layer_in_config
 
-    if given.layer is not None and given.model is not None:
-        check_layer_in_config(given.model, [given.layer])  # before the SAE (and torch) loads
+    local = given.release is None and given.sae is not None and not given.sae.startswith("hf:")
+    if given.layer is not None and (given.model is not None or local):
+        # before the SAE (and torch) loads: --model, else the model a local SAE's files name (read as the loaders read them)
+        check_layer_in_config(given.model or _model_in_files(given.sae) or "smollm2", [given.layer])
     opened = open_sae(given)
     if opened.layer is None:
         raise UserError(f"{opened.label} does not say which layer it reads; give --layer")

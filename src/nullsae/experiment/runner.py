@@ -278,7 +278,7 @@ def _train(job: Job, store: RunStore, cells: list[Cell], cache: RunCache) -> int
         for c in group:
 
             def fill(tmp: Path, c: Cell = c) -> None:
-                save_sae(saes[c.key].cpu(), tmp)
+                save_sae(saes[c.key].cpu(), tmp, trained_on=trained_on(c))
                 write_json(tmp / TRAIN_INFO, results[c.key].model_dump(mode="json", exclude={"history"}))
 
             atomic_dir(store.sae_dir(c.key), fill)
@@ -309,20 +309,25 @@ def _free_nulls(job: Job, store: RunStore, cells: list[Cell], cache: RunCache, t
         _seed(task, "free-nulls", f"{layer}/{arch}/seed{seed}")
         nulls = free_nulls(sae, x_eval.to(device_of(cfg)), x_fit.to(device_of(cfg)), seed=seed)
         for c in group:
-            save_untrained_sae(store, c.key, nulls[c.baseline], {"name": c.baseline, "built_from": ref.key})
+            save_untrained_sae(store, c.key, nulls[c.baseline], {"name": c.baseline, "built_from": ref.key}, trained_on(c))
             done += 1
     return done
 
 
-def save_untrained_sae(store: RunStore, key: str, sae: Any, info: dict[str, Any]) -> None:
+def trained_on(c: Cell) -> dict[str, Any]:
+    """What a cell's SAE reads, as its cfg.json records it: model, variant, layer and hook."""
+    return {"model": c.model, "variant": c.variant, "layer": c.layer, "hook": f"blocks.{c.layer}.hook_resid_post"}
+
+
+def save_untrained_sae(store: RunStore, key: str, sae: Any, info: dict[str, Any], where: dict[str, Any] | None = None) -> None:
     """Save an SAE this run did not train (a free null, the SAE `nullsae audit` examines) as cell `key`'s SAE:
-    its train.json records 0 steps and no training statistics (NaN), beside `info`."""
+    its train.json records 0 steps and no training statistics (NaN), beside `info`; `where` is what it reads."""
     from nullsae.sae.io import save_sae
 
     nan = {k: float("nan") for k in ("fvu", "l0", "dead_fraction", "decoder_drift")}
 
     def fill(tmp: Path) -> None:
-        save_sae(sae.cpu(), tmp)
+        save_sae(sae.cpu(), tmp, trained_on=where)
         write_json(tmp / TRAIN_INFO, {"steps": 0, "tokens": 0, "skipped_batches": 0, **nan, **info})
 
     atomic_dir(store.sae_dir(key), fill)

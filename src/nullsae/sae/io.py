@@ -134,17 +134,26 @@ def _read_cfg(folder: Path) -> dict:
     )
 
 
-def save_sae(sae: SAE, path: str | Path, fmt: Format = "nullsae", hook: str | None = None, model: str | None = None) -> Path:
+def save_sae(
+    sae: SAE,
+    path: str | Path,
+    fmt: Format = "nullsae",
+    hook: str | None = None,
+    model: str | None = None,
+    trained_on: dict[str, Any] | None = None,
+) -> Path:
     """Write `sae` to folder `path` in the given format; returns the folder.
 
-    `hook` and `model` (SAELens only) go into its metadata, so SAELens knows where the SAE reads.
+    `hook` and `model` (SAELens only) go into its metadata, so SAELens knows where the SAE reads;
+    `trained_on` (nullsae only: model, variant, layer, hook) goes into cfg.json, so every command finds them.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = sae.cfg
     if fmt == "nullsae":
         _save_tensors(dict(sae.state_dict()), folder / "sae.safetensors")
-        write_text(folder / "cfg.json", json.dumps({"format": "nullsae", "version": FORMAT_VERSION, "sae": cfg.model_dump()}, indent=2))
+        meta = {"format": "nullsae", "version": FORMAT_VERSION, "sae": cfg.model_dump()}
+        write_text(folder / "cfg.json", json.dumps(meta | ({"trained_on": trained_on} if trained_on else {}), indent=2))
     elif fmt == "saelens":
         try:
             architecture, tensors, extra = sae.to_saelens()
@@ -338,7 +347,8 @@ def load_sae_source(path: str | Path, norm_scaling_factor: float | None = None, 
             tensors = _load_tensors(folder / "sae.safetensors")
             _check_shapes(folder, tensors, {k: tuple(v.shape) for k, v in sae.state_dict().items()})
             sae.load_state_dict(tensors)
-            source = SAESource(folder, "nullsae")
+            where = raw.get("trained_on") or {}
+            source = SAESource(folder, "nullsae", where.get("hook"), where.get("layer"), where.get("model"))
         elif fmt == "saelens":
             sae, source = _saelens(folder, raw, norm_scaling_factor)
         elif fmt == "sparsify":
