@@ -72,6 +72,28 @@ def test_the_four_words_and_the_flag():
     assert verdict_summary([flagged]).verdict.item() == "not scored"
 
 
+def test_an_ill_conditioned_ce_score_is_not_judged():
+    """CE_zero − CE_clean under 0.1 nats for the null (a random model): its CE score is shown with the warning but
+    gets no verdict, however far it lies from trained's; the KL score beside it is still judged."""
+    rng = np.random.default_rng(1)
+    rows, chunks = [], []
+    for variant, gap in (("trained", 2.0), ("rerandomized", 0.01)):
+        key = f"{variant}-0"
+        clean = rng.uniform(3.0, 3.2, 64)
+        zero, sae = clean + gap, clean + gap * (0.1 if variant == "trained" else -5.0)
+        chunks.append(
+            pd.DataFrame(
+                {"key": key, "unit": np.arange(64), "ce_clean": clean, "ce_sae": sae, "ce_zero": zero, "kl_sae": 0.1, "kl_zero": 1.0}
+            )
+        )
+        rows.append(dict(key=key, model="m", variant=variant, layer=3, arch="topk", baseline="none", seed=0, ce_ill_conditioned=gap < 0.1))
+    verdicts = {v.metric: v for v in compute_verdicts(ResultTables(metrics=pd.DataFrame(rows), chunks=pd.concat(chunks)), n_boot=200)}
+    ce = verdicts["ce_score"]
+    assert ce.verdict == "not scored" and "ill-conditioned" in ce.warning and "rerandomized" in ce.warning
+    assert ce.null_value > 5  # the number is there, the word is not
+    assert verdicts["kl_score"].verdict == "equal within tolerance"
+
+
 def test_classify_follows_spec_section_9():
     assert classify(0.05, 0.03, 0.07, +1, 0.01) == "distinguishes"
     assert classify(0.005, 0.002, 0.008, +1, 0.01) == "equal within tolerance"  # excludes 0 but below δ

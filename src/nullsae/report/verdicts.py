@@ -205,16 +205,12 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
                     )
                     continue
                 ci = seed_bootstrap([r for r in reps if r is not None], n_boot=n_boot, seed=seed, level=level)
-                out.append(
-                    Verdict(
-                        **common,
-                        diff=ci.estimate,
-                        low=ci.low,
-                        high=ci.high,
-                        verdict=classify(ci.estimate, ci.low, ci.high, metric.direction, tol),
-                        warning=_warning(metric, null_name, trained, null),
-                    )
+                warning = _warning(metric, null_name, trained, null)
+                # a CE score over a denominator under 0.1 nats is noise divided by noise: shown, never judged
+                judged = (
+                    "not scored" if warning and metric.name == "ce_score" else classify(ci.estimate, ci.low, ci.high, metric.direction, tol)
                 )
+                out.append(Verdict(**common, diff=ci.estimate, low=ci.low, high=ci.high, verdict=judged, warning=warning))
     return out
 
 
