@@ -122,15 +122,22 @@ def _model_in_files(spec: str | None) -> str | None:
     return named if isinstance(named, str) else None
 
 
+def check_layer_early(given: SAEModelInput) -> None:
+    """Refuse a --layer the model lacks before the SAE (and torch) loads: the model is --model, else the one a
+    local SAE's files name (read as the loaders read them), else smollm2; a hub SAE is checked once it loads."""
+    from nullsae.model_shape import check_layer_in_config
+
+    local = given.release is None and given.sae is not None and not given.sae.startswith("hf:")
+    if given.layer is not None and (given.model is not None or local):
+        check_layer_in_config(given.model or _model_in_files(given.sae) or "smollm2", [given.layer])
+
+
 def sae_and_model(given: SAEModelInput) -> tuple[OpenedSAE, str, int]:
     """The SAE, the model it reads (--model, else its files', else smollm2) and its layer, checked against
     the model's config before any weights load."""
     from nullsae.model_shape import check_layer_in_config
 
-    local = given.release is None and given.sae is not None and not given.sae.startswith("hf:")
-    if given.layer is not None and (given.model is not None or local):
-        # before the SAE (and torch) loads: --model, else the model a local SAE's files name (read as the loaders read them)
-        check_layer_in_config(given.model or _model_in_files(given.sae) or "smollm2", [given.layer])
+    check_layer_early(given)
     opened = open_sae(given)
     if opened.layer is None:
         raise UserError(f"{opened.label} does not say which layer it reads; give --layer")

@@ -41,13 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nullsae.commands import loaded_variant, sae_and_model
+    from nullsae.commands import check_layer_early, loaded_variant, sae_and_model
     from nullsae.commands.ls import results_path
     from nullsae.config import config_from_args
     from nullsae.io_utils import atomic_write_text
 
     cfg = config_from_args(EditCommand, args, args.flags)
     ec = cfg.editing
+    check_layer_early(cfg)
+
     from nullsae.editing import load_facts, prepare_facts, run_editing
 
     facts = load_facts(ec.facts)  # a bad facts file fails before the SAE and the model load

@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nullsae.commands import loaded_variant, sae_and_model
+    from nullsae.commands import check_layer_early, loaded_variant, sae_and_model
     from nullsae.commands.ls import results_path
     from nullsae.config import config_from_args
     from nullsae.io_utils import atomic_write_text
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(ProbeCommand, args, args.flags)
     pc = cfg.probing
     task_cfg = cfg.task.model_copy(update={"n_train": pc.n_train, "n_test": pc.n_test, "seed": pc.seed})
+    check_layer_early(cfg)
     tasks = load_tasks(pc.tasks, task_cfg)  # bad task names fail before the SAE and the model load
     opened, model, layer = sae_and_model(cfg)
     for name, why in tasks.skipped.items():
