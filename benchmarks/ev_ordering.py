@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 from nullsae.activations import CachedActivations, CachedStream, DataSlice, cache_dir, fill_cache
-from nullsae.autointerp.config import AutointerpConfig, ExampleConfig
+from nullsae.autointerp.config import AutointerpConfig
 from nullsae.autointerp.examples import ActivationSource, SparseActs, sae_encoder
 from nullsae.autointerp.run import run_autointerp
 from nullsae.data import token_windows
+from nullsae.errors import UserError
 from nullsae.io_utils import atomic_write_text
 from nullsae.metrics.downstream import downstream_metrics
 from nullsae.metrics.reconstruction import reconstruction_metrics
@@ -51,7 +52,7 @@ MAX_WINDOWS = 13_000  # the bundled train split holds ~841K tokens
 INTERP_WINDOW = 32  # tokens per auto-interp example window, as the demo
 
 
-def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float]:
+def residual_stats(x: torch.Tensor, is_bos: torch.Tensor) -> dict[str, float | list[int]]:
     """Shape of one layer's residuals (rows × d): how much of the variance BOS rows and a few directions carry."""
     x = x.double()
     dev = (x - x.mean(0)).pow(2).sum(1)
@@ -136,10 +137,8 @@ def autointerp_auroc(
         keep = tokens[a.window, a.pos] != bos_id
         return SparseActs(a.window[keep], a.pos[keep], a.latent[keep], a.value[keep])
 
-    examples = ExampleConfig(
-        n_latents_sampled=n_latents, min_examples=20, top_k=200, n_explain=20, per_bin=2, n_negative=20, reservoir=200, seed=0
-    )
-    cfg = AutointerpConfig(explainer="tokens", scorers=["embedding", "tokens"], examples=examples, n_boot=1000)
+    examples = dict(n_latents_sampled=n_latents, min_examples=20, top_k=200, n_explain=20, per_bin=2, n_negative=20, reservoir=200)
+    cfg = AutointerpConfig.model_validate({"explainer": "tokens", "scorers": ["embedding", "tokens"], "examples": examples, "n_boot": 1000})
     shutil.rmtree(out, ignore_errors=True)  # a rerun scores the SAE afresh
     source = ActivationSource(tokens, encode, sae.cfg.n_latents, batch_windows=256, progress=False)
     res = run_autointerp(source, tokenizer, cfg, out, out.name, progress=False)
@@ -370,6 +369,9 @@ def main() -> None:
         print(key, json.dumps(value)[:300], flush=True)
 
     base = load_model("smollm2")
+    bos_id = base.bos_id
+    if bos_id is None:
+        raise UserError(f"{base.name} has no BOS token; the BOS rows measured here need one")
     emb = base.model.get_input_embeddings().weight
     save(
         "embedding",
@@ -380,13 +382,13 @@ def main() -> None:
             "control_sigma1_row_norm": math.sqrt(base.d_model),
         },
     )
-    eval_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.eval_windows, split="eval")
-    eval_bos = (eval_w == base.bos_id).reshape(-1)
-    interp_w = token_windows(base.tokenizer, base.bos_id, CONTEXT, args.interp_windows, split="interp") if args.auroc_latents else None
+    eval_w = token_windows(base.tokenizer, bos_id, CONTEXT, args.eval_windows, split="eval")
+    eval_bos = (eval_w == bos_id).reshape(-1)
+    interp_w = token_windows(base.tokenizer, bos_id, CONTEXT, args.interp_windows, split="interp") if args.auroc_latents else None
     view_max = {v.split(":")[0]: int(v.split(":")[1]) for v in args.views}
     plan = [(p.split(":")[0], int(p.split(":")[1]), int(p.split(":")[2])) for p in args.plan]
     n_train = min(math.ceil(max(c for _, c, _ in plan) * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
-    train_w = None if args.stats_only else token_windows(base.tokenizer, base.bos_id, CONTEXT, n_train, split="train")
+    train_w = None if args.stats_only else token_windows(base.tokenizer, bos_id, CONTEXT, n_train, split="train")
     for name, cached, tokens in plan:
         budgets = {v: [b for b in args.budgets if b <= min(tokens, view_max[v])] for v in view_max}
         wanted = [f"{name}|L{lay}|{v}|{b}{tag}" for lay in args.layers for v in view_max for b in budgets[v]]
@@ -394,8 +396,7 @@ def main() -> None:
         if (args.stats_only or all(k in results for k in wanted)) and all(f"{name}|L{lay}|stats" in results for lay in args.stats_layers):
             continue
         variant = name.replace("-embsigma", "")
-        kwargs = {"sigma": float(emb.std())} if name.endswith("-embsigma") else {}
-        loaded, _ = make_variant(base, variant, **kwargs)
+        loaded, _ = make_variant(base, variant, sigma=float(emb.std()) if name.endswith("-embsigma") else 1.0)
         model = loaded.model
         t0 = time.time()
         read = sorted(set(args.stats_layers) | set(args.layers))
@@ -417,6 +418,7 @@ def main() -> None:
         n_w = min(math.ceil(cached * 1.02 / (CONTEXT - 2)), MAX_WINDOWS)
         data = DataSlice(window=CONTEXT, n_windows=n_w)
         directory = cache_dir(base.name, name, data, root=args.out / "cache")
+        assert train_w is not None  # only --stats-only leaves it out, and it stops above
         fill_cache(loaded, train_w[:n_w], args.layers, directory, batch_size=16, dtype="float16", progress=False)
         print(f"{name}: eval + cache {time.time() - t0:.0f}s", flush=True)
         for layer in args.layers:
@@ -426,12 +428,12 @@ def main() -> None:
                 save(
                     f"{name}|L{layer}|lookup",
                     {
-                        "token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], base.bos_id),
+                        "token_lookup_ev": token_lookup_ev(cache, x_eval[~eval_bos], eval_w.reshape(-1)[~eval_bos], bos_id),
                         "n_train_rows": cache.n_rows,
                     },
                 )
             pick = torch.randperm(cache.n_rows, generator=torch.Generator().manual_seed(1))[:16384]
-            sample = cache.rows(pick)[cache.token_ids[pick] != base.bos_id]
+            sample = cache.rows(pick)[cache.token_ids[pick] != bos_id]
             maps = views(sample)
             for view in view_max:
                 fwd, inv = maps[view]
@@ -467,11 +469,9 @@ def main() -> None:
                                 model, eval_w[: args.ce_windows], layer, lambda h: sae.decode(sae.encode(h)), skip_bos=True
                             ).summary()
                             row.update(ce_loss_score=ds.ce_loss_score, kl_score=ds.kl_score, delta_ce=ds.delta_ce)
-                        if view == "raw" and x_interp:
+                        if view == "raw" and interp_w is not None:
                             folder = args.out / "autointerp" / f"{name}-L{layer}-{b}{tag.replace('|', '-')}"
-                            row.update(
-                                autointerp_auroc(sae, x_interp[layer], interp_w, base.bos_id, base.tokenizer, args.auroc_latents, folder)
-                            )
+                            row.update(autointerp_auroc(sae, x_interp[layer], interp_w, bos_id, base.tokenizer, args.auroc_latents, folder))
                     sae.train()
                     save(key, row)
 
