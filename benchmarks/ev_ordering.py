@@ -244,6 +244,14 @@ def tables(results: dict, layer: int) -> str:
     return "\n".join(out)
 
 
+MEASURES = [
+    ("ev_raw", "EV"),
+    ("ev_standardized", "EV standardised"),
+    ("auroc_embedding", "AUROC embedding"),
+    ("auroc_tokens", "AUROC tokens"),
+]
+
+
 def _budget_rows(results: dict, layers: list[int]):
     """(variant, layer, tokens, row) of every raw-view SAE result at `layers` with the default dictionary size."""
     for v in VARIANTS:
@@ -254,18 +262,17 @@ def _budget_rows(results: dict, layers: list[int]):
 
 
 def draw_auroc(results: dict, folder: Path, layers: list[int]) -> None:
-    """ev_ordering_auroc.png: per layer, raw EV, standardised EV and the embedding scorer's AUROC by variant and budget."""
+    """ev_ordering_auroc.png: per layer, raw EV, standardised EV and both scorers' AUROC by variant and budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    fields = [("ev_raw", "EV (BOS rows left out)"), ("ev_standardized", "EV, every dimension standardised"), ("auroc_embedding", "AUROC")]
-    fig, axes = plt.subplots(len(layers), 3, figsize=(14, 3.6 * len(layers)), squeeze=False)
+    fig, axes = plt.subplots(len(layers), len(MEASURES), figsize=(18, 3.6 * len(layers)), squeeze=False)
     rows = list(_budget_rows(results, layers))
     for i, lay in enumerate(layers):
-        for j, (field, title) in enumerate(fields):
+        for j, (field, title) in enumerate(MEASURES):
             ax = axes[i][j]
             for v in VARIANTS:
                 pts = [
@@ -278,7 +285,7 @@ def draw_auroc(results: dict, folder: Path, layers: list[int]) -> None:
                 line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)[0]
                 if pts[0][2] is not None:
                     ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.12)
-            if field == "auroc_embedding":
+            if field.startswith("auroc"):
                 ax.axhline(0.5, color="grey", ls=":", lw=1)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("SAE training tokens")
@@ -286,12 +293,36 @@ def draw_auroc(results: dict, folder: Path, layers: list[int]) -> None:
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(
-        "SmolLM2-135M, topk m = 4·576, k = 32; AUROC: tokens explainer, embedding scorer (all-MiniLM-L6-v2), 95 % latent-bootstrap band",
+        "SmolLM2-135M, topk m = 4·576, k = 32; AUROC: tokens explainer, embedding (all-MiniLM-L6-v2) and token-list scorers, "
+        "95 % latent-bootstrap band. Heap et al. Fig. 3 (Pythia): trained ≈ re-randomised ≈ step-0 > control",
         fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(folder / "ev_ordering_auroc.png", dpi=110)
     plt.close(fig)
+
+
+def ordering_table(results: dict, layers: list[int]) -> str:
+    """Markdown table with one row per layer, budget and measure, a column per variant and the variants in
+    descending order; an AUROC pair reads '≈' where the two 95 % intervals overlap, '>' where they do not."""
+    rows = list(_budget_rows(results, layers))
+    variants = [v for v in VARIANTS if any(vv == v for vv, _, _, _ in rows)]
+    out = [
+        f"| layer | tokens | measure | {' | '.join(variants)} | order |",
+        "|---|---|---|" + "---|" * (len(variants) + 1),
+    ]
+    for lay in layers:
+        for b in sorted({bb for _, ll, bb, _ in rows if ll == lay}):
+            got = {v: r for v, ll, bb, r in rows if ll == lay and bb == b}
+            for field, title in MEASURES:
+                have = sorted(((v, r) for v, r in got.items() if r.get(field) is not None), key=lambda vr: -vr[1][field])
+                order = have[0][0] if have else ""
+                for (_, hi), (v, lo) in zip(have, have[1:]):
+                    overlap = field.startswith("auroc") and lo[f"{field}_high"] >= hi[f"{field}_low"]
+                    order += f" {'≈' if overlap else '>'} {v}"
+                cells = " | ".join("–" if got.get(v, {}).get(field) is None else f"{got[v][field]:.3f}" for v in variants)
+                out.append(f"| {lay} | {b:,} | {title} | {cells} | {order} |")
+    return "\n".join(out)
 
 
 def auroc_table(results: dict, layers: list[int]) -> str:
@@ -352,7 +383,7 @@ def main() -> None:
             results.update(json.loads((out / "results.json").read_text()))
         if args.draw == "auroc":
             draw_auroc(results, args.figures, args.layers)
-            print(auroc_table(results, args.layers))
+            print(auroc_table(results, args.layers), ordering_table(results, args.layers), sep="\n\n")
         else:
             draw(results, args.figures, args.layers[0])
             print(tables(results, args.layers[0]))
