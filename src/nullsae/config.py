@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -45,12 +45,12 @@ class ProbingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ks: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20], description="numbers of latents per probe")
-    pooling: Literal["mean", "max"] = Field("mean", description="how token activations become one vector per text")
-    max_tokens: int = Field(128, ge=2, description="tokens per text (BOS included); longer texts are cut")
-    batch_size: int = Field(16, gt=0, description="texts per forward pass")
-    C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression (features standardised)")
-    max_iter: int = Field(1000, gt=0, description="iterations of the logistic regression's solver at most")
-    seed: int = Field(0, description="seed of the random projections (floor)")
+    pooling: Literal["mean", "max"] = Field(default="mean", description="how token activations become one vector per text")
+    max_tokens: int = Field(default=128, ge=2, description="tokens per text (BOS included); longer texts are cut")
+    batch_size: int = Field(default=16, gt=0, description="texts per forward pass")
+    C: float = Field(default=1.0, gt=0, description="inverse L2 strength of the logistic regression (features standardised)")
+    max_iter: int = Field(default=1000, gt=0, description="iterations of the logistic regression's solver at most")
+    seed: int = Field(default=0, description="seed of the random projections (floor)")
 
     @field_validator("ks")
     @classmethod
@@ -66,28 +66,28 @@ class EditingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     facts: str | None = Field(
-        None, description="facts JSON shaped like nullsae/assets/ravel_facts.json (default: the bundled countries and cities)"
+        default=None, description="facts JSON shaped like nullsae/assets/ravel_facts.json (default: the bundled countries and cities)"
     )
-    train_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of entities used to select latents (the rest are scored)")
+    train_fraction: float = Field(default=0.5, gt=0, lt=1, description="fraction of entities used to select latents (the rest are scored)")
     n_latents_grid: list[int] = Field(
         default_factory=lambda: [1, 4, 16, 64, 256, 1024, 4096], description="latent-set sizes tried on the training entities (capped at m)"
     )
     min_facts: int = Field(
-        5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped"
+        default=5, ge=2, description="an attribute needs this many correctly answered entities in each split, else it is skipped"
     )
-    max_pairs: int = Field(48, gt=0, description="base/source pairs per attribute and split")
-    batch_size: int = Field(32, gt=0, description="prompts per forward pass")
+    max_pairs: int = Field(default=48, gt=0, description="base/source pairs per attribute and split")
+    batch_size: int = Field(default=32, gt=0, description="prompts per forward pass")
     selection: Literal["eta2", "mask"] = Field(
-        "eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask"
+        default="eta2", description="eta2: top-n latents by η² (n by training score); mask: SAEBench's learned binary mask"
     )
-    mask_epochs: int = Field(8, gt=0, description="mask: passes over the training items")
-    mask_lr: float = Field(1e-2, gt=0, description="mask: Adam learning rate of the mask logits")
-    mask_batch_size: int = Field(16, gt=0, description="mask: items per gradient step")
+    mask_epochs: int = Field(default=8, gt=0, description="mask: passes over the training items")
+    mask_lr: float = Field(default=1e-2, gt=0, description="mask: Adam learning rate of the mask logits")
+    mask_batch_size: int = Field(default=16, gt=0, description="mask: items per gradient step")
     keep_error: bool = Field(
-        True,
+        default=True,
         description="the edit keeps the SAE's reconstruction error (x' = x + Δ); False decodes the edited code alone (x' = x̂ + Δ), as SAEBench does",
     )
-    seed: int = Field(0, description="seed of the entity split and the pairs")
+    seed: int = Field(default=0, description="seed of the entity split and the pairs")
 
     @field_validator("n_latents_grid")
     @classmethod
@@ -127,22 +127,24 @@ def paper_setting(arch: str) -> PaperSetting:
 class SynthConfig(TrainConfig):
     """One synthetic-benchmark run (docs/spec.md#synthetic): data setting, SAE architecture and the trainer's settings."""
 
-    setting: Setting = Field("variable", description="feature probabilities: variable or constant")
-    arch: str = Field("batchtopk", description=f"SAE architecture: {', '.join(ARCHS)}")
-    baselines: bool = Field(False, description="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
+    setting: Setting = Field(default="variable", description="feature probabilities: variable or constant")
+    arch: str = Field(default="batchtopk", description=f"SAE architecture: {', '.join(ARCHS)}")
+    baselines: bool = Field(default=False, description="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
     steps: int = with_default(TrainConfig, "steps", 2_000, "training batches")  # type: ignore[assignment]
     lr: float = with_default(TrainConfig, "lr", 2e-3, "Adam learning rate")  # type: ignore[assignment]
     warmup_steps: int = with_default(TrainConfig, "warmup_steps", 100)
     decay_fraction: float = with_default(TrainConfig, "decay_fraction", 0.2)
-    batch_size: int = Field(4096, gt=0, description="samples per training batch")
-    n_latents: int = Field(3200, gt=0, description="dictionary size m")
-    l0: int = Field(20, gt=0, description="active latents per sample (k, or the L0 target)")
-    dead_tokens: int = Field(2_000_000, gt=0, description="samples without firing after which a latent counts as dead and AuxK trains it")
-    auxk_coef: float = Field(1 / 32, ge=0, description="AuxK weight α for topk/batchtopk/matryoshka (0: no AuxK)")
-    eval_size: int = Field(8192, gt=0, description="held-out samples of the evaluation")
-    curve_points: int = Field(10, gt=0, description="recovery evaluations along training")
-    seed: int = Field(0, description="seed of the synthetic features, data and SAE initialisation")
-    device: str = Field("cpu", description="where the SAEs train; data are drawn on the CPU either way")
+    batch_size: int = Field(default=4096, gt=0, description="samples per training batch")
+    n_latents: int = Field(default=3200, gt=0, description="dictionary size m")
+    l0: int = Field(default=20, gt=0, description="active latents per sample (k, or the L0 target)")
+    dead_tokens: int = Field(
+        default=2_000_000, gt=0, description="samples without firing after which a latent counts as dead and AuxK trains it"
+    )
+    auxk_coef: float = Field(default=1 / 32, ge=0, description="AuxK weight α for topk/batchtopk/matryoshka (0: no AuxK)")
+    eval_size: int = Field(default=8192, gt=0, description="held-out samples of the evaluation")
+    curve_points: int = Field(default=10, gt=0, description="recovery evaluations along training")
+    seed: int = Field(default=0, description="seed of the synthetic features, data and SAE initialisation")
+    device: str = Field(default="cpu", description="where the SAEs train; data are drawn on the CPU either way")
 
     @field_validator("arch")
     @classmethod
@@ -160,24 +162,30 @@ class SynthConfig(TrainConfig):
 class VariantSettings(_Section):
     """How the null models of the transformer are built (docs/spec.md#variants)."""
 
-    seed: int = Field(42, description="seed of the re-randomised variants and of step0's initialiser")
-    keep_norms: bool = Field(False, description="keep layer-norm weights at their trained values")
-    control_sigma: float = Field(1.0, gt=0, description="std of the control variant's embedding noise")
-    control_noise: Literal["fresh", "per-token"] = Field("fresh", description="control noise: fresh every pass, or fixed per token id")
+    seed: int = Field(default=42, description="seed of the re-randomised variants and of step0's initialiser")
+    keep_norms: bool = Field(default=False, description="keep layer-norm weights at their trained values")
+    control_sigma: float = Field(default=1.0, gt=0, description="std of the control variant's embedding noise")
+    control_noise: Literal["fresh", "per-token"] = Field(
+        default="fresh", description="control noise: fresh every pass, or fixed per token id"
+    )
 
 
 class TokenSettings(_Section):
     """Which text, how much of it, and in what windows (disjoint train / eval / interpretation splits)."""
 
-    source: str = Field("bundled", description="bundled | hf:DATASET[:SPLIT] | a local .txt/.jsonl/.parquet path")
-    context: int = Field(64, ge=2, description="tokens per window fed to the model (BOS included)")
-    train: int = Field(2_000_000, gt=0, description="activations used to train each SAE")
-    eval: int = Field(16_384, gt=0, description="tokens of the evaluation split (reconstruction, downstream)")
-    interp: int = Field(200_000, gt=0, description="tokens of the interpretation split (latent examples, auto-interp)")
-    model_batch: int = Field(32, gt=0, description="windows per forward pass of the transformer")
-    interp_window: int = Field(32, ge=2, description="tokens per auto-interp example window (docs/spec.md#autointerp); divides context")
-    skip_bos: bool = Field(True, description="leave BOS out of SAE training and evaluation; downstream patches keep its clean residual")
-    seed: int = Field(0, description="seed of the disjoint train / eval / interp document split")
+    source: str = Field(default="bundled", description="bundled | hf:DATASET[:SPLIT] | a local .txt/.jsonl/.parquet path")
+    context: int = Field(default=64, ge=2, description="tokens per window fed to the model (BOS included)")
+    train: int = Field(default=2_000_000, gt=0, description="activations used to train each SAE")
+    eval: int = Field(default=16_384, gt=0, description="tokens of the evaluation split (reconstruction, downstream)")
+    interp: int = Field(default=200_000, gt=0, description="tokens of the interpretation split (latent examples, auto-interp)")
+    model_batch: int = Field(default=32, gt=0, description="windows per forward pass of the transformer")
+    interp_window: int = Field(
+        default=32, ge=2, description="tokens per auto-interp example window (docs/spec.md#autointerp); divides context"
+    )
+    skip_bos: bool = Field(
+        default=True, description="leave BOS out of SAE training and evaluation; downstream patches keep its clean residual"
+    )
+    seed: int = Field(default=0, description="seed of the disjoint train / eval / interp document split")
 
     @model_validator(mode="after")
     def _windows(self) -> TokenSettings:
@@ -190,8 +198,8 @@ class _SAESettingsBase(_Section):
     """SAE architectures and the hyper-parameters they share (docs/spec.md#architectures); the rest are the architectures' config fields."""
 
     archs: list[str] = Field(default_factory=lambda: ["topk"], description=f"architectures: {', '.join(ARCHS)}")
-    expansion: int = Field(64, gt=0, description="expansion factor R (m = R·d)")
-    n_latents: int | None = Field(None, gt=0, description="dictionary size m; overrides expansion")
+    expansion: int = Field(default=64, gt=0, description="expansion factor R (m = R·d)")
+    n_latents: int | None = Field(default=None, gt=0, description="dictionary size m; overrides expansion")
 
     @field_validator("archs")
     @classmethod
@@ -206,11 +214,11 @@ class _SAESettingsBase(_Section):
 
 # Fields set per cell (or in the `baselines` section), not shared hyper-parameters.
 _PER_CELL = {"arch", "d_in", "n_latents", "baseline", "init", "seed", "tau"}  # n_latents: set from expansion
-SAESettings = create_model(
-    "SAESettings",
-    __base__=_SAESettingsBase,
-    **{name: (f.annotation, f) for name, f in settings_fields().items() if name not in _PER_CELL},
-)
+_SHARED_FIELDS: dict[str, Any] = {name: (f.annotation, f) for name, f in settings_fields().items() if name not in _PER_CELL}
+if TYPE_CHECKING:  # the architectures' fields are added at run time; code reads them through model_dump / model_fields
+    SAESettings = _SAESettingsBase
+else:
+    SAESettings = create_model("SAESettings", __base__=_SAESettingsBase, **_SHARED_FIELDS)
 
 
 class BaselineSettings(_Section):
@@ -220,9 +228,9 @@ class BaselineSettings(_Section):
         default_factory=lambda: list(RANDOM_BASELINES),
         description=f"baselines: trained {', '.join(RANDOM_BASELINES)}; free nulls (no training) {', '.join(FREE_NULLS)} (empty: none)",
     )
-    layers: list[int] | None = Field(None, description="layers that get baselines (default: every layer)")
+    layers: list[int] | None = Field(default=None, description="layers that get baselines (default: every layer)")
     variants: list[str] = Field(default_factory=lambda: ["trained"], description="variants that get baselines")
-    tau: float = Field(0.8, gt=-1, lt=1, description="soft-frozen decoder cone cos ≥ τ")
+    tau: float = Field(default=0.8, gt=-1, lt=1, description="soft-frozen decoder cone cos ≥ τ")
 
     @field_validator("kinds")
     @classmethod
@@ -241,12 +249,12 @@ class BaselineSettings(_Section):
 class TrainSettings(TrainConfig, _Section):
     """SAE optimisation: the trainer's settings (docs/spec.md#architectures defaults) and the stream of batches that feeds every SAE of a layer."""
 
-    batch_size: int = Field(4096, gt=0, description="activations per optimiser step (one pass: tokens.train // batch_size steps)")
+    batch_size: int = Field(default=4096, gt=0, description="activations per optimiser step (one pass: tokens.train // batch_size steps)")
     stream: Literal["cache", "live"] = Field(
-        "cache",
+        default="cache",
         description="cache: train split's activations on disk (one model pass for all layers); live: computed per layer through a shuffle buffer (no disk)",
     )
-    buffer_tokens: int = Field(262_144, gt=0, description="live stream: activations held in the shuffle buffer")
+    buffer_tokens: int = Field(default=262_144, gt=0, description="live stream: activations held in the shuffle buffer")
     seeds: list[int] = Field(
         default_factory=lambda: [0],
         description="SAE seeds: every SAE cell, trained and null, is trained once per seed on the same activations (the seed sets its initialisation and batch order; an SAE and its baselines share it)",
@@ -269,30 +277,34 @@ class ProbingSettings(ProbingConfig):
     tasks: list[str] = Field(
         default_factory=lambda: ["builtin"], description="task names, families, files or hf:DATASET (builtin = every built-in task)"
     )
-    n_train: int = Field(100, gt=0, description="training texts per class")
-    n_test: int = Field(50, gt=0, description="test texts per class")
-    baseline_layers_only: bool = Field(False, description="probe only the SAEs at the layers that get SAE baselines (baselines.layers)")
+    n_train: int = Field(default=100, gt=0, description="training texts per class")
+    n_test: int = Field(default=50, gt=0, description="test texts per class")
+    baseline_layers_only: bool = Field(
+        default=False, description="probe only the SAEs at the layers that get SAE baselines (baselines.layers)"
+    )
 
 
 class EditingSettings(EditingConfig):
     """RAVEL-style editing as a metric family (`metrics: [..., editing]`), on the facts each variant's model answers right."""
 
-    baseline_layers_only: bool = Field(False, description="edit only with the SAEs at the layers that get SAE baselines (baselines.layers)")
+    baseline_layers_only: bool = Field(
+        default=False, description="edit only with the SAEs at the layers that get SAE baselines (baselines.layers)"
+    )
 
 
 class ReportSettings(_Section):
     """Verdicts (docs/spec.md#verdicts) and report contents."""
 
-    n_bootstrap: int = Field(1000, ge=100, description="bootstrap resamples per verdict")
-    confidence: float = Field(0.95, gt=0, lt=1, description="interval level")
-    seed: int = Field(0, description="bootstrap seed")
-    example_latents: int = Field(4, ge=0, description="latents shown with example windows per variant")
+    n_bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples per verdict")
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="interval level")
+    seed: int = Field(default=0, description="bootstrap seed")
+    example_latents: int = Field(default=4, ge=0, description="latents shown with example windows per variant")
 
 
 class RunConfig(_Section):
     """One experiment: every SAE of the grid and every metric to compute on it."""
 
-    name: str = Field("run", description="run name (the default output folder is runs/NAME)")
+    name: str = Field(default="run", description="run name (the default output folder is runs/NAME)")
     models: list[str] = Field(
         default_factory=lambda: ["smollm2"], description="smollm2 (bundled) | HF hub id[@revision] | local folder | .gguf file"
     )
@@ -310,8 +322,8 @@ class RunConfig(_Section):
     editing: EditingSettings = Field(default_factory=EditingSettings)
     variant: VariantSettings = Field(default_factory=VariantSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads per task (default: torch's choice; 1 suits tiny models)")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    threads: int | None = Field(default=None, gt=0, description="torch CPU threads per task (default: torch's choice; 1 suits tiny models)")
 
     @field_validator("variants")
     @classmethod
@@ -372,22 +384,22 @@ class ActivationsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("smollm2", description="'smollm2' (bundled), a hub id, a local folder or a .gguf file")
-    revision: str | None = Field(None, description="hub revision of --model")
-    trust_remote_code: bool = Field(False, description="allow a hub model to run its own code")
-    variant: str = Field("trained", description=f"model variant: {' | '.join(VARIANTS)}")
+    model: str = Field(default="smollm2", description="'smollm2' (bundled), a hub id, a local folder or a .gguf file")
+    revision: str | None = Field(default=None, description="hub revision of --model")
+    trust_remote_code: bool = Field(default=False, description="allow a hub model to run its own code")
+    variant: str = Field(default="trained", description=f"model variant: {' | '.join(VARIANTS)}")
     null: VariantSettings = Field(default_factory=VariantSettings)
     layers: list[int] = Field(description="layers, e.g. 2,6 or 2 6 (layer ℓ = output of block ℓ)")
     tokens: int = Field(gt=0, description="number of tokens to cache (rounded up to whole windows)")
-    window: int = Field(128, ge=2, description="tokens per window, BOS included")
-    data: str = Field("bundled", description="bundled | hf:DATASET[:SPLIT] | a .txt/.jsonl/.parquet file")
-    text_field: str = Field("text", description="text field of a jsonl/parquet/HF source")
-    split: Literal["train", "eval", "interp"] = Field("train", description="which disjoint split of the documents")
-    data_seed: int = Field(0, description="seed of the train/eval/interp split")
-    batch_size: int = Field(16, gt=0, description="windows per forward pass")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="storage dtype of the activations")
-    cache_dir: str | None = Field(None, description="cache root (default: $NULLSAE_CACHE or ~/.cache/nullsae)")
-    device: str | None = Field(None, description="torch device (default: cuda if available, else cpu)")
+    window: int = Field(default=128, ge=2, description="tokens per window, BOS included")
+    data: str = Field(default="bundled", description="bundled | hf:DATASET[:SPLIT] | a .txt/.jsonl/.parquet file")
+    text_field: str = Field(default="text", description="text field of a jsonl/parquet/HF source")
+    split: Literal["train", "eval", "interp"] = Field(default="train", description="which disjoint split of the documents")
+    data_seed: int = Field(default=0, description="seed of the train/eval/interp split")
+    batch_size: int = Field(default=16, gt=0, description="windows per forward pass")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="storage dtype of the activations")
+    cache_dir: str | None = Field(default=None, description="cache root (default: $NULLSAE_CACHE or ~/.cache/nullsae)")
+    device: str | None = Field(default=None, description="torch device (default: cuda if available, else cpu)")
 
     @field_validator("variant")
     @classmethod
@@ -436,7 +448,9 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
         train = {k: v for k, v in train.items() if k != "seed"} | {"seeds": [train["seed"]]}
         data = {**data, "train": train}
     auto = data.get("autointerp")
-    examples = auto.get("examples") if isinstance(auto, dict) else None
+    if not isinstance(auto, dict):
+        return data
+    examples = auto.get("examples")
     if isinstance(examples, dict) and ("seed" in examples or "n_latents" in examples):
         examples = {("n_latents_sampled" if k == "n_latents" else k): v for k, v in examples.items() if k != "seed"}
         data = {**data, "autointerp": {**auto, "examples": examples}}
@@ -597,7 +611,7 @@ def _nested(data: dict[str, Any], path: str) -> Any:
     return node
 
 
-POSITIONAL = {"positional": True}  # json_schema_extra of a command-config field given as a positional argument
+POSITIONAL: dict[str, Any] = {"positional": True}  # json_schema_extra of a command-config field given as a positional argument
 
 
 def add_flags(

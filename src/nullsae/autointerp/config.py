@@ -18,17 +18,17 @@ class ExampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    top_k: int = Field(10_000, gt=0, description="windows kept per latent, by max activation; the explainer samples from them")
-    n_explain: int = Field(40, gt=0, description="windows shown to the explainer, sampled from the top windows")
-    mark_threshold: float = Field(0.3, description="tokens with activation >= this x the window's max are marked <<tok>>")
-    n_bins: int = Field(10, gt=0, description="equal-count activation-quantile bins of the activating test windows")
-    per_bin: int = Field(10, gt=0, description="activating test windows drawn from each bin")
-    n_negative: int = Field(100, ge=0, description="random windows in which the latent never fires")
-    reservoir: int = Field(2_000, gt=0, description="uniform sample of activating windows per latent, cut into the quantile bins")
-    min_examples: int = Field(200, gt=0, description="latents firing in fewer windows are not sampled")
-    n_latents_sampled: int = Field(100, gt=0, description="latents sampled per SAE among those passing min_examples")
+    top_k: int = Field(default=10_000, gt=0, description="windows kept per latent, by max activation; the explainer samples from them")
+    n_explain: int = Field(default=40, gt=0, description="windows shown to the explainer, sampled from the top windows")
+    mark_threshold: float = Field(default=0.3, description="tokens with activation >= this x the window's max are marked <<tok>>")
+    n_bins: int = Field(default=10, gt=0, description="equal-count activation-quantile bins of the activating test windows")
+    per_bin: int = Field(default=10, gt=0, description="activating test windows drawn from each bin")
+    n_negative: int = Field(default=100, ge=0, description="random windows in which the latent never fires")
+    reservoir: int = Field(default=2_000, gt=0, description="uniform sample of activating windows per latent, cut into the quantile bins")
+    min_examples: int = Field(default=200, gt=0, description="latents firing in fewer windows are not sampled")
+    n_latents_sampled: int = Field(default=100, gt=0, description="latents sampled per SAE among those passing min_examples")
     seed: int = Field(
-        0, exclude=True, description="seed of latent and example sampling; set from the autointerp seed, not a key of its own"
+        default=0, exclude=True, description="seed of latent and example sampling; set from the autointerp seed, not a key of its own"
     )
 
 
@@ -37,11 +37,11 @@ class OpenAISettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint URL (default: $OPENAI_BASE_URL, then OpenAI)")
-    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once")
-    max_retries: int = Field(3, ge=0, description="openai: retries after a timeout, connection error, 429 or 5xx")
-    backoff_s: float = Field(1.0, ge=0, description="openai: first retry delay in seconds; doubles each retry, with jitter")
-    timeout_s: float = Field(60.0, gt=0, description="openai: seconds per request")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint URL (default: $OPENAI_BASE_URL, then OpenAI)")
+    concurrency: int = Field(default=8, ge=1, description="openai: requests in flight at once")
+    max_retries: int = Field(default=3, ge=0, description="openai: retries after a timeout, connection error, 429 or 5xx")
+    backoff_s: float = Field(default=1.0, ge=0, description="openai: first retry delay in seconds; doubles each retry, with jitter")
+    timeout_s: float = Field(default=60.0, gt=0, description="openai: seconds per request")
 
 
 def _llm_spec(spec: str | None, what: str) -> str | None:
@@ -57,19 +57,19 @@ class AutointerpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    explainer: str = Field("tokens", description="tokens | hf:<model> (e.g. hf:smollm2) | openai:<model>")
+    explainer: str = Field(default="tokens", description="tokens | hf:<model> (e.g. hf:smollm2) | openai:<model>")
     scorers: list[str] = Field(
         default_factory=lambda: ["tokens", "embedding"],
         description=f"scorers among {', '.join(SCORERS)} (default: tokens,embedding for the tokens explainer, else detection,fuzzing,embedding)",
     )
     scorer_llm: str | None = Field(
-        None, description="chat model of detection/fuzzing, hf:<model> or openai:<model> (default: the explainer's)"
+        default=None, description="chat model of detection/fuzzing, hf:<model> or openai:<model> (default: the explainer's)"
     )
     examples: ExampleConfig = Field(default_factory=ExampleConfig)
-    chunk: int = Field(10, gt=0, description="latents explained and scored together before their rows are written")
-    n_boot: int = Field(1000, gt=0, description="bootstrap resamples of latents for the intervals")
-    seed: int = Field(0, description="seed of latent and example sampling, scorers and bootstrap")
-    llm_cache: str | None = Field(None, description="folder of the prompt → response cache (default: <out>/llm-cache)")
+    chunk: int = Field(default=10, gt=0, description="latents explained and scored together before their rows are written")
+    n_boot: int = Field(default=1000, gt=0, description="bootstrap resamples of latents for the intervals")
+    seed: int = Field(default=0, description="seed of latent and example sampling, scorers and bootstrap")
+    llm_cache: str | None = Field(default=None, description="folder of the prompt → response cache (default: <out>/llm-cache)")
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
 
     @model_validator(mode="before")

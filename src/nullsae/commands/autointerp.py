@@ -13,9 +13,11 @@ from nullsae.commands import SAEModelInput
 class AutointerpCommand(SAEModelInput):
     """`nullsae autointerp`'s settings: the SAE, where its activations come from, and the auto-interp setup."""
 
-    activations: str | None = Field(None, description="activation cache folder of `nullsae activations` (default: a live pass of --model)")
-    tokens: int = Field(200_000, gt=0, description="tokens of the live pass, interp split of the bundled corpus")
-    window: int = Field(32, ge=2, description="tokens per example window")
+    activations: str | None = Field(
+        default=None, description="activation cache folder of `nullsae activations` (default: a live pass of --model)"
+    )
+    tokens: int = Field(default=200_000, gt=0, description="tokens of the live pass, interp split of the bundled corpus")
+    window: int = Field(default=32, ge=2, description="tokens per example window")
     autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
 
 

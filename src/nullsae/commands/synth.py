@@ -12,9 +12,9 @@ from nullsae.config import SynthConfig, add_flags
 class SynthCommand(SynthConfig):
     """`nullsae synth`'s settings: the benchmark's, on the best device present unless told."""
 
-    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
+    device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     paper: bool = Field(
-        False,
+        default=False,
         description="train to the recovery plateau with its per-architecture steps, lr, lr drop and dead window "
         "(docs/results/synthetic.md); explicit options override it",
     )

@@ -14,7 +14,7 @@ from nullsae.errors import UserError
 
 Experiment = Literal["superposition", "glove", "embeddings", "lomax"]
 Dataset = Literal["inputs", "gaussian", "mlp-inputs", "mlp-gaussian"]
-DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+DATASETS: tuple[Dataset, ...] = typing.get_args(Dataset)
 
 
 def default_coefs() -> list[float]:
@@ -35,16 +35,16 @@ class SweepConfig(BaseModel):
 
     latents: list[int] = Field(default_factory=lambda: [1024], description="dictionary sizes m")
     coefs: list[float] = Field(default_factory=default_coefs, description="L1 coefficients c (default: logspace(-3, 2, 21))")
-    epochs: int = Field(100, gt=0, description="training epochs per SAE")
-    batch_size: int = Field(256, gt=0, description="samples per training step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    eval_fraction: float = Field(0.1, gt=0, lt=1, description="held-out fraction of each dataset")
+    epochs: int = Field(default=100, gt=0, description="training epochs per SAE")
+    batch_size: int = Field(default=256, gt=0, description="samples per training step")
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    eval_fraction: float = Field(default=0.1, gt=0, lt=1, description="held-out fraction of each dataset")
     max_stack: int | None = Field(
-        None, gt=0, description="most SAEs trained together in one batched model (default: as many as fit in memory-gb)"
+        default=None, gt=0, description="most SAEs trained together in one batched model (default: as many as fit in memory-gb)"
     )
-    memory_gb: float = Field(4.0, gt=0, description="memory budget of one batched model when max-stack is not given")
-    mcc: bool = Field(True, description="also compute Hungarian-matched MCC where ground truth exists")
-    device: str = Field("cpu", description="where the stacked models train (cpu, cuda, cuda:1, ...)")
+    memory_gb: float = Field(default=4.0, gt=0, description="memory budget of one batched model when max-stack is not given")
+    mcc: bool = Field(default=True, description="also compute Hungarian-matched MCC where ground truth exists")
+    device: str = Field(default="cpu", description="where the stacked models train (cpu, cuda, cuda:1, ...)")
 
     @field_validator("latents")
     @classmethod
@@ -69,16 +69,20 @@ class ToyConfig(BaseModel):
     experiment: Experiment = Field(
         description="superposition (Figs. 5, 6, 13-16), glove / embeddings (Fig. 7), lomax (Fig. 4)", json_schema_extra=POSITIONAL
     )
-    latents: list[int] | None = Field(None, description="dictionary sizes (default: 1024 for superposition, 4d and 16d for vectors)")
-    seeds: list[int] | None = Field(None, description="seeds (default: 0-9 for superposition, 0 for vectors)")
+    latents: list[int] | None = Field(
+        default=None, description="dictionary sizes (default: 1024 for superposition, 4d and 16d for vectors)"
+    )
+    seeds: list[int] | None = Field(default=None, description="seeds (default: 0-9 for superposition, 0 for vectors)")
     samples: int = Field(
-        10_000,
+        default=10_000,
         gt=0,
         description="samples (superposition) or most vectors used (glove: the first, most frequent; embeddings: a seeded random subset)",
     )
     data: list[Dataset] = Field(default_factory=lambda: list(DATASETS), description="which datasets to sweep")
-    vectors: str | None = Field(None, description="glove: a .npy (n, d) array or a GloVe text file instead of the bundled GloVe 6B 50-d")
-    model: str = Field("smollm2", description="embeddings: model spec (smollm2, a folder, a .gguf or a hub id)")
+    vectors: str | None = Field(
+        default=None, description="glove: a .npy (n, d) array or a GloVe text file instead of the bundled GloVe 6B 50-d"
+    )
+    model: str = Field(default="smollm2", description="embeddings: model spec (smollm2, a folder, a .gguf or a hub id)")
     variants: list[str] = Field(
         default_factory=lambda: ["trained", "rerandomized"], description="embeddings: variants whose embedding matrix is swept"
     )
@@ -86,7 +90,7 @@ class ToyConfig(BaseModel):
         default_factory=lambda: [0.8, 0.9],
         description="EV levels at which each curve's L1/√L2 is read off (JSON frontier_at_ev; after the random MLP, SPEC's c grid reaches 0.8 but not 0.9)",
     )
-    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
+    device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     sweep: SweepConfig = Field(default_factory=SweepConfig)
 
     @field_validator("latents")
