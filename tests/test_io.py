@@ -8,7 +8,8 @@ import torch
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
 from nullsae.sae.config import ARCHS
-from nullsae.sae.io import detect_format, load_sae, save_sae
+from nullsae.sae.io import load_sae, save_sae
+from nullsae.sae.source import detect_format
 
 D, M, K = 16, 64, 4
 

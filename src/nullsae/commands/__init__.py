@@ -57,79 +57,39 @@ class OpenedSAE:
     layer: int | None
 
 
+def _local_folder(given: SAEInput) -> Path | None:
+    """The folder of a local --sae (a weights file stands for its folder, where cfg.json lies); None for a hub SAE."""
+    if given.release is not None or given.sae is None or given.sae.startswith("hf:"):
+        return None
+    path = Path(given.sae)
+    if not path.exists():
+        raise UserError(f"SAE {given.sae} does not exist; give an SAE folder, a file in it, or hf:ORG/REPO[/SUBFOLDER][@REV]")
+    return path.parent if path.is_file() else path
+
+
 def open_sae(given: SAEInput) -> OpenedSAE:
     """Load the SAE named by `given` and settle its layer: the one its files record, or --layer (which must agree)."""
     from nullsae.sae.hub import load_named
 
-    spec = given.sae
-    if spec is not None and not spec.startswith("hf:"):
-        path = Path(spec)
-        if not path.exists():
-            raise UserError(f"SAE {spec} does not exist; give an SAE folder, a file in it, or hf:ORG/REPO[/SUBFOLDER][@REV]")
-        spec = str(path.parent if path.is_file() else path)  # a weights file stands for its folder (cfg.json lies beside it)
-    sae, source, ref = load_named(spec, given.release, given.sae_id)
-    source = _with_cell_info(source, ref.folder)
+    local = _local_folder(given)
+    sae, source, ref = load_named(given.sae if local is None else str(local), given.release, given.sae_id)
     if given.layer is not None and source.layer is not None and given.layer != source.layer:
         raise UserError(f"the SAE reads {source.hook} (layer {source.layer}), not --layer {given.layer}; drop --layer")
     layer = given.layer if given.layer is not None else source.layer
     return OpenedSAE(sae, source, ref.folder, ref.label, layer)
 
 
-def _with_cell_info(source: Any, folder: Path) -> Any:
-    """An SAE trained by a nullsae run (`cells/<key>/sae`) reads the model and layer its cell.json records."""
-    import dataclasses
-    import json
-
-    cell = folder.parent / "cell.json"
-    if source.fmt != "nullsae" or folder.name != "sae" or not cell.is_file():
-        return source
-    try:
-        info = json.loads(cell.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return source
-    layer, model = info.get("layer"), info.get("model")
-    hook = f"blocks.{layer}.hook_resid_post" if isinstance(layer, int) else None
-    return dataclasses.replace(
-        source, layer=source.layer if source.layer is not None else layer, model=source.model or model, hook=source.hook or hook
-    )
-
-
-def _model_in_files(spec: str | None) -> str | None:
-    """The model a local SAE folder's files name (nullsae trained_on or cell.json, SAELens model_name,
-    dictionary_learning lm_name), read without torch; None when they name none."""
-    import json
-
-    if spec is None or not Path(spec).exists():
-        return None
-    folder = Path(spec).parent if Path(spec).is_file() else Path(spec)
-
-    def read(path: Path) -> dict[str, Any]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    cfg, config = read(folder / "cfg.json"), read(folder / "config.json")
-    named = (
-        (cfg.get("trained_on") or {}).get("model")
-        or cfg.get("model_name")
-        or (cfg.get("metadata") or {}).get("model_name")
-        or (config.get("trainer") or {}).get("lm_name")
-    )
-    if named is None and cfg.get("format") == "nullsae" and folder.name == "sae":
-        named = read(folder.parent / "cell.json").get("model")
-    return named if isinstance(named, str) else None
-
-
 def check_layer_early(given: SAEModelInput) -> None:
     """Refuse a --layer the model lacks before the SAE (and torch) loads: the model is --model, else the one a
-    local SAE's files name (read as the loaders read them), else smollm2; a hub SAE is checked once it loads."""
+    local SAE's files name (`nullsae.sae.source`, as the loaders read it), else smollm2; a hub SAE is checked once it loads."""
     from nullsae.model_shape import check_layer_in_config
+    from nullsae.sae.source import read_source
 
-    local = given.release is None and given.sae is not None and not given.sae.startswith("hf:")
-    if given.layer is not None and (given.model is not None or local):
-        check_layer_in_config(given.model or _model_in_files(given.sae) or "smollm2", [given.layer])
+    if given.layer is None:
+        return
+    local = _local_folder(given)
+    if given.model is not None or local is not None:
+        check_layer_in_config(given.model or (local and read_source(local).model) or "smollm2", [given.layer])
 
 
 def sae_and_model(given: SAEModelInput) -> tuple[OpenedSAE, str, int]:

@@ -13,7 +13,8 @@ from typing import Any
 from nullsae.errors import UserError
 from nullsae.extras import require
 from nullsae.sae.architectures import SAE
-from nullsae.sae.io import SAESource, load_sae_source
+from nullsae.sae.io import load_sae_source
+from nullsae.sae.source import SAESource
 
 # SAELens registry layouts nullsae reads with its own loaders (sae.io); others need a converter it lacks.
 READABLE_LAYOUTS = ("sae_lens", "sparsify", "dictionary_learning_1", "gemma_2")

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -39,8 +37,8 @@ from nullsae.errors import UserError, advice
 from nullsae.io_utils import save_safetensors, write_text
 from nullsae.sae.architectures import SAE, sae_class
 from nullsae.sae.config import ARCHS, SAEConfig, parse_sae_config
+from nullsae.sae.source import Format, SAESource, read_cfg, read_source
 
-Format = Literal["nullsae", "saelens", "sparsify", "dictionary_learning"]
 FORMAT_VERSION = 1
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64", "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64"}
 
@@ -55,17 +53,6 @@ def _saelens_archs() -> dict[str, type[SAE]]:
 
 def _dictionary_learning_classes() -> dict[str, type[SAE]]:
     return {c.dictionary_learning_class: c for c in _classes() if c.dictionary_learning_class is not None}
-
-
-@dataclass(frozen=True)
-class SAESource:
-    """What an SAE's files say beyond its weights: its format and where it reads (hook, layer, model)."""
-
-    folder: Path
-    fmt: Format
-    hook: str | None = None
-    layer: int | None = None
-    model: str | None = None
 
 
 def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
@@ -113,25 +100,6 @@ def _load_npz(path: Path) -> dict[str, Tensor]:
     if scale is not None and not torch.allclose(scale.float(), torch.ones_like(scale.float())):
         raise UserError(f"{path}: scaling_factor ≠ 1 (a finetuning scaling factor) is not supported")
     return tensors
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the SAE") from None
-
-
-def _read_cfg(folder: Path) -> dict:
-    if (folder / "cfg.json").exists():
-        return _read_json(folder / "cfg.json")
-    if (folder / "config.json").exists() and (folder / "ae.pt").exists():
-        return _read_json(folder / "config.json")
-    if (folder / "params.npz").exists():  # Gemma Scope: the config comes from the SAELens registry
-        return {}
-    raise UserError(
-        f"no cfg.json in {folder}; point {advice('--sae', '--sae', 'nullsae')} at a folder written by nullsae, SAELens, sparsify or dictionary_learning"
-    )
 
 
 def save_sae(
@@ -191,46 +159,6 @@ def save_sae(
     return folder
 
 
-def detect_format(path: str | Path, cfg: dict | None = None) -> Format:
-    """Which on-disk format the folder holds (`cfg`: its config, if a registry supplied or amended it)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(f"SAE folder {folder} does not exist; give the folder holding cfg.json")
-    cfg = _read_cfg(folder) if cfg is None else cfg
-    if cfg.get("format") == "nullsae":
-        return "nullsae"
-    if "architecture" in cfg and "d_sae" in cfg:
-        return "saelens"
-    if "k" in cfg and (folder / "sae.safetensors").exists():
-        return "sparsify"
-    if isinstance(cfg.get("trainer"), dict) and (folder / "ae.pt").exists():
-        return "dictionary_learning"
-    if (folder / "params.npz").exists():
-        raise UserError(
-            f"{folder} holds a Gemma Scope params.npz without its config; load it with {advice('--release', '--release and --sae-id', '`nullsae audit --release … --sae-id …`')}"
-        )
-    raise UserError(f"{folder}/cfg.json is not a nullsae, SAELens, sparsify or dictionary_learning SAE config")
-
-
-def layer_of_hook(hook: str) -> int:
-    """The residual-stream layer a hook reads (layer ℓ = the output of block ℓ), or one UserError line.
-
-    SAELens / TransformerLens: blocks.L.hook_resid_post is block L's output, blocks.L.hook_resid_pre
-    block L−1's; sparsify: [prefix.]layers.L is block L's output; dictionary_learning: resid_post_layer_L.
-    """
-    if m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook):
-        layer = int(m.group(1)) - (m.group(2) == "pre")
-        if layer < 0:
-            raise UserError(f"the SAE reads hook '{hook}' (the embeddings), which nullsae does not hook; it audits the output of a block")
-        return layer
-    if m := re.fullmatch(r"(?:[\w.]*\.)?layers\.(\d+)|resid_post_layer_(\d+)", hook):
-        return int(m.group(1) or m.group(2))
-    raise UserError(
-        f"the SAE reads hook '{hook}'; nullsae audits residual-stream SAEs only "
-        "(blocks.L.hook_resid_post / hook_resid_pre, layers.L, resid_post_layer_L)"
-    )
-
-
 def _check_shapes(folder: Path, tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]]) -> None:
     for name, shape in expected.items():
         if name not in tensors:
@@ -245,11 +173,8 @@ def _refuse(folder: Path, field: str, value: Any, why: str) -> UserError:
     return UserError(f"{folder}: {field} = {value!r} is not supported ({why})")
 
 
-def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tuple[SAE, SAESource]:
+def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> SAE:
     meta = raw.get("metadata") or {}
-    hook = raw.get("hook_name") or meta.get("hook_name")
-    model = raw.get("model_name") or meta.get("model_name")
-    layer = layer_of_hook(hook) if hook else None
     cls = _saelens_archs().get(raw["architecture"])
     if cls is None:
         raise _refuse(folder, "architecture", raw["architecture"], f"nullsae reads SAELens {', '.join(_saelens_archs())} SAEs")
@@ -289,10 +214,10 @@ def _saelens(folder: Path, raw: dict, norm_scaling_factor: float | None) -> tupl
             sae.fold_no_input_centring()
         sae.fold_saelens_fields(raw)
         sae.W_dec_init.copy_(sae.W_dec)
-    return sae, SAESource(folder, "saelens", hook, layer, model)
+    return sae
 
 
-def _sparsify(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
+def _sparsify(folder: Path, raw: dict) -> SAE:
     if raw.get("activation", "topk") != "topk":
         raise _refuse(folder, "activation", raw["activation"], "nullsae reads TopK sparsify SAEs")
     for field in ("transcode", "skip_connection"):
@@ -304,12 +229,10 @@ def _sparsify(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
     tensors = _load_tensors(folder / "sae.safetensors")
     _check_shapes(folder, tensors, {"encoder.weight": (m, d), "encoder.bias": (m,), "W_dec": (m, d), "b_dec": (d,)})
     sae.load_weights(tensors["encoder.weight"], tensors["encoder.bias"], tensors["W_dec"], tensors["b_dec"])
-    hook = folder.name if re.fullmatch(r"(?:[\w.]*\.)?layers\.\d+(?:\.\w+)*", folder.name) else None
-    layer = layer_of_hook(hook) if hook else None
-    return sae, SAESource(folder, "sparsify", hook, layer, None)
+    return sae
 
 
-def _dictionary_learning(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
+def _dictionary_learning(folder: Path, raw: dict) -> SAE:
     trainer = raw["trainer"]
     cls = trainer.get("dict_class")
     sae_cls = _dictionary_learning_classes().get(cls)
@@ -325,36 +248,31 @@ def _dictionary_learning(folder: Path, raw: dict) -> tuple[SAE, SAESource]:
         sae.load_dictionary_learning(state)
     except ValueError as exc:
         raise _refuse(folder, "threshold", float(state.get("threshold", torch.tensor(-1.0))), str(exc)) from None
-    sub = trainer.get("submodule_name")
-    hook = sub if sub else (f"resid_post_layer_{trainer['layer']}" if trainer.get("layer") is not None else None)
-    layer = layer_of_hook(hook) if hook else None
-    return sae, SAESource(folder, "dictionary_learning", hook, layer, trainer.get("lm_name"))
+    return sae
 
 
 def load_sae_source(path: str | Path, norm_scaling_factor: float | None = None, cfg_overrides: dict | None = None) -> tuple[SAE, SAESource]:
-    """Load an SAE of any supported format and what its files say about where it reads.
+    """Load an SAE of any supported format and what its files say about where it reads (`nullsae.sae.source`).
 
     `norm_scaling_factor` and `cfg_overrides` come from a SAELens registry entry (see nullsae.sae.hub).
     """
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"SAE folder {folder} does not exist; give the folder holding cfg.json")
-    raw = {**_read_cfg(folder), **(cfg_overrides or {})}
-    fmt = detect_format(folder, raw)
+    raw = {**read_cfg(folder), **(cfg_overrides or {})}
     try:
-        if fmt == "nullsae":
+        source = read_source(folder, raw)
+        if source.fmt == "nullsae":
             sae = SAE(parse_sae_config(raw["sae"]))
             tensors = _load_tensors(folder / "sae.safetensors")
             _check_shapes(folder, tensors, {k: tuple(v.shape) for k, v in sae.state_dict().items()})
             sae.load_state_dict(tensors)
-            where = raw.get("trained_on") or {}
-            source = SAESource(folder, "nullsae", where.get("hook"), where.get("layer"), where.get("model"))
-        elif fmt == "saelens":
-            sae, source = _saelens(folder, raw, norm_scaling_factor)
-        elif fmt == "sparsify":
-            sae, source = _sparsify(folder, raw)
+        elif source.fmt == "saelens":
+            sae = _saelens(folder, raw, norm_scaling_factor)
+        elif source.fmt == "sparsify":
+            sae = _sparsify(folder, raw)
         else:
-            sae, source = _dictionary_learning(folder, raw)
+            sae = _dictionary_learning(folder, raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{folder}: the SAE config is incomplete or invalid ({exc}); re-save the SAE") from None
     if not all(torch.isfinite(t).all() for t in sae.state_dict().values() if t.is_floating_point()):
