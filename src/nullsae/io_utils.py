@@ -238,6 +238,5 @@ def read_json(path: str | Path, what: str = "file", fix: str = "delete it and re
         raise os_error(exc, path, "read") from exc
 
 
-# The same writers under the names most callers use.
-atomic_write_bytes = write_bytes
+# The text writer under the name most callers use.
 atomic_write_text = write_text

@@ -27,10 +27,6 @@ class BootstrapCI(BaseModel):
     n_boot: int = 0
     n_failed: int = 0  # resamples whose statistic was undefined (NaN), left out of the interval
 
-    def excludes(self, value: float = 0.0) -> bool:
-        """True when the interval lies entirely on one side of `value`."""
-        return self.low > value or self.high < value
-
 
 def bootstrap(
     statistic: Callable[..., float],

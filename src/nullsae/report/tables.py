@@ -23,8 +23,6 @@ from typing import Any
 
 import pandas as pd
 
-ID_COLUMNS = ["key", "model", "variant", "layer", "arch", "baseline", "seed"]
-
 
 @dataclass
 class ResultTables:
