@@ -11,6 +11,10 @@ import torch
 
 from nullsae.errors import UserError
 
+# No test downloads: the Hugging Face libraries read these when first imported, so they are set before any test
+# module imports them (a hub or dataset name missing from the local cache then fails at once, not after a timeout).
+os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 FAMILIES = ("gpt_neox", "llama", "gpt2")
 QUIET_ENV = ("TQDM_DISABLE", "NULLSAE_LIBRARY_BARS_OFF", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
 # Fixtures that make a test slow by themselves: a test using one must carry `@pytest.mark.slow`, so that

@@ -78,16 +78,14 @@ def test_token_windows_and_small_corpus(tmp_path):
         token_windows(tok, bos_id=1, window=16, n_windows=1, source=str(tmp_path / "empty.txt"))
 
 
-def test_hf_dataset_offline_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def test_hf_dataset_offline_is_a_clear_error():
+    """Offline (tests/conftest.py sets HF_HUB_OFFLINE before the libraries load), a dataset missing from the cache is one error."""
     with pytest.raises(UserError, match="could not open dataset"):
         next(iter_documents("hf:nobody-xyz/no-such-dataset-123"))
 
 
-def test_hf_dataset_is_streamed_through_datasets(tmp_path, monkeypatch):
+def test_hf_dataset_is_streamed_through_datasets(tmp_path):
     """A dataset folder read by `datasets.load_dataset(..., streaming=True)`, offline: the hub path minus the network."""
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     folder = tmp_path / "my-dataset"
     folder.mkdir()
     rows = [{"body": f"Document number {i} about topic {i % 7}.", "id": i} for i in range(50)] + [{"body": "  ", "id": 50}]

