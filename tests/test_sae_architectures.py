@@ -9,9 +9,18 @@ import torch.nn.functional as F
 
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.archs.batchtopk import BatchTopKSAE
+from nullsae.sae.archs.jumprelu import JumpReLUSAE
+from nullsae.sae.archs.matryoshka import MatryoshkaSAE
 from nullsae.sae.config import ARCH_CONFIGS, ARCHS, BASELINES, config_class, parse_sae_config
 
 D, M, K = 32, 128, 6
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    """The gradient backward() left on `p` (it must have one)."""
+    assert p.grad is not None
+    return p.grad
 
 
 def _data(n=512, seed=0):
@@ -101,7 +110,7 @@ def test_topk_sparse_path_matches_dense_autograd():
         sae.W_dec.mul_(torch.rand(M, 1) + 0.5)  # non-unit rows exercise the decoder gradient fully
     out = sae(x)
     out.loss.backward()
-    fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    fast = {n: _grad(p).clone() for n, p in sae.named_parameters()}
     ref = SAE(sae.cfg)
     ref.load_state_dict(sae.state_dict())
     pre = (x - ref.b_dec) @ ref.W_enc.T + ref.b_enc
@@ -113,21 +122,23 @@ def test_topk_sparse_path_matches_dense_autograd():
     assert torch.allclose(out.recon, recon, atol=1e-5)
     assert torch.allclose(out.loss, loss, atol=1e-6)
     for n, p in ref.named_parameters():
-        assert torch.allclose(fast[n], p.grad, atol=1e-5, rtol=1e-4), n
+        assert torch.allclose(fast[n], _grad(p), atol=1e-5, rtol=1e-4), n
 
 
 def test_jumprelu_sparse_path_matches_dense_autograd():
     """The sparse code (entries above θ − ε/2) gives the dense JumpReLU loss and every gradient."""
     x = _data(256)
     sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=K, l0_coef=0.3))
+    assert isinstance(sae, JumpReLUSAE)
     sae.initialize(x)
     with torch.no_grad():
         sae.W_dec.mul_(torch.rand(M, 1) + 0.5)
         sae.eps.mul_(20)  # a wide window puts many entries on both sides of θ inside it
     out = sae(x)
     out.loss.backward()
-    fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    fast = {n: _grad(p).clone() for n, p in sae.named_parameters()}
     ref = SAE(sae.cfg)
+    assert isinstance(ref, JumpReLUSAE)
     ref.load_state_dict(sae.state_dict())
     theta, eps = ref.log_threshold.exp(), float(ref.eps)
     pre = torch.relu((x - ref.b_dec) @ ref.W_enc.T + ref.b_enc)
@@ -144,12 +155,13 @@ def test_jumprelu_sparse_path_matches_dense_autograd():
     assert torch.allclose(out.loss, loss, atol=1e-5)
     assert float(out.terms["l0"]) == pytest.approx(float((pre > theta).float().sum(1).mean()))
     for n, p in ref.named_parameters():
-        assert torch.allclose(fast[n], p.grad, atol=1e-5, rtol=1e-4), n
+        assert torch.allclose(fast[n], _grad(p), atol=1e-5, rtol=1e-4), n
 
 
 def test_batchtopk_keeps_k_per_token_on_average_and_thresholds_at_inference():
     x = _data(512)
     sae = SAE(SAEConfig(arch="batchtopk", d_in=D, n_latents=M, k=K))
+    assert isinstance(sae, BatchTopKSAE)
     _train(sae, x, steps=50)
     out = sae.train()(x)
     assert float(out.terms["l0"]) == pytest.approx(K)
@@ -162,6 +174,7 @@ def test_batchtopk_keeps_k_per_token_on_average_and_thresholds_at_inference():
 
 def test_jumprelu_threshold_gradient_is_the_straight_through_estimator():
     sae = SAE(SAEConfig(arch="jumprelu", d_in=D, n_latents=M, k=K, l0_coef=0.0))
+    assert isinstance(sae, JumpReLUSAE)
     x = _data(256)
     sae.initialize(x)
     theta = sae.log_threshold.exp().detach()
@@ -172,12 +185,13 @@ def test_jumprelu_threshold_gradient_is_the_straight_through_estimator():
     (z * g_out).sum().backward()
     window = ((pre - theta).abs() < eps / 2).float()
     expected_theta_grad = -(theta / eps) * (g_out * window).sum(0)
-    assert torch.allclose(sae.log_threshold.grad, expected_theta_grad * theta, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(_grad(sae.log_threshold), expected_theta_grad * theta, atol=1e-4, rtol=1e-4)
 
 
 def test_matryoshka_loss_averages_nested_prefixes():
     x = _data(256)
     sae = SAE(SAEConfig(arch="matryoshka", d_in=D, n_latents=M, k=K, auxk=False))
+    assert isinstance(sae, MatryoshkaSAE)
     sae.initialize(x)
     out = sae(x)
     z = out.latents
@@ -196,7 +210,7 @@ def test_auxk_revives_dead_latents():
     out = sae(x, dead_mask=dead)
     assert "auxk" in out.terms
     out.loss.backward()
-    assert sae.W_enc.grad[:40].abs().sum() > 0
+    assert _grad(sae.W_enc)[:40].abs().sum() > 0
 
 
 def test_relu_loss_is_fvu_plus_weighted_l1():
