@@ -32,14 +32,15 @@ def build_report(
     """Verdicts, findings and figures from the tables, written as `out_dir/report.html` (+ figures/*.png).
     `saes`: the run's SAEs (`nullsae ls` rows, paths relative to the run folder), listed in the report."""
     from nullsae.families import chance_levels
+    from nullsae.io_utils import write_text
     from nullsae.report.figures import make_figures
-    from nullsae.report.html import write_report
+    from nullsae.report.html import render
 
     out_dir = Path(out_dir)
     verdicts = compute_verdicts(t, n_boot=n_boot, seed=seed, level=level)
     findings = paper_findings(t)
     figures = make_figures(t, out_dir / "figures", chance_levels(t.units))
-    path = write_report(out_dir / "report.html", t, verdicts, findings, figures, title, notes, examples_per_variant, saes)
+    path = write_text(out_dir / "report.html", render(t, verdicts, findings, figures, title, notes, examples_per_variant, saes))
     return Report(path, verdicts, findings, figures)
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 
 from nullsae.families import chance_levels
-from nullsae.io_utils import write_text
 from nullsae.report.figures import VARIANT_STYLE, baseline_table
 from nullsae.report.tables import ResultTables
 from nullsae.report.verdicts import Finding, Verdict, verdict_summary
@@ -203,16 +202,16 @@ def _verdict_matrix(verdicts: list[Verdict]) -> str:
         first = g.iloc[0]
         delta = f"δ {_fmt(first.tolerance)} ({'seed noise' if first.tolerance_source == 'seed noise' else 'default'})"
         cells = [f"<td>{escape(str(metric))}<br><span class='muted'>chance {_chance(first.chance)}; {escape(delta)}</span></td>"]
-        by_null = {r.null: r for r in g.itertuples()}
+        by_null = {str(r.null): r for r in g.itertuples()}
         for n in nulls:
             r = by_null.get(n)
             if r is None:
                 cells.append("<td class='na'>–</td>")
                 continue
-            warn = f"<br><span class='muted'>⚠ {escape(r.warning)}</span>" if r.warning else ""
+            warn = f"<br><span class='muted'>⚠ {escape(str(r.warning))}</span>" if r.warning else ""
             cells.append(
-                f"<td class='{_verdict_class(r.verdict)}'><b>{escape(r.verdict)}</b><br>"
-                f"<span class='muted'>Δ {_fmt(r.mean_diff)} (layers {escape(r.layers)})</span>{warn}</td>"
+                f"<td class='{_verdict_class(str(r.verdict))}'><b>{escape(str(r.verdict))}</b><br>"
+                f"<span class='muted'>Δ {_fmt(r.mean_diff)} (layers {escape(str(r.layers))})</span>{warn}</td>"
             )
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table id='verdicts'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -300,17 +299,3 @@ def render(
     parts.append(f"<p class='muted'>packages: {escape(', '.join(f'{k} {v}' for k, v in pk.items()))}</p>")
     parts.append("</body></html>")
     return "".join(parts)
-
-
-def write_report(
-    path: Path,
-    t: ResultTables,
-    verdicts: list[Verdict],
-    findings: list[Finding],
-    figures: dict[str, Path],
-    title: str,
-    notes: list[str] | None = None,
-    examples_per_variant: int = 4,
-    saes: list[dict[str, Any]] | None = None,
-) -> Path:
-    return write_text(Path(path), render(t, verdicts, findings, figures, title, notes, examples_per_variant, saes))
