@@ -129,7 +129,7 @@ def load_tables(store: RunStore, p: Plan) -> ResultTables:
                 sel = ai[ai.latent == ex["latent"]] if len(ai) else ai
                 if len(sel):
                     ex["explanation"] = next((e for e in sel.explanation if isinstance(e, str)), "(no explanation)")
-                    ex["scores"] = {r.scorer: float(r.auroc) for r in sel.itertuples()}
+                    ex["scores"] = {str(scorer): float(auroc) for scorer, auroc in zip(sel["scorer"], sel["auroc"], strict=True)}
             examples[c.key] = shown
     metrics = store.gather("metrics", [pd.DataFrame(rows)])
     tables = {name: store.gather("latents", frames) if name == "latents" else _concat(frames) for name, frames in units.items()}

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from nullsae.autointerp.results import roc_curve  # noqa: E402
 from nullsae.io_utils import save_figure  # noqa: E402
@@ -51,7 +52,7 @@ FIG3_ROWS = [
 ]
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     save_figure(fig, path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -160,7 +161,7 @@ def baseline_table(t: ResultTables) -> pd.DataFrame:
     cols = (
         [c for c, _ in BASELINE_COLUMNS]
         + auroc_columns(m)
-        + sorted(c for c in m if c.startswith("probe_acc_k"))
+        + sorted(c for c in m.columns.astype(str) if c.startswith("probe_acc_k"))
         + ["ravel_score", "l0", "dead_fraction_eval"]
     )
     cols = [c for c in cols if c in sel]

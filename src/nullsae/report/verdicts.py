@@ -151,13 +151,15 @@ def compute_verdicts(t: ResultTables, n_boot: int = 1000, seed: int = 0, level: 
     units = _Units(t)
     refs = m[(m.variant == "trained") & (m.baseline == "none")]
     for (model, layer, arch), ref_rows in refs.groupby(["model", "layer", "arch"], sort=True):
+        assert isinstance(layer, (int, np.integer))  # the layer column holds integers
         trained = _by_seed(ref_rows)
         same = m[(m.model == model) & (m.layer == layer) & (m.arch == arch)]
         nulls = [
-            (name, "variant", g) for name, g in same[(same.baseline == "none") & (same.variant != "trained")].groupby("variant", sort=False)
+            (str(name), "variant", g)
+            for name, g in same[(same.baseline == "none") & (same.variant != "trained")].groupby("variant", sort=False)
         ]
         nulls += [
-            (name, "free-null" if name in FREE_NULLS else "sae-baseline", g)
+            (str(name), "free-null" if name in FREE_NULLS else "sae-baseline", g)
             for name, g in same[(same.variant == "trained") & (same.baseline != "none")].groupby("baseline", sort=False)
         ]
         for null_name, kind, null_rows in nulls:
@@ -284,7 +286,7 @@ def verdict_matrix(verdicts: list[Verdict]) -> list[str]:
         return []
     nulls = list(dict.fromkeys(df["null"]))
     metrics = list(dict.fromkeys(df["metric"]))
-    cell = {(r.metric, r.null): SHORT.get(r.verdict, "mixed") for r in df.itertuples()}
+    cell = {(str(r.metric), str(r.null)): SHORT.get(str(r.verdict), "mixed") for r in df.itertuples()}
     rows = [["metric", *nulls], *[[m, *(cell.get((m, n), "-") for n in nulls)] for m in metrics]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
