@@ -385,10 +385,12 @@ def interchange(
     x_src = prep.residuals[[it.source for it in items]]
     if latents is None:
 
-        def edit(h: Tensor, r: Tensor, pos: Tensor, idx: Tensor) -> Tensor:
+        def swap(h: Tensor, r: Tensor, pos: Tensor, idx: Tensor) -> Tensor:
             h = h.clone()
             h[r, pos] = x_src[idx].to(h.device, h.dtype)
             return h
+
+        edit: Edit = swap
     else:
         assert sae is not None
         w = torch.zeros(sae.cfg.n_latents, device=sae.W_dec.device, dtype=sae.W_dec.dtype)

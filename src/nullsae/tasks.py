@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,7 @@ def read_labelled_file(path: Path, cfg: TaskConfig) -> tuple[list[str], list[str
     return _columns(df.to_dict("list") if len(df.columns) else {}, str(path), cfg)
 
 
-def _columns(table: dict[str, list], where: str, cfg: TaskConfig) -> tuple[list[str], list[str]]:
+def _columns(table: Mapping[Hashable, list], where: str, cfg: TaskConfig) -> tuple[list[str], list[str]]:
     for field, flag in ((cfg.text_field, "--text-field"), (cfg.label_field, "--label-field")):
         if field not in table:
             raise UserError(f"{where} has no column '{field}' (columns: {', '.join(map(str, table)) or 'none'}); name it with {flag}")
@@ -284,7 +285,7 @@ def _hf_labelled(spec: str, cfg: TaskConfig) -> tuple[list[str], list[str]]:
     if cfg.text_field not in ds.column_names or cfg.label_field not in ds.column_names:
         return _columns({c: [] for c in ds.column_names}, f"dataset '{name}'", cfg)
     feature = ds.features[cfg.label_field]
-    table = {cfg.text_field: ds[cfg.text_field], cfg.label_field: ds[cfg.label_field]}
+    table: dict[Hashable, list] = {cfg.text_field: ds[cfg.text_field], cfg.label_field: ds[cfg.label_field]}
     if isinstance(feature, datasets.ClassLabel):
         table[cfg.label_field] = [feature.int2str(int(y)) for y in table[cfg.label_field]]
     return _columns(table, f"dataset '{name}'", cfg)

@@ -9,7 +9,20 @@ below load on first use, so `nullsae.autointerp.config` imports without torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nullsae.autointerp.config import AutointerpConfig, ExampleConfig
+    from nullsae.autointerp.examples import (
+        ActivationSource,
+        LatentExamples,
+        SparseActs,
+        collect_examples,
+        count_firing,
+        sae_encoder,
+        select_latents,
+    )
+    from nullsae.autointerp.run import AutointerpResult, run_autointerp
 
 _WHERE = {
     "ActivationSource": "examples",
@@ -25,7 +38,19 @@ _WHERE = {
     "run_autointerp": "run",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "ActivationSource",
+    "AutointerpConfig",
+    "AutointerpResult",
+    "ExampleConfig",
+    "LatentExamples",
+    "SparseActs",
+    "collect_examples",
+    "count_firing",
+    "run_autointerp",
+    "sae_encoder",
+    "select_latents",
+]
 
 
 def __getattr__(name: str) -> Any:

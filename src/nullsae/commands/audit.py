@@ -91,13 +91,13 @@ def _split_activations(cfg: Any, store: Any, task: Any, split: str, layer: int, 
 
 def _downstream(store: Any, cell: Any) -> Any:
     """SAEBench's downstream numbers from the cell's downstream result, if it was computed."""
-    from nullsae.families import FAMILIES
+    from nullsae.families.downstream import DownstreamScores
     from nullsae.report.saebench import DownstreamNumbers
 
     pk = cell.part_keys.get("downstream")
-    if pk is None or not store.has_result(cell.key, "downstream", pk, FAMILIES["downstream"].result.version):
+    if pk is None or not store.has_result(cell.key, "downstream", pk, DownstreamScores.version):
         return None
-    r = FAMILIES["downstream"].result.model_validate(store.read_result(cell.key, "downstream", pk))
+    r = DownstreamScores.model_validate(store.read_result(cell.key, "downstream", pk))
     return DownstreamNumbers(
         ce_loss_score=r.ce_score,
         ce_loss_with_ablation=r.ce_zero,

@@ -20,7 +20,8 @@ def plan_run(cfg: RunConfig, shape_of: Callable[[str], ModelShape] | None = None
     if shape_of is None:
         from nullsae.experiment.runner import RunCache
 
-        shape_of = (cache if cache is not None else RunCache()).model_shape
+        run_cache: RunCache = cache if cache is not None else RunCache()
+        shape_of = run_cache.model_shape
     return plan(cfg, shape_of)
 
 

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
@@ -27,6 +27,9 @@ from nullsae.experiment.grid import Cell, ModelShape, VariantTask, digest, wants
 from nullsae.experiment.store import RunStore
 from nullsae.io_utils import atomic_dir, write_json
 from nullsae.sae.config import FREE_NULLS
+
+if TYPE_CHECKING:
+    from nullsae.families import FamilyCell
 
 TRAIN_INFO = "train.json"
 
@@ -195,7 +198,7 @@ class TaskContext:
     def variant(self) -> Any:
         return self.cache.variant(self.config, self.job.task.model, self.job.task.variant)[0]
 
-    def load_sae(self, cell: Cell) -> Any:
+    def load_sae(self, cell: FamilyCell) -> Any:
         from nullsae.sae.io import load_sae
 
         return load_sae(self.store.sae_dir(cell.key)).to(self.device).eval()
@@ -203,7 +206,7 @@ class TaskContext:
     def seed(self, stage: str, extra: str = "") -> None:
         _seed(self.job.task, stage, extra)
 
-    def work_dir(self, cell: Cell, name: str) -> Path:
+    def work_dir(self, cell: FamilyCell, name: str) -> Path:
         return self.store.cell_dir(cell.key) / f"{name}-{cell.part_keys[name]}"
 
     def llm_cache(self) -> Path:
@@ -212,7 +215,7 @@ class TaskContext:
     def probing_tasks(self) -> Any:
         return self.cache.probing_tasks(self.config)
 
-    def sparse_codes(self, cell: Cell) -> Any:
+    def sparse_codes(self, cell: FamilyCell) -> Any:
         """The cell's SAE's sparse codes of the interpretation split (encoded once for the families that read them)."""
         from nullsae.activations import CachedActivations
         from nullsae.families.interp import SparseCodes
@@ -244,12 +247,11 @@ def _train(job: Job, store: RunStore, cells: list[Cell], cache: RunCache) -> int
     free = [c for c in cells if c.baseline in FREE_NULLS]
     cells = [c for c in cells if c.baseline not in FREE_NULLS]
     layers = sorted({c.layer for c in cells} | {c.layer for c in free})
-    live = cfg.train.stream == "live"
-    directory = None if live else activations(cfg, store, task, "train", layers, job.progress, cache)
+    directory = None if cfg.train.stream == "live" else activations(cfg, store, task, "train", layers, job.progress, cache)
     trained = 0
     for layer, seed in sorted({(c.layer, c.seed) for c in cells}):
         group = [c for c in cells if c.layer == layer and c.seed == seed]  # an SAE and its baselines: one stream, one seed
-        if live:
+        if directory is None:  # a live stream
             variant, _ = cache.variant(cfg, task.model, task.variant)
             stream = LiveStream(
                 variant,

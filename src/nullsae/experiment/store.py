@@ -79,7 +79,7 @@ class RunStore:
         self.root = Path(root)
 
     # ----- run level --------------------------------------------------------------------------
-    def write_manifest(self, config: dict[str, Any], seeds: dict[str, int], extra: dict[str, Any] | None = None) -> Path:
+    def write_manifest(self, config: dict[str, Any], seeds: dict[str, int | list[int]], extra: dict[str, Any] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

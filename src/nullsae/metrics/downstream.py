@@ -11,16 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
-from torch import Tensor, nn
+from torch import Tensor
 
 from nullsae.metrics.verdict import Terms, VerdictMetric, has_columns
 from nullsae.models.hooks import capture_residuals, patch_residual
 from nullsae.progress import progress_bar
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ILL_CONDITIONED_NATS = 0.1
 
@@ -82,7 +86,7 @@ VERDICT_METRICS = (
 )
 
 
-def mean_activation(model: nn.Module, windows: Tensor, layer: int, batch_size: int = 16) -> Tensor:
+def mean_activation(model: PreTrainedModel, windows: Tensor, layer: int, batch_size: int = 16) -> Tensor:
     """(d,) mean residual at `layer` over every position of `windows` (the evaluation-set mean)."""
     device = next(model.parameters()).device
     total, count = None, 0
@@ -128,7 +132,7 @@ class WindowSums:
 
 
 def downstream_metrics(
-    model: nn.Module,
+    model: PreTrainedModel,
     windows: Tensor,
     layer: int,
     reconstruct: Callable[[Tensor], Tensor],
@@ -176,9 +180,13 @@ def downstream_metrics(
         for b in progress_bar(range(0, windows.shape[0], batch_size), desc=f"downstream layer {layer}", disable=not progress, leave=False):
             ids = windows[b : b + batch_size].to(device)
             targets = ids[:, 1:]
+
             # record the clean pass's embedding output and replay it in the patched passes, so that a
             # stochastic embedding (the control variant's fresh noise) is the same in all of them
-            handle = embedding.register_forward_hook(lambda _m, _i, out: seen.__setitem__("emb", out))
+            def record(_module: object, _inputs: object, out: Tensor) -> None:
+                seen["emb"] = out
+
+            handle = embedding.register_forward_hook(record)
             try:
                 clean_logp = F.log_softmax(model(input_ids=ids, use_cache=False).logits[:, :-1].float(), dim=-1)
             finally:

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from nullsae.errors import UserError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 class _StopForward(Exception):
     """Raised by the hook on the deepest requested block to skip the rest of the network."""
 
 
-def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
     """The list of decoder blocks: the ModuleList in the base model with num_hidden_layers entries."""
     n = int(model.config.num_hidden_layers)
     base = getattr(model, "base_model", model)
@@ -46,11 +50,14 @@ def check_layers(layers: Iterable[int], n_layers: int) -> list[int]:
 
 
 def _hidden(output: object) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output  # type: ignore[index,return-value]
+    """A decoder block's hidden states: its output, or the first element of the tuple it returns."""
+    hidden = output[0] if isinstance(output, tuple) else output
+    assert isinstance(hidden, Tensor)
+    return hidden
 
 
 def capture_residuals(
-    model: nn.Module, input_ids: Tensor, layers: Iterable[int], attention_mask: Tensor | None = None
+    model: PreTrainedModel, input_ids: Tensor, layers: Iterable[int], attention_mask: Tensor | None = None
 ) -> dict[int, Tensor]:
     """Residual stream (B, T, d) after each requested block, from one forward pass that stops after the deepest.
 
@@ -86,7 +93,7 @@ def capture_residuals(
 
 
 @contextmanager
-def patch_residual(model: nn.Module, layer: int, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
+def patch_residual(model: PreTrainedModel, layer: int, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
     """Within the block, replace the output of decoder block `layer` by fn(output) (same shape)."""
     blocks = decoder_blocks(model)
     check_layers([layer], len(blocks))

@@ -128,8 +128,8 @@ def _load_gguf(path: Path, dtype: torch.dtype, name: str) -> LoadedModel:
             ) from exc
         # The de-quantised model is plain float weights; drop the GGUF marker so it can be saved.
         if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.hf_quantizer = None
+            delattr(model.config, "quantization_config")
+        model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  # torch types Module.__setattr__'s value as Tensor | Module; any value is allowed
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".tmp-", dir=cached.parent))
         try:

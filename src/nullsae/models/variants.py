@@ -12,7 +12,7 @@ import copy
 import json
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import BaseModel
@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from nullsae.errors import UserError
 from nullsae.io_utils import write_text
 from nullsae.models.load import LoadedModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 VARIANTS = ("trained", "rerandomized", "rerandomized-excl-emb", "step0", "control")
 NoiseMode = Literal["fresh", "per-token"]
@@ -68,7 +71,7 @@ class VariantManifest(BaseModel):
         return write_text(path, json.dumps(self.model_dump(), indent=1))
 
 
-def parameter_roles(model: nn.Module) -> dict[str, str]:
+def parameter_roles(model: PreTrainedModel) -> dict[str, str]:
     """Role of every (deduplicated) named parameter, found through the HF API and module types."""
     emb = model.get_input_embeddings()
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -138,7 +141,7 @@ def make_variant(
     return out, manifest
 
 
-def _rerandomize(model: nn.Module, skip_roles: set[str], seed: int) -> set[str]:
+def _rerandomize(model: PreTrainedModel, skip_roles: set[str], seed: int) -> set[str]:
     """p ← randn_like(p)·std(p) + mean(p) for every parameter whose role is not skipped; one seed for all.
     Returns the names of the resampled parameters."""
     gen = torch.Generator().manual_seed(seed)
@@ -155,7 +158,7 @@ def _rerandomize(model: nn.Module, skip_roles: set[str], seed: int) -> set[str]:
     return done
 
 
-def _step0(loaded: LoadedModel, seed: int) -> tuple[nn.Module, str]:
+def _step0(loaded: LoadedModel, seed: int) -> tuple[PreTrainedModel, str]:
     """The published `step0` revision of a hub model when it can be had, else the seeded initialiser."""
     from nullsae.models.load import load_model
 
@@ -187,7 +190,7 @@ def _is_hub_id(source: str) -> bool:
     )
 
 
-def _records(before: nn.Module, after: nn.Module, resampled: set[str]) -> list[TensorRecord]:
+def _records(before: PreTrainedModel, after: PreTrainedModel, resampled: set[str]) -> list[TensorRecord]:
     """Per-tensor statistics of the trained model and of the variant, matched by parameter name."""
     roles = parameter_roles(after)
     old = dict(before.named_parameters())
