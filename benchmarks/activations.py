@@ -68,7 +68,7 @@ def _stream_peak(buffer_tokens: int, n_tokens: int, window: int, model_batch: in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8, help="windows per forward pass")

@@ -30,10 +30,10 @@ D, M, K, B, LR = 576, 9216, 32, 4096, 1e-3
 
 def matmul_flops(repeats: int = 5) -> float:
     a, b = torch.randn(B, D), torch.randn(D, M)
-    a @ b
+    _ = a @ b  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        _ = a @ b
     return 2 * B * D * M * repeats / (time.perf_counter() - start)
 
 
@@ -71,6 +71,7 @@ def sparsify_arm(init: SAE) -> Arm:
     from sparsify import SparseCoder, SparseCoderConfig
 
     sc = SparseCoder(D, SparseCoderConfig(num_latents=M, k=K))
+    assert sc.W_dec is not None  # SparseCoder keeps a decoder unless built with one tied to the encoder
     with torch.no_grad():
         sc.encoder.weight.copy_(init.W_enc)
         sc.encoder.bias.copy_(init.b_enc)
@@ -157,7 +158,7 @@ def shared_stream_cost(steps: int, n_saes: int) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per library (one more is a warm-up)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds the steps are split into, each running every library in turn")
     args = parser.parse_args()

@@ -22,7 +22,7 @@ from nullsae.toy.sweep import SweepConfig, run_sweep
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--features", type=int, default=128)
     ap.add_argument("--latents", type=int, default=256)
