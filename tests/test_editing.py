@@ -26,6 +26,7 @@ def planted_llama() -> LoadedModel:
     when dim 2 is set and big/small from ±dim 1 when dim 3 is set; no token ever outputs round/square."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     words = ["<pad>", "<bos>", "<unk>", "color", "size", "shape", "red", "blue", "big", "small", "round", "square", *ENTITIES]
     vocab = {w: i for i, w in enumerate(words)}
@@ -60,7 +61,9 @@ def planted_llama() -> LoadedModel:
             emb[vocab[e], 1] = 1.0 if vals["size"] == "big" else -1.0
         emb[vocab["color"], 2] = 1.0
         emb[vocab["size"], 3] = 1.0
-        attn = model.model.layers[1].self_attn
+        block = model.model.layers[1]
+        assert isinstance(block, LlamaDecoderLayer)
+        attn = block.self_attn
         attn.v_proj.weight[0, 0] = attn.v_proj.weight[1, 1] = 1.0  # head 0 reads dims 0, 1
         attn.o_proj.weight[0, 0] = attn.o_proj.weight[1, 1] = 3.0  # and writes them back, amplified
         head = model.lm_head.weight
@@ -133,7 +136,8 @@ def test_run_editing_selects_planted_latents_and_skips_unknown_attribute(planted
     assert set(by) == {"thing/color", "thing/size"}
     assert sorted(by["thing/color"].latents) == [0, 1] and sorted(by["thing/size"].latents) == [2, 3]
     assert by["thing/color"].score == 1.0 and by["thing/size"].score == 1.0 and res.score == 1.0
-    assert res.full_cause == 1.0 and res.full_isolation < 1.0  # swapping the whole residual moves every attribute
+    # swapping the whole residual moves every attribute
+    assert res.full_cause == 1.0 and res.full_isolation is not None and res.full_isolation < 1.0
     assert "thing/shape" in res.skipped and "min_facts" in res.skipped["thing/shape"]
     assert by["thing/color"].n_train_entities + by["thing/color"].n_eval_entities == 12  # disjoint entity halves
 
@@ -221,7 +225,7 @@ def test_learned_mask_finds_planted_latents_without_eta2(planted, keep_error):
     assert by["thing/color"].score == 1.0 and res.score == 1.0 and res.selection == "mask"
     assert "min_facts" in res.skipped["thing/shape"]  # too few correct facts: skipped with the reason, as under η²
     eta2 = run_editing(sae, loaded, 0, cfg.model_copy(update={"selection": "eta2"}), prepared=prep)
-    assert eta2.isolation < 1.0  # the same grid under η² swaps every latent
+    assert eta2.isolation is not None and eta2.isolation < 1.0  # the same grid under η² swaps every latent
 
 
 def test_references_sit_beside_every_score(planted):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.archs.batchtopk import BatchTopKSAE
 from nullsae.sae.free_nulls import FREE_NULLS, compare_with_free_nulls, free_nulls, identity_null, mean_l0
 
 D, M, K = 64, 128, 3
@@ -62,7 +63,8 @@ def test_random_null_matches_the_sae_l0(arch):
     other = SAE(SAEConfig(arch=arch, d_in=D, n_latents=M, k=K, seed=1))
     other.initialize(x[:512])
     with torch.no_grad():
-        if arch in ("batchtopk",):
+        if arch == "batchtopk":
+            assert isinstance(other, BatchTopKSAE)
             other.threshold.fill_(0.05)
     other.eval()
     nulls = free_nulls(other, x[:1024], x[1024:2048])
@@ -95,8 +97,9 @@ def test_free_nulls_in_the_grid_get_verdicts_and_a_place_in_the_report(tiny_dir,
     assert set(ev) == set(kinds)
     assert {ev[n].null_kind for n in FREE_NULLS} == {"free-null"} and ev["frozen-decoder"].null_kind == "sae-baseline"
     m = pd.read_parquet(tmp_path / "run" / "metrics.parquet").set_index("baseline")
-    assert (m.loc[list(FREE_NULLS), "train_steps"] == 0).all() and m.loc["none", "train_steps"] > 0
-    assert m.loc["pca", "n_latents"] == 2 * 32 and m.loc["random", "n_latents"] == m.loc["none", "n_latents"] == 128
+    assert (m.loc[list(FREE_NULLS), "train_steps"] == 0).all() and m["train_steps"]["none"] > 0
+    n_latents = m["n_latents"]
+    assert n_latents["pca"] == 2 * 32 and n_latents["random"] == n_latents["none"] == 128
     for name in ("random", "pca", "identity"):  # the L0 of the trained SAE (TopK k = 4)
         assert m.loc[name, "l0"] == pytest.approx(m.loc["none", "l0"], abs=0.6), name
     html = res.report_path.read_text(encoding="utf-8")

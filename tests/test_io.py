@@ -7,6 +7,7 @@ import torch
 
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.archs.batchtopk import BatchTopKSAE
 from nullsae.sae.config import ARCHS
 from nullsae.sae.io import load_sae, save_sae
 from nullsae.sae.source import detect_format
@@ -23,7 +24,7 @@ def _trained(arch, baseline="none"):
         for p in sae.parameters():
             p.add_(0.01 * torch.randn_like(p))
         sae.b_enc.add_(0.05)
-        if arch in ("batchtopk", "matryoshka"):
+        if isinstance(sae, BatchTopKSAE):  # batchtopk and matryoshka
             sae.threshold.fill_(0.2)
     return sae.eval(), x
 

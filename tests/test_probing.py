@@ -34,12 +34,13 @@ def _planted_features(n: int = 600, d: int = 32, m: int = 64, j: int = 7, seed: 
     x = torch.randn(n, d, generator=gen) + 5.0 * y[:, None] * u
     sae = SAE(SAEConfig(arch="relu", d_in=d, n_latents=m, seed=seed)).eval()
     with torch.no_grad():
-        sae.W_enc -= (sae.W_enc @ u)[:, None] * u
+        sae.W_enc.sub_((sae.W_enc @ u)[:, None] * u)
         sae.W_enc[j] = u
         sae.W_dec[j] = u
         z = sae.encode(x)
     texts = [f"t{i}" for i in range(n)]
     task = balanced_split("planted", texts, y.tolist(), "1", _task_cfg(n))
+    assert task is not None
     row = {t: i for i, t in enumerate(texts)}
     tr = [row[t] for t in task.train_texts]
     te = [row[t] for t in task.test_texts]
@@ -153,7 +154,9 @@ def test_mean_interval_is_the_verdicts_bootstrap_of_the_same_accuracy(planted):
     res = run_probing(sae, loaded, 0, tasks, ProbingConfig(ks=[1, 5]))
     units = unit_table(res)
     for k in (1, 5):
-        n, stat = probing_metric(k).terms(probing_metric(k).rows(units))
+        terms = probing_metric(k).terms(probing_metric(k).rows(units))
+        assert terms is not None
+        n, stat = terms
         assert stat(np.arange(n)) == pytest.approx(res.mean_sae[k])
         ci = bootstrap(stat, n, n_boot=1000, seed=0)
         assert res.mean_sae_ci[k] == pytest.approx((ci.low, ci.high))

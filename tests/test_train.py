@@ -5,6 +5,7 @@ import torch
 
 from nullsae.errors import UserError
 from nullsae.sae import SAE, SAEConfig
+from nullsae.sae.archs.relu import ReLUSAE
 from nullsae.sae.train import TrainConfig, default_lr, lr_factor, train_saes
 from nullsae.toy.korznikov import KorznikovData
 
@@ -130,6 +131,7 @@ def test_relu_controller_reaches_target_l0_without_winding_up():
     """L0 follows λ with a lag; a controller integrating through that lag wound λ up until every latent
     died here (L0 0.5). With anti-windup, L0 reaches the target and λ stays sane."""
     sae = SAE(SAEConfig(arch="relu", d_in=D, n_latents=M, target_l0=8, target_l0_rate=0.05))
+    assert isinstance(sae, ReLUSAE)
     res = train_saes({"j": sae}, _stream(512), TrainConfig(steps=400, lr=1e-3, warmup_steps=10), progress=False)
     assert 4 <= res["j"].l0 <= 14
     assert float(sae.sparsity_coef) < 100, f"λ wound up to {float(sae.sparsity_coef):.3g}"
