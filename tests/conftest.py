@@ -15,6 +15,12 @@ from nullsae.errors import UserError
 # module imports them (a hub or dataset name missing from the local cache then fails at once, not after a timeout).
 os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+# Under pytest-xdist each worker takes one core: two workers of two OpenMP threads each on two cores spin
+# against each other, and the tiny tensors of these tests gain nothing from a second thread anyway.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 FAMILIES = ("gpt_neox", "llama", "gpt2")
 QUIET_ENV = ("TQDM_DISABLE", "NULLSAE_LIBRARY_BARS_OFF", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
 # Fixtures that make a test slow by themselves: a test using one must carry `@pytest.mark.slow`, so that
