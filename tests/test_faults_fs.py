@@ -4,13 +4,21 @@ one is one error line naming the path and the fix; no half-written target and no
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import signal
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-from fault_helpers import assert_clean_error, nullsae, python, temp_files, tiny_folder, write_run_config  # noqa: F401
+import torch
+from fault_helpers import assert_clean_error, nullsae, temp_files, tiny_folder, write_run_config  # noqa: F401
 
+from nullsae import io_utils
+from nullsae.cli import main
 from nullsae.errors import UserError
 from nullsae.io_utils import atomic_dir, check_writable_dir, write_json, write_text
 
@@ -27,34 +35,42 @@ def _unwritable(tmp_path: Path) -> Path:
     return ro / "out"
 
 
-@pytest.mark.parametrize("writer", ["write_bytes", "save_safetensors", "atomic_torch_save", "write_parquet"])
+@contextlib.contextmanager
+def _file_size_limit(limit: int):
+    """Inside the block, a write of this process past `limit` bytes fails with EFBIG (what a full disk
+    looks like to a process); the soft limit and the SIGXFSZ handler are restored after it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+WRITERS = {
+    "write_bytes": lambda p: io_utils.write_bytes(p, b"x" * 4 * LIMIT),
+    "save_safetensors": lambda p: io_utils.save_safetensors({"a": torch.zeros(LIMIT)}, p),
+    "atomic_torch_save": lambda p: io_utils.atomic_torch_save({"a": torch.zeros(LIMIT)}, p),
+    "write_parquet": lambda p: io_utils.write_parquet(p, pd.DataFrame({"a": np.random.default_rng(0).random(LIMIT)})),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
 def test_a_write_past_the_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, writer):
     target = tmp_path / "big.out"
-    make = {
-        "write_bytes": f"io_utils.write_bytes(p, b'x' * {4 * LIMIT})",
-        "save_safetensors": f"io_utils.save_safetensors({{'a': torch.zeros({LIMIT})}}, p)",
-        "atomic_torch_save": f"io_utils.atomic_torch_save({{'a': torch.zeros({LIMIT})}}, p)",
-        "write_parquet": f"io_utils.write_parquet(p, pd.DataFrame({{'a': np.random.rand({LIMIT})}}))",
-    }[writer]
-    code = (
-        "import sys, numpy as np, pandas as pd, torch\nfrom nullsae import io_utils\nfrom nullsae.errors import UserError\n"
-        f"p = {str(target)!r}\ntry:\n    {make}\nexcept UserError as e:\n    print(e); sys.exit(2)\n"
-    )
-    res = python(code, file_size_limit=LIMIT)
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert f"cannot write {target}" in res.stdout and "ulimit -f" in res.stdout
+    with pytest.raises(UserError) as err, _file_size_limit(LIMIT):
+        WRITERS[writer](target)
+    assert f"cannot write {target}" in str(err.value) and "ulimit -f" in str(err.value)
     assert not target.exists() and not temp_files(tmp_path)
 
 
 def test_a_failed_overwrite_keeps_the_old_file(tmp_path):
     target = tmp_path / "state.bin"
     target.write_bytes(b"old")
-    code = (
-        f"from nullsae import io_utils\nfrom nullsae.errors import UserError\ntry:\n    io_utils.write_bytes({str(target)!r}, b'y' * {4 * LIMIT})\n"
-        "except UserError as e:\n    print(e)\n"
-    )
-    res = python(code, file_size_limit=LIMIT)
-    assert "cannot write" in res.stdout, res.stderr[-2000:]
+    with pytest.raises(UserError, match="cannot write"), _file_size_limit(LIMIT):
+        io_utils.write_bytes(target, b"y" * 4 * LIMIT)
     assert target.read_bytes() == b"old" and not temp_files(tmp_path)
 
 
@@ -91,14 +107,17 @@ def test_an_unwritable_folder_is_refused_by_the_probe(tmp_path):
         check_writable_dir(_unwritable(tmp_path))
 
 
-def test_synth_with_a_bad_out_fails_before_training(tmp_path):
-    """The issue's example: `synth --out` on a bad path used to crash after training, losing the results."""
+def test_synth_with_a_bad_out_fails_before_training(tmp_path, capsys):
+    """The issue's example: `synth --out` on a bad path used to crash after training, losing the results.
+    The first bad path goes through a fresh process, the others through the same CLI in this one."""
     (tmp_path / "file").write_text("x")
-    for out in (tmp_path / "file", tmp_path / "file" / "sub", _unwritable(tmp_path)):
-        t0 = time.time()
-        res = nullsae("synth", "--steps", "100000", "--out", str(out), "--quiet")
-        assert_clean_error(res, str(out))
-        assert time.time() - t0 < 60  # 100,000 steps would take hours: it stopped before training
+    t0 = time.time()
+    assert_clean_error(nullsae("synth", "--steps", "100000", "--out", str(tmp_path / "file"), "--quiet"), str(tmp_path / "file"))
+    for out in (tmp_path / "file" / "sub", _unwritable(tmp_path)):
+        assert main(["synth", "--steps", "100000", "--out", str(out), "--quiet"]) == 2
+        errors = capsys.readouterr().err.strip().splitlines()
+        assert len(errors) == 1 and ": error: " in errors[0] and str(out) in errors[0], errors
+    assert time.time() - t0 < 60  # 100,000 steps would take hours: it stopped before training
 
 
 @pytest.mark.slow
