@@ -42,17 +42,6 @@ def nullsae(*args: str, cwd: Path | None = None, file_size_limit: int | None = N
     )
 
 
-def python(code: str, *, file_size_limit: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None,
-    )
-
-
 def assert_clean_error(res: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit code 2, no traceback, exactly one `error:` line on stderr (returned) holding every fragment."""
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
