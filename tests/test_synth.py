@@ -121,7 +121,7 @@ def test_dead_tokens_and_auxk_coef_decide_which_latents_auxk_trains():
 def test_interrupted_synth_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     from nullsae import synth
 
-    cfg = synth.SynthConfig(setting="constant", arch="topk", steps=6, curve_points=3, eval_size=512, batch_size=256)
+    cfg = synth.SynthConfig(setting="constant", arch="topk", steps=6, curve_points=3, eval_size=512, batch_size=256, n_latents=400)
     straight = synth.run_synth(cfg, progress=False)
     real, calls = synth._evaluate, []
 
