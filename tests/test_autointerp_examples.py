@@ -115,7 +115,7 @@ def test_sae_encoder_matches_dense_encode():
 
 def test_bad_latents_and_windows():
     with pytest.raises(UserError):
-        ActivationSource(torch.zeros(0, 4, dtype=torch.long), lambda i: None, 3)
+        ActivationSource(torch.zeros(0, 4, dtype=torch.long), lambda i: SparseActs.from_dense(torch.zeros(len(i), 4, 3), i), 3)
     src = ActivationSource(torch.zeros(5, 4, dtype=torch.long), lambda i: SparseActs.from_dense(torch.zeros(len(i), 4, 3), i), 3)
     with pytest.raises(UserError):
         collect_examples(src, [3], ExampleConfig())

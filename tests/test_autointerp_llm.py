@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from pydantic import SecretStr
 
 from nullsae.autointerp.examples import Example, LatentExamples
 from nullsae.autointerp.explainers import Explanation, TokenText
@@ -72,7 +73,7 @@ def test_disk_cache_roundtrip_and_corruption(tmp_path):
     assert cache.get(key) is None
     cache.put(key, Completion(text="hello"))
     got = cache.get(key)
-    assert got.text == "hello" and got.cached
+    assert got is not None and got.text == "hello" and got.cached
     assert DiskCache.key("c", req.model_copy(update={"max_tokens": 3})) != key
     next(tmp_path.rglob("*.json")).write_text("{broken")
     assert cache.get(key) is None
@@ -96,7 +97,7 @@ class _Server:
     """ThreadingHTTPServer with routes /<mode>/v1/chat/completions; `hits` counts requests per mode."""
 
     def __init__(self, client: HFClient | None):
-        self.client, self.hits, self.lock = client, {}, threading.Lock()
+        self.client, self.hits, self.lock, self.auth = client, {}, threading.Lock(), ""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,6 +129,7 @@ class _Server:
                     logprobs=bool(body.get("logprobs")),
                     top_logprobs=body.get("top_logprobs") or 5,
                 )
+                assert server.client is not None, "a generating route needs the server's HF client"
                 with server.lock:  # one generation at a time
                     (c,) = server.client.complete([req], "serving")
                 self._send(200, _chat(c.text, body, c.logprobs))
@@ -188,7 +190,7 @@ def canned_server():
 
 
 def _client(url, tmp_path=None, **kw):
-    cfg = OpenAIConfig(model="smollm2", base_url=url, api_key=SECRET, backoff_s=0.01, **kw)
+    cfg = OpenAIConfig(model="smollm2", base_url=url, api_key=SecretStr(SECRET), backoff_s=0.01, **kw)
     return OpenAIClient(cfg, cache_dir=tmp_path)
 
 
@@ -217,7 +219,7 @@ class _Tok:
 def test_5xx_is_retried_then_recorded_and_the_run_goes_on(canned_server, caplog):
     client = _client(canned_server.url("err500"), max_retries=2)
     (c,) = client.complete([ChatRequest(messages=[{"role": "user", "content": "x"}])])
-    assert not c.ok and "InternalServerError" in c.error and canned_server.hits["err500"] == 3
+    assert not c.ok and c.error is not None and "InternalServerError" in c.error and canned_server.hits["err500"] == 3
     assert canned_server.auth == f"Bearer {SECRET}"  # the key is sent ...
     assert SECRET not in c.error and SECRET not in caplog.text  # ... and never logged
     (res,) = DetectionScorer(client, TokenText(_Tok())).score([(_latent(), Explanation(7, "digits"))])
@@ -232,7 +234,7 @@ def test_timeout_is_retried_then_recorded(canned_server):
     client = _client(canned_server.url("slow"), max_retries=1, timeout_s=0.3)
     t = time.time()
     (c,) = client.complete([ChatRequest(messages=[{"role": "user", "content": "x"}])])
-    assert not c.ok and "Timeout" in c.error and canned_server.hits["slow"] == 2
+    assert not c.ok and c.error is not None and "Timeout" in c.error and canned_server.hits["slow"] == 2
     assert time.time() - t < 3
 
 

@@ -62,7 +62,8 @@ def test_token_explainer_recovers_sets_and_detects(planted, tmp_path):
     assert res.selection.latents == list(range(N_SETS))
     df = pd.read_parquet(res.latents_path)
     for _, row in df.iterrows():
-        assert set(parse_token_list(row["explanation"])) == set(sets[row["latent"]])
+        tokens = parse_token_list(row["explanation"])
+        assert tokens is not None and set(tokens) == set(sets[row["latent"]])
         assert row["n_pos"] == 100 and row["n_neg"] == 100 and row["n_failed"] == 0
         assert row["prompt_version"] and row["explainer"] == "tokens" and row["scorer"] == "tokens"
         assert 0 < row["entropy"] <= 1 and row["entropy_raw"] > 0

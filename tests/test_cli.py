@@ -1,5 +1,6 @@
 """Every subcommand answers --help; no command prints a traceback for a user error."""
 
+import argparse
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ from nullsae.cli import COMMANDS, build_parser
 
 def test_every_listed_command_is_registered():
     parser = build_parser()
-    registered = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001 - argparse keeps them here
+    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001 - argparse keeps them here
+    registered = set(subcommands.choices)
     assert registered == set(COMMANDS), f"missing subcommands: {set(COMMANDS) - registered}"
 
 

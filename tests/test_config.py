@@ -84,7 +84,7 @@ def test_every_field_has_a_flag_and_overrides_it():
         ]
     )
     cfg = build_config("demo", overrides_from_args(args))
-    assert cfg.layers == [1, 4] and cfg.sae.k == 16 and cfg.tokens.train == 50_000 and cfg.baselines.layers == [4]
+    assert cfg.layers == [1, 4] and cfg.sae.model_dump()["k"] == 16 and cfg.tokens.train == 50_000 and cfg.baselines.layers == [4]
     assert cfg.autointerp.examples.min_examples == 7 and cfg.train.lr is None and cfg.tokens.skip_bos is False
     assert cfg.autointerp.scorers == ["tokens"]
 

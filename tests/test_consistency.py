@@ -53,4 +53,5 @@ def test_every_verdict_reads_the_metric_modules_value(tiny_dir, tmp_path):
     }
     assert set(table) == set(summary.metric)
     for r in summary.itertuples():
-        assert table[r.metric][nulls.index(r.null)] == SHORT.get(r.verdict, "mixed"), (r.metric, r.null, r.verdict)
+        metric, null, verdict = str(r.metric), str(r.null), str(r.verdict)
+        assert table[metric][nulls.index(null)] == SHORT.get(verdict, "mixed"), (metric, null, verdict)

@@ -37,7 +37,7 @@ def _run_until(args: list[str], ready, timeout: float = 300) -> bool:
     if proc.poll() is None:
         proc.kill()
         pytest.fail("the run neither finished nor reached the kill point in time")
-    assert proc.returncode == 0, proc.stderr.read()
+    assert proc.returncode == 0, proc.communicate()[1]
     return False
 
 

@@ -24,7 +24,7 @@ class Holder:
 
     def __init__(self, folder: Path):
         self.proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env())
-        assert self.proc.stdout.readline().strip() == "held"
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "held"
 
     def __enter__(self) -> Holder:
         return self
@@ -101,7 +101,7 @@ def test_taking_a_lock_removes_what_a_killed_holder_half_wrote(tmp_path):
         "    io_utils.atomic_write(os.path.join(sys.argv[1], 'sub', 'big.bin'), lambda tmp: (print('writing', flush=True), time.sleep(120)))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env())
-    assert proc.stdout.readline().strip() == "writing"
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     (stale,) = (tmp_path / "sub").iterdir()

@@ -4,6 +4,7 @@ is allocated, in one line with the estimate and the limit."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fault_helpers import assert_clean_error, nullsae, tiny_folder, write_run_config  # noqa: F401
@@ -19,7 +20,7 @@ from nullsae.sae.config import SAEConfig
 def _cfg(**over):
     from runner_helpers import tiny_config
 
-    return build_config(None, {}, base=tiny_config("/nonexistent/model", **over))
+    return build_config(None, {}, base=tiny_config(Path("/nonexistent/model"), **over))
 
 
 def test_a_dictionary_of_1e11_latents_is_refused_at_once():

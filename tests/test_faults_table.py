@@ -26,7 +26,9 @@ def _cases(path: Path) -> int:
             n = 1
             for dec in node.decorator_list:
                 if isinstance(dec, ast.Call) and getattr(dec.func, "attr", "") == "parametrize":
-                    n *= len(dec.args[1].elts)
+                    values = dec.args[1]
+                    assert isinstance(values, (ast.List, ast.Tuple)), f"{node.name}: parametrize values must be a literal list"
+                    n *= len(values.elts)
             total += n
     return total
 
@@ -43,5 +45,7 @@ def test_the_docs_table_gives_each_categorys_case_count():
     }
     expected = {cat: (name, _cases(ROOT / "tests" / name)) for name, cat in CATEGORIES.items()}
     assert rows == expected, "update docs/faults.md: " + "; ".join(f"{c}: {n} cases" for c, (_, n) in expected.items())
-    total = int(re.search(r"\*\*(\d+) cases\*\*", text).group(1))
+    stated = re.search(r"\*\*(\d+) cases\*\*", text)
+    assert stated, "docs/faults.md states no total '**N cases**'"
+    total = int(stated.group(1))
     assert total == sum(n for _, n in expected.values())

@@ -3,6 +3,7 @@ every piece of advice in an error names an option that the command reaching it a
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.util
 import re
@@ -15,7 +16,9 @@ from nullsae.cli import build_parser, main
 from nullsae.errors import UserError, advice, set_command_options
 from nullsae.sae.config import SAEConfig
 
-SRC = Path(importlib.util.find_spec("nullsae").origin).parent
+_SPEC = importlib.util.find_spec("nullsae")
+assert _SPEC is not None and _SPEC.origin is not None
+SRC = Path(_SPEC.origin).parent
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*(?:\.[a-z][a-z0-9-]*)*")
 OTHER_PROGRAM = re.compile(r"`(?!nullsae)[^`]*`")  # `ray start --head`, `pip install ...`: not nullsae's flags
 
@@ -77,7 +80,7 @@ def _user_error_flags(tree: ast.AST) -> list[tuple[int, str]]:
 
 def _command_options() -> dict[str, set[str]]:
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out = {}
     for name, p in sub.choices.items():
         out[name] = set(p._option_string_actions)

@@ -187,7 +187,7 @@ def _chromium() -> str | None:
 
 
 def _near(img: np.ndarray, rgb: tuple[int, int, int], tol: int = 12) -> np.ndarray:
-    return (np.abs(img[..., :3].astype(int) - np.array(rgb)) <= tol).all(-1)
+    return np.asarray((np.abs(img[..., :3].astype(int) - np.array(rgb)) <= tol).all(-1))
 
 
 @pytest.mark.skipif(

@@ -47,6 +47,7 @@ def test_reduced_sweep_has_a_goldilocks_band():
     cfg = SweepConfig(latents=[128], coefs=[0.001, 0.1, 3.0], epochs=10, batch_size=64, lr=3e-3, mcc=False)
     runs = {r.coef: r for r in run_sweep([ToyData("inputs", 0, s.x, s.features)], cfg, progress=False)}
     low, mid, high = runs[0.001], runs[0.1], runs[3.0]
+    assert low.mmcs is not None and mid.mmcs is not None and high.mmcs is not None
     assert mid.mmcs > low.mmcs + 0.08 and mid.mmcs > high.mmcs + 0.08
     assert low.ev > 0.9 and high.ev < 0.3  # too little penalty: dense and accurate; too much: dead
     assert low.l0 > mid.l0 > high.l0
@@ -110,7 +111,9 @@ def test_interrupted_sweep_resumes_bit_identical(tmp_path):
     resumed = run_sweep(sets, cfg, progress=False, checkpoint_dir=ckpt)
     timing = {"train_seconds"}
     assert [r.model_dump(exclude=timing) for r in resumed] == [r.model_dump(exclude=timing) for r in whole]
-    assert before > 0 and all(r.train_seconds * 4 > before for r in resumed[4:])  # the interrupted stack's time adds up over calls
+    assert before > 0 and all(
+        r.train_seconds is not None and r.train_seconds * 4 > before for r in resumed[4:]
+    )  # the interrupted stack's time adds up over calls
     assert not ckpt.exists()  # a completed sweep leaves no checkpoints behind
 
 

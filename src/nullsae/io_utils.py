@@ -130,7 +130,7 @@ def write_parquet(path: str | Path, df: Any) -> Path:
     return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def atomic_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
+def atomic_dir(path: str | Path, fill: Callable[[Path], object]) -> Path:
     """Fill a temp folder beside `path`, then rename it onto `path` (replacing an older one)."""
     path = Path(path)
     with os_errors(path):
