@@ -316,29 +316,21 @@ def test_a_run_sae_records_what_it_reads_and_a_bad_layer_is_refused_before_its_w
     assert len(err) == 1 and "layer 40" in err[0] and "out of range" in err[0], err
 
 
-def test_off_a_terminal_the_hugging_face_libraries_draw_no_bars(tmp_path):
-    code = (
-        "import os; from nullsae.cli import main; main(['ls', os.getcwd()]); "
-        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.endswith("DISABLE_PROGRESS_BARS")}
-    with open(tmp_path / "err.log", "wb") as err:
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120
-        )
-    assert out.stdout.strip().splitlines()[-1] == "False"
-
-
-def test_off_a_terminal_a_library_tqdm_bar_writes_no_carriage_return(tmp_path):
-    """transformers converts a GGUF file under a plain `tqdm.auto` bar ("Converting and de-quantizing GGUF
-    tensors..."); once the CLI has started, such a bar leaves no \r in a redirected log."""
+def test_off_a_terminal_the_libraries_draw_no_bars(tmp_path):
+    """Once the CLI has started with stderr redirected, transformers' own bars are off, and a plain `tqdm.auto`
+    bar (transformers converts a GGUF file under one: "Converting and de-quantizing GGUF tensors...") leaves
+    no \r in the log. One fresh process checks both, with the variables that would hide a bar unset."""
     code = (
         "import os; from nullsae.cli import main; main(['ls', os.getcwd()]); from tqdm.auto import tqdm\n"
-        "for _ in tqdm(range(50), desc='Converting and de-quantizing GGUF tensors...'): pass"
+        "for _ in tqdm(range(50), desc='Converting and de-quantizing GGUF tensors...'): pass\n"
+        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("DISABLE_PROGRESS_BARS") and k != "TQDM_DISABLE"}
     with open(tmp_path / "err.log", "wb") as err:
-        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, stderr=err, env=env, timeout=120, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, env=env, text=True, timeout=120, check=True
+        )
+    assert out.stdout.strip().splitlines()[-1] == "False"
     log = (tmp_path / "err.log").read_text(encoding="utf-8")
     assert "\r" not in log and "Converting" not in log, log
 
