@@ -7,6 +7,8 @@ beside this project's pins (it requires numpy < 2), so SAELens's module is the p
 sae-bench imports, tests/test_ev_conventions.py and tests/test_audit_saebench.py run its functions.
 """
 
+from typing import Any, cast
+
 import pytest
 import torch
 from conftest import tiny_model
@@ -55,7 +57,7 @@ class _TokenSource:
 
 def _transformer_lens_copy(hf):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
     cfg = HookedTransformerConfig(
         n_layers=3,
@@ -122,7 +124,8 @@ def test_saelens_evals_agree_with_nullsae(tmp_path):
         compute_sparsity_metrics=True,
         compute_variance_metrics=True,
     )
-    theirs, _ = run_evals(theirs_sae, _TokenSource(eval_windows), tl, ActivationScaler(), config, exclude_special_tokens=False)
+    source = cast(Any, _TokenSource(eval_windows))  # a duck-typed stand-in for SAELens's ActivationsStore
+    theirs, _ = run_evals(theirs_sae, source, tl, ActivationScaler(), config, exclude_special_tokens=False)
 
     # Tolerances: float32 forward passes through two implementations of the same network (~1e-5 relative).
     assert ours.ev > 0.5  # a real SAE, not a degenerate one

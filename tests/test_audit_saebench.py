@@ -55,7 +55,7 @@ def test_layout_is_saebench_core():
 
 def test_saebench_reads_it_and_computes_the_same_numbers(tmp_path):
     core = pytest.importorskip("sae_bench.evals.core.main")
-    from sae_bench.evals.core.eval_output import CoreEvalOutput
+    eval_output = pytest.importorskip("sae_bench.evals.core.eval_output")
     from sae_lens import SAE as SaeLensSAE
     from test_ev_conventions import _Replay
 
@@ -63,7 +63,7 @@ def test_saebench_reads_it_and_computes_the_same_numbers(tmp_path):
 
     sae, x = _case()
     out = _output(sae, x)
-    parsed = CoreEvalOutput(**out)  # SAEBench's own typed output model
+    parsed = eval_output.CoreEvalOutput(**out)  # SAEBench's own typed output model
     assert parsed.eval_result_metrics.sparsity.l0 == pytest.approx(K)
     save_sae(sae, tmp_path / "s", fmt="saelens", hook="blocks.1.hook_resid_post")
     theirs_sae = SaeLensSAE.load_from_disk(str(tmp_path / "s"))

@@ -130,8 +130,8 @@ class SynthConfig(TrainConfig):
     setting: Setting = Field(default="variable", description="feature probabilities: variable or constant")
     arch: str = Field(default="batchtopk", description=f"SAE architecture: {', '.join(ARCHS)}")
     baselines: bool = Field(default=False, description="also train the frozen-decoder, soft-frozen-decoder and frozen-encoder baselines")
-    steps: int = with_default(TrainConfig, "steps", 2_000, "training batches")  # type: ignore[assignment]
-    lr: float = with_default(TrainConfig, "lr", 2e-3, "Adam learning rate")  # type: ignore[assignment]
+    steps: int = with_default(TrainConfig, "steps", 2_000, "training batches")
+    lr: float = with_default(TrainConfig, "lr", 2e-3, "Adam learning rate")
     warmup_steps: int = with_default(TrainConfig, "warmup_steps", 100)
     decay_fraction: float = with_default(TrainConfig, "decay_fraction", 0.2)
     batch_size: int = Field(default=4096, gt=0, description="samples per training batch")

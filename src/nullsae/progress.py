@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 # Set when TQDM_DISABLE was set only to keep the libraries' tqdm bars out of a log (not to quiet nullsae).
@@ -48,8 +48,8 @@ class LogLines:
 
     def __init__(self, iterable: Iterable[Any] | None, *, desc: str, total: float | None, disable: bool, unit: str, initial: float):
         self.iterable = iterable
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
+        if total is None and isinstance(iterable, Sized):
+            total = len(iterable)
         self.desc, self.total, self.unit, self.n = desc or "progress", total, unit, initial
         quiet = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes") and os.environ.get(LIBRARY_BARS_OFF) != "1"
         self.disable = disable or quiet

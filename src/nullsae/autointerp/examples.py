@@ -219,7 +219,8 @@ class _TopPerGroup:
             e = torch.empty(0)
             return e.long(), e, e.long(), e
         self._compact()
-        return tuple(c[0] for c in self.cols)  # type: ignore[return-value]
+        group, key, window, value = (c[0] for c in self.cols)
+        return group, key, window, value
 
 
 def collect_examples(source: ActivationSource, latents: list[int], cfg: ExampleConfig) -> dict[int, LatentExamples]:

@@ -120,7 +120,9 @@ class LLMClient(ABC):
 
         if todo:
             self._complete([requests[i] for i in todo], desc, done)
-        return out  # type: ignore[return-value]
+        answered = [c for c in out if c is not None]
+        assert len(answered) == len(requests), "every request gets a completion (an error one when it failed)"
+        return answered
 
     @abstractmethod
     def _complete(self, requests: list[ChatRequest], desc: str, done: Callable[[int, Completion], None]) -> None:
@@ -298,6 +300,17 @@ _LIST = re.compile(r"\[([^\[\]]*)\]")
 _ITEM = re.compile(r"""^\s*["']?([01])["']?\s*$""")
 
 
+def _bits(parts: list[str]) -> list[int] | None:
+    """The 0/1 values of the list items `parts`, or None unless every one is a 0/1 item."""
+    values = []
+    for part in parts:
+        item = _ITEM.match(part)
+        if item is None:
+            return None
+        values.append(int(item.group(1)))
+    return values or None
+
+
 def parse_binary_list(text: str, n: int) -> tuple[list[int] | None, str]:
     """The answer list of a scorer: the first bracketed list of n 0/1 items (a last list cut off by
     the token limit counts when all n items are there), or a bare `1, 0, …`.
@@ -306,17 +319,18 @@ def parse_binary_list(text: str, n: int) -> tuple[list[int] | None, str]:
     """
     wrong = False
     for match in _LIST.finditer(text):
-        items = [_ITEM.match(x) for x in match.group(1).split(",")]
-        if items and all(items):
-            if len(items) == n:
-                return [int(x.group(1)) for x in items], ""  # type: ignore[union-attr]
+        values = _bits(match.group(1).split(","))
+        if values is not None:
+            if len(values) == n:
+                return values, ""
             wrong = True
     tail = re.search(r"\[([^\[\]]*)$", text)  # a list cut off by the token limit
     if tail:
-        items = [_ITEM.match(x) for x in tail.group(1).rstrip(", ").split(",")]
-        if items and all(items) and len(items) == n:
-            return [int(x.group(1)) for x in items], ""  # type: ignore[union-attr]
-        wrong = wrong or bool(items and items[0])  # a list that ran on past its n answers
+        parts = tail.group(1).rstrip(", ").split(",")
+        values = _bits(parts)
+        if values is not None and len(values) == n:
+            return values, ""
+        wrong = wrong or bool(_ITEM.match(parts[0]))  # a list that ran on past its n answers
     bare = re.fullmatch(r"\s*([01](?:\s*[,\s]\s*[01])*)\s*\.?\s*", text)
     if bare:
         vals = [int(c) for c in re.findall(r"[01]", bare.group(1))]

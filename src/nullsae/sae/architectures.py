@@ -82,7 +82,7 @@ class _SparseEncode(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, select: Select):  # type: ignore[override]
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, select: Select):
         xc = x - b_dec
         pre = (xc @ W_enc.t()).add_(b_enc)  # faster than addmm, which first copies the bias into all B·m outputs
         rows, cols = select(pre)
@@ -92,7 +92,7 @@ class _SparseEncode(torch.autograd.Function):
         return vals, rows, cols
 
     @staticmethod
-    def backward(ctx, g_vals: Tensor, _g_rows: Tensor | None, _g_cols: Tensor | None):  # type: ignore[override]
+    def backward(ctx, g_vals: Tensor, _g_rows: Tensor | None, _g_cols: Tensor | None):
         xc, W_enc, rows, cols, vals = ctx.saved_tensors
         g = g_vals * (vals > 0)
         B, m = xc.shape[0], W_enc.shape[0]
@@ -128,12 +128,12 @@ class _SparseDecode(torch.autograd.Function):
     """x̂ = Σ vals · W_dec[cols] per row, forward and backward without dense (B, m) products."""
 
     @staticmethod
-    def forward(ctx, vals: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor, batch: int):  # type: ignore[override]
+    def forward(ctx, vals: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor, batch: int):
         ctx.save_for_backward(vals, rows, cols, W_dec)
         return _gather_sum(rows, cols, vals, W_dec, batch)
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def backward(ctx, g: Tensor):
         vals, rows, cols, W_dec = ctx.saved_tensors
         g_vals = _sampled_dot(rows, cols, g, W_dec) if ctx.needs_input_grad[0] else None
         g_W = _gather_sum(cols, rows, vals, g, W_dec.shape[0]) if ctx.needs_input_grad[3] else None

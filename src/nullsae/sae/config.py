@@ -10,7 +10,7 @@ them. This module does not import torch: the SAE classes live in `nullsae.sae.ar
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -144,14 +144,14 @@ class TopKConfig(SAEConfig):
 class BatchTopKConfig(TopKConfig):
     """BatchTopK SAE (Bussmann et al.): k·B winners over the batch, a learned threshold at inference."""
 
-    arch: Literal["batchtopk"] = "batchtopk"  # type: ignore[assignment]
+    arch: Literal["batchtopk"] = "batchtopk"
     threshold_momentum: float = Field(default=0.99, ge=0, lt=1, description="batchtopk inference-threshold EMA momentum")
 
 
 class MatryoshkaConfig(BatchTopKConfig):
     """Matryoshka BatchTopK SAE: the loss averages the FVUs of nested dictionary prefixes."""
 
-    arch: Literal["matryoshka"] = "matryoshka"  # type: ignore[assignment]
+    arch: Literal["matryoshka"] = "matryoshka"
     matryoshka_groups: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.2], description="nested group fractions")
 
     @model_validator(mode="after")
@@ -202,11 +202,12 @@ class GatedConfig(L1Config):
 
 
 # ----- the registry: one config class per architecture; its SAE class is nullsae.sae.archs.<arch> -----
-ARCH_CONFIGS: tuple[type[SAEConfig], ...] = (ReLUConfig, TopKConfig, BatchTopKConfig, JumpReLUConfig, MatryoshkaConfig, GatedConfig)
-
-AnySAEConfig = Annotated[Union[ARCH_CONFIGS], Field(discriminator="arch")]  # type: ignore[valid-type]  # noqa: UP007
+AnySAEConfig = Annotated[
+    ReLUConfig | TopKConfig | BatchTopKConfig | JumpReLUConfig | MatryoshkaConfig | GatedConfig, Field(discriminator="arch")
+]
+ARCH_CONFIGS: tuple[type[SAEConfig], ...] = get_args(get_args(AnySAEConfig)[0])
 ARCHS: tuple[str, ...] = tuple(c.model_fields["arch"].default for c in ARCH_CONFIGS)
-_ADAPTER: TypeAdapter[SAEConfig] = TypeAdapter(AnySAEConfig)  # pyright: ignore[reportArgumentType]
+_ADAPTER: TypeAdapter[AnySAEConfig] = TypeAdapter(AnySAEConfig)
 
 
 def _arch_fields() -> set[str]:

@@ -20,12 +20,12 @@ class _JumpReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):
         ctx.save_for_backward(pre, theta, eps)
         return pre * (pre > theta)
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def backward(ctx, g: Tensor):
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
         g_pre = g * (pre > theta)
@@ -36,12 +36,12 @@ class _Step(torch.autograd.Function):
     """H(pre − θ), whose θ-gradient is the rectangle-kernel pseudo-derivative; used for the L0 penalty."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):  # type: ignore[override]
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: Tensor):
         ctx.save_for_backward(pre, theta, eps)
         return (pre > theta).to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def backward(ctx, g: Tensor):
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
         return None, -(1 / eps) * g * window, None
