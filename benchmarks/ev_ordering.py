@@ -325,6 +325,59 @@ def ordering_table(results: dict, layers: list[int]) -> str:
     return "\n".join(out)
 
 
+def fit_check(base, name: str, folder: Path, layers: list[int], eval_w: torch.Tensor, n_windows: int) -> dict[str, dict]:
+    """EV of the latest raw SAE checkpoint of `name` in `folder` on rows it trained on (the first `n_windows`
+    cached windows), on as many windows of the train split past the cached ones, and on the eval windows:
+    a budget that repeats its cached tokens can fit (memorise) them and not the distribution."""
+    caches = list((folder / "cache").glob(f"activations/*/{name}/*/meta.json"))
+    if len(caches) != 1:
+        raise UserError(f"{folder} holds {len(caches)} activation caches of {name}; expected one")
+    bos = base.bos_id
+    loaded, _ = make_variant(base, name)
+    n_cached = CachedActivations(caches[0].parent, layers[0]).n_rows // CONTEXT
+    unseen_w = token_windows(base.tokenizer, bos, CONTEXT, n_cached + n_windows, split="train")[n_cached:]
+    with torch.no_grad():
+        acts = {
+            part: [capture_residuals(loaded.model, w[b : b + 16], layers) for b in range(0, len(w), 16)]
+            for part, w in [("unseen", unseen_w), ("eval", eval_w[:n_windows])]
+        }
+    out = {}
+    for lay in layers:
+        ckpt = torch.load(folder / "ckpt" / f"{name}-L{lay}-raw-x4" / "trainer.pt", weights_only=True, map_location="cpu")
+        sae = SAE(SAEConfig(arch="topk", d_in=base.d_model, n_latents=4 * base.d_model, k=32, seed=0))
+        sae.load_state_dict(ckpt["saes"]["raw"]["model"])
+        sae.eval()
+        cache = CachedActivations(caches[0].parent, lay)
+        seen = torch.arange(n_windows * CONTEXT)
+        parts = {"seen": (cache.rows(seen), cache.token_ids[seen])}
+        parts["unseen"] = (torch.cat([a[lay].reshape(-1, base.d_model).float() for a in acts["unseen"]]), unseen_w.reshape(-1))
+        parts["eval"] = (torch.cat([a[lay].reshape(-1, base.d_model).float() for a in acts["eval"]]), eval_w[:n_windows].reshape(-1))
+        row: dict[str, float] = {}
+        with torch.no_grad():
+            for part, (x, ids) in parts.items():
+                x = x[ids != bos]
+                z = sae.encode(x)
+                row[f"ev_{part}"] = reconstruction_metrics(x, sae.decode(z), z).ev
+        out[f"{name}|L{lay}|raw|{int(ckpt['step']) * BATCH}|fit"] = row
+    return out
+
+
+def fit_table(results: dict) -> str:
+    """Markdown table of the fit checks: EV on seen training rows, unseen train-split rows and eval rows."""
+    out = [
+        "| variant | layer | tokens | EV seen training rows | EV unseen train-split rows | EV eval rows |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        for k, r in sorted(
+            ((k, r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|fit")),
+            key=lambda kr: (int(kr[0].split("|")[1][1:]), int(kr[0].split("|")[3])),
+        ):
+            _, lay, _, b, _ = k.split("|")
+            out.append(f"| {v} | {lay[1:]} | {int(b):,} | {r['ev_seen']:.3f} | {r['ev_unseen']:.3f} | {r['ev_eval']:.3f} |")
+    return "\n".join(out)
+
+
 def auroc_table(results: dict, layers: list[int]) -> str:
     """Markdown table of EV, standardised EV, CE loss score and AUROC by variant, layer and budget."""
     f = lambda r, k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
@@ -375,6 +428,14 @@ def main() -> None:
         help="with --figures: ev = the budget and shape figures and tables at the first layer; auroc = EV, CE and AUROC at every layer",
     )
     ap.add_argument("--stats-only", action="store_true", help="only the residual statistics (no cache, no SAE)")
+    ap.add_argument(
+        "--fit-check",
+        nargs="+",
+        default=[],
+        metavar="VARIANT:FOLDER",
+        help="only the EV of each FOLDER's latest raw SAEs of VARIANT (at --layers) on 256 seen training windows, "
+        "256 unseen train-split windows and 256 eval windows; results to OUT",
+    )
     ap.add_argument("--views", nargs="+", default=["raw:1048576", "standard:262144", "saelens:262144"], help="view:max_budget")
     args = ap.parse_args()
     if args.figures is not None:
@@ -383,7 +444,7 @@ def main() -> None:
             results.update(json.loads((out / "results.json").read_text()))
         if args.draw == "auroc":
             draw_auroc(results, args.figures, args.layers)
-            print(auroc_table(results, args.layers), ordering_table(results, args.layers), sep="\n\n")
+            print(auroc_table(results, args.layers), ordering_table(results, args.layers), fit_table(results), sep="\n\n")
         else:
             draw(results, args.figures, args.layers[0])
             print(tables(results, args.layers[0]))
@@ -414,6 +475,12 @@ def main() -> None:
         },
     )
     eval_w = token_windows(base.tokenizer, bos_id, CONTEXT, args.eval_windows, split="eval")
+    for spec in args.fit_check:
+        name, folder = spec.split(":", 1)
+        for key, row in fit_check(base, name, Path(folder), args.layers, eval_w, 256).items():
+            save(key, row)
+    if args.fit_check:
+        return
     eval_bos = (eval_w == bos_id).reshape(-1)
     interp_w = token_windows(base.tokenizer, bos_id, CONTEXT, args.interp_windows, split="interp") if args.auroc_latents else None
     view_max = {v.split(":")[0]: int(v.split(":")[1]) for v in args.views}
