@@ -209,6 +209,14 @@ def draw(results: dict, folder: Path, layer: int) -> None:
     plt.close(fig)
 
 
+def _ending(results: dict, variant: str, suffix: str) -> list[tuple[str, dict]]:
+    """(key, row) of the variant's per-layer results whose key ends with `suffix`, by layer, then budget where the key has one."""
+    keys = [k for k in results if k.startswith(f"{variant}|L") and k.endswith(suffix)]
+    return [
+        (k, results[k]) for k in sorted(keys, key=lambda k: [int(p.lstrip("L")) for p in k.split("|")[1:-1] if p.lstrip("L").isdigit()])
+    ]
+
+
 def tables(results: dict, layer: int) -> str:
     """Markdown tables of the residual statistics and of EV by variant, view and budget."""
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
@@ -217,10 +225,7 @@ def tables(results: dict, layer: int) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
-        for k, r in sorted(
-            ((k, r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|stats")),
-            key=lambda kr: int(kr[0].split("|")[1][1:]),
-        ):
+        for k, r in _ending(results, v, "|stats"):
             lay = int(k.split("|")[1][1:])
             lookup = results.get(f"{v}|L{lay}|lookup", {}).get("token_lookup_ev")
             out.append(
@@ -369,10 +374,7 @@ def fit_table(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
-        for k, r in sorted(
-            ((k, r) for k, r in results.items() if k.startswith(f"{v}|L") and k.endswith("|fit")),
-            key=lambda kr: (int(kr[0].split("|")[1][1:]), int(kr[0].split("|")[3])),
-        ):
+        for k, r in _ending(results, v, "|fit"):
             _, lay, _, b, _ = k.split("|")
             out.append(f"| {v} | {lay[1:]} | {int(b):,} | {r['ev_seen']:.3f} | {r['ev_unseen']:.3f} | {r['ev_eval']:.3f} |")
     return "\n".join(out)
