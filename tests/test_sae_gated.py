@@ -122,6 +122,8 @@ def test_synth_trains_a_gated_sae_and_its_baselines(capsys):
         "400",
         "--l0",
         "5",
+        "--curve-points",
+        "2",
     ]
     assert main(["synth", *args, "--eval-size", "1024", "--quiet"]) == 0
     out = capsys.readouterr().out
