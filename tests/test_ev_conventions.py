@@ -2,6 +2,7 @@
 same tensors, and a worked example pinned by hand (docs/guide/ev-definitions.md)."""
 
 import json
+from importlib import import_module
 from typing import Any, cast
 
 import pytest
@@ -125,16 +126,15 @@ def test_sparsify_fvu_matches_sparsify():
 
 def test_dictionary_learning_matches_dictionary_learning():
     pytest.importorskip("dictionary_learning")
-    from dictionary_learning.evaluation import evaluate
-    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+    evaluation, top_k = import_module("dictionary_learning.evaluation"), import_module("dictionary_learning.trainers.top_k")
     from test_io import _randomised
 
-    ae = _randomised(AutoEncoderTopK(D, M, K))
+    ae = _randomised(top_k.AutoEncoderTopK(D, M, K))
     xs = _batches(3)
     with torch.no_grad():
         recons = [ae(x) for x in xs]
     ours = library_ev(list(zip(xs, recons)))
-    theirs = evaluate(ae, iter(xs), n_batches=NB)
+    theirs = evaluation.evaluate(ae, iter(xs), n_batches=NB)
     assert ours.dictionary_learning_frac_variance_explained == pytest.approx(theirs["frac_variance_explained"], rel=1e-5)
 
 

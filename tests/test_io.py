@@ -1,6 +1,7 @@
 """Save/load in nullsae, SAELens and sparsify formats, round-tripped against the real libraries."""
 
 import json
+from importlib import import_module
 
 import pytest
 import torch
@@ -232,15 +233,13 @@ def test_sparsify_hookpoint_and_fields(tmp_path):
 
 def _dictionary_learning_classes():
     dl = pytest.importorskip("dictionary_learning")
-    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE
-    from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKSAE
-    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+    trainers = {name: import_module(f"dictionary_learning.trainers.{name}") for name in ("batch_top_k", "matryoshka_batch_top_k", "top_k")}
 
     return {
         "AutoEncoder": lambda: dl.AutoEncoder(D, M),
-        "AutoEncoderTopK": lambda: AutoEncoderTopK(D, M, K),
-        "BatchTopKSAE": lambda: BatchTopKSAE(D, M, K),
-        "MatryoshkaBatchTopKSAE": lambda: MatryoshkaBatchTopKSAE(D, M, K, [M // 2, M // 4, M // 4]),
+        "AutoEncoderTopK": lambda: trainers["top_k"].AutoEncoderTopK(D, M, K),
+        "BatchTopKSAE": lambda: trainers["batch_top_k"].BatchTopKSAE(D, M, K),
+        "MatryoshkaBatchTopKSAE": lambda: trainers["matryoshka_batch_top_k"].MatryoshkaBatchTopKSAE(D, M, K, [M // 2, M // 4, M // 4]),
         "JumpReluAutoEncoder": lambda: dl.JumpReluAutoEncoder(D, M),
     }
 
