@@ -287,9 +287,10 @@ def draw_auroc(results: dict, folder: Path, layers: list[int]) -> None:
                 ]
                 if not pts:
                     continue
-                line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)[0]
+                color = f"C{VARIANTS.index(v)}"  # one colour per variant in every panel, whichever variants a panel has
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v, color=color)
                 if pts[0][2] is not None:
-                    ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.12)
+                    ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts], color=color, alpha=0.12)
             if field.startswith("auroc"):
                 ax.axhline(0.5, color="grey", ls=":", lw=1)
             ax.set_xscale("log", base=2)
