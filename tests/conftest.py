@@ -142,6 +142,18 @@ def tiny(request):
     return tiny_model(request.param)
 
 
+@pytest.fixture
+def sae_folder(tmp_path):
+    """A saved tiny nullsae SAE (topk, d = 32, 64 latents): what a command that reads --sae first needs to
+    get as far as the input a test gives it."""
+    from nullsae.sae import SAE
+    from nullsae.sae.config import SAEConfig
+    from nullsae.sae.io import save_sae
+
+    torch.manual_seed(0)
+    return save_sae(SAE(SAEConfig(arch="topk", d_in=32, n_latents=64, k=4)), tmp_path / "sae")
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The bundled SmolLM2-135M, loaded once per test session (through its safetensors cache)."""

@@ -177,11 +177,11 @@ def test_bad_facts_file_is_one_clear_error(tmp_path):
         load_facts(tmp_path / "missing.json")
 
 
-def test_cli_bad_facts_prints_one_line(capsys, tmp_path):
+def test_cli_bad_facts_prints_one_line(capsys, tmp_path, sae_folder):
     from nullsae.cli import main
 
     (tmp_path / "facts.json").write_text("[1, 2]")
-    assert main(["edit", "--sae", str(tmp_path), "--layer", "3", "--facts", str(tmp_path / "facts.json")]) == 2
+    assert main(["edit", "--sae", str(sae_folder), "--layer", "3", "--facts", str(tmp_path / "facts.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nullsae edit: error: facts file")
 

@@ -177,17 +177,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
-def test_autointerp_out_naming_a_file_fails_before_the_model_runs(tmp_path):
-    import torch
-
-    from nullsae.sae import SAE
-    from nullsae.sae.config import SAEConfig
-    from nullsae.sae.io import save_sae
-
-    torch.manual_seed(0)
-    save_sae(SAE(SAEConfig(arch="topk", d_in=32, n_latents=64, k=4)), tmp_path / "sae")
+def test_autointerp_out_naming_a_file_fails_before_the_model_runs(tmp_path, sae_folder):
     (tmp_path / "taken").write_text("x")
-    res = nullsae(
-        "autointerp", "--sae", str(tmp_path / "sae"), "--layer", "1", "--model", "/nonexistent/model", "--out", str(tmp_path / "taken")
-    )
+    res = nullsae("autointerp", "--sae", str(sae_folder), "--layer", "1", "--model", "/nonexistent/model", "--out", str(tmp_path / "taken"))
     assert_clean_error(res, "taken is a file, not a folder")  # not the missing model: the output folder is checked first

