@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +46,14 @@ class _Step(torch.autograd.Function):
         pre, theta, eps = ctx.saved_tensors
         window = ((pre - theta).abs() < eps / 2).to(g.dtype)
         return None, -(1 / eps) * g * window, None
+
+
+@dataclass
+class _GatheredEntries(Entries):
+    """Entries with each one's θ, gathered once for both the activation and the L0 penalty, so that θ's gradient
+    is one sum through one gather (two gathers round differently and change training from a few steps on)."""
+
+    theta: Tensor
 
 
 class JumpReLUSAE(SAE):
@@ -93,12 +102,15 @@ class JumpReLUSAE(SAE):
         """θ of each selected entry's latent (differentiable: gradients flow back to log_threshold)."""
         return self.log_threshold.exp().index_select(0, cols)
 
-    def _activate(self, pre: Tensor, cols: Tensor) -> Tensor:
-        return _JumpReLU.apply(pre, self._thresholds(cols), self.eps)
+    def _entries(self, x: Tensor) -> Entries:
+        e = super()._entries(x)  # the base activation leaves the ReLU'd pre-activations
+        theta = self._thresholds(e.cols)
+        return _GatheredEntries(e.pre, _JumpReLU.apply(e.pre, theta, self.eps), e.rows, e.cols, theta)
 
     def _loss(self, x: Tensor, e: Entries, recon: Tensor, loss: Tensor, terms: dict[str, Tensor], dead_mask: Tensor | None) -> Tensor:
         """L0 penalty with the rectangle-kernel pseudo-derivative for θ."""
-        l0 = _Step.apply(e.pre, self._thresholds(e.cols), self.eps).sum() / x.shape[0]
+        assert isinstance(e, _GatheredEntries)
+        l0 = _Step.apply(e.pre, e.theta, self.eps).sum() / x.shape[0]
         terms["l0_penalty"] = l0.detach()
         if self.cfg.target_l0 is not None:
             # SAEBench / dictionary_learning form: a pull towards the target from both sides, a
