@@ -235,6 +235,8 @@ def test_every_flag_has_help_that_shows_its_default(command):
         text = formatter._expand_help(action) if action.help else ""
         if not text.strip():
             missing.append(f"{action.dest}: no help")
+        elif "Undefined" in text:
+            missing.append(f"{action.dest}: a required argument shows an undefined default")
         elif action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
             missing.append(f"{action.dest}: default {action.default!r} not shown")
     assert not missing, missing

@@ -630,7 +630,7 @@ def add_flags(
         if path in skip:
             continue
         name = (names or {}).get(path, path.rsplit(".", 1)[-1]).replace("_", "-")
-        default = field.get_default(call_default_factory=True)
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         ann, choices = field.annotation, _choices(field.annotation)
         metavar = "{" + ",".join(choices) + "}" if choices else name.upper().replace("-", "_")
         kwargs: dict[str, Any] = {"help": _help(field, default), "default": argparse.SUPPRESS}
