@@ -26,6 +26,7 @@ import json
 import math
 import shutil
 import time
+from itertools import combinations
 from pathlib import Path
 
 import torch
@@ -308,14 +309,20 @@ def draw_auroc(results: dict, folder: Path, layers: list[int]) -> None:
     plt.close(fig)
 
 
+def _overlap(a: dict, b: dict, field: str) -> bool:
+    """Whether two results' 95 % intervals of `field` overlap."""
+    return a[f"{field}_low"] <= b[f"{field}_high"] and b[f"{field}_low"] <= a[f"{field}_high"]
+
+
 def ordering_table(results: dict, layers: list[int]) -> str:
     """Markdown table with one row per layer, budget and measure, a column per variant and the variants in
-    descending order; an AUROC pair reads '≈' where the two 95 % intervals overlap, '>' where they do not."""
+    descending order; an AUROC pair reads '≈' where the two 95 % intervals overlap, '>' where they do not.
+    For AUROC it also lists every pair of variants whose intervals do not overlap, and the variants whose interval excludes 0.5."""
     rows = list(_budget_rows(results, layers))
     variants = [v for v in VARIANTS if any(vv == v for vv, _, _, _ in rows)]
     out = [
-        f"| layer | tokens | measure | {' | '.join(variants)} | order |",
-        "|---|---|---|" + "---|" * (len(variants) + 1),
+        f"| layer | tokens | measure | {' | '.join(variants)} | order | intervals apart | interval excludes 0.5 |",
+        "|---|---|---|" + "---|" * (len(variants) + 3),
     ]
     for lay in layers:
         for b in sorted({bb for _, ll, bb, _ in rows if ll == lay}):
@@ -324,10 +331,13 @@ def ordering_table(results: dict, layers: list[int]) -> str:
                 have = sorted(((v, r) for v, r in got.items() if r.get(field) is not None), key=lambda vr: -vr[1][field])
                 order = have[0][0] if have else ""
                 for (_, hi), (v, lo) in zip(have, have[1:]):
-                    overlap = field.startswith("auroc") and lo[f"{field}_high"] >= hi[f"{field}_low"]
-                    order += f" {'≈' if overlap else '>'} {v}"
+                    order += f" {'≈' if field.startswith('auroc') and _overlap(lo, hi, field) else '>'} {v}"
+                apart = chance = "–"
+                if field.startswith("auroc"):
+                    apart = ", ".join(f"{a}/{c}" for (a, ra), (c, rc) in combinations(have, 2) if not _overlap(ra, rc, field)) or "none"
+                    chance = ", ".join(v for v, r in have if not r[f"{field}_low"] <= 0.5 <= r[f"{field}_high"]) or "none"
                 cells = " | ".join("–" if got.get(v, {}).get(field) is None else f"{got[v][field]:.3f}" for v in variants)
-                out.append(f"| {lay} | {b:,} | {title} | {cells} | {order} |")
+                out.append(f"| {lay} | {b:,} | {title} | {cells} | {order} | {apart} | {chance} |")
     return "\n".join(out)
 
 
