@@ -77,7 +77,7 @@ def compare(old: dict[str, float], new: dict[str, float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("old", help="the commit before the refactor")
     ap.add_argument("--steps", type=int, default=150, help="training steps of each synth case")
     ap.add_argument("--only", nargs="*", help="run only these cases")
