@@ -63,9 +63,9 @@ def test_checks_against_the_model_come_before_compute():
 
 def test_store_parts_are_atomic_and_mark_completion(tmp_path):
     store = RunStore(tmp_path / "run")
-    assert not store.has_part("abc", "reconstruction", "h1")
+    assert not store.part_path("abc", "reconstruction", "h1").exists()
     store.write_part("abc", "reconstruction", "h1", pd.DataFrame([{"ev": 0.5}]))
-    assert store.has_part("abc", "reconstruction", "h1") and not store.has_part("abc", "reconstruction", "h2")
+    assert store.part_path("abc", "reconstruction", "h1").exists() and not store.part_path("abc", "reconstruction", "h2").exists()
     assert store.read_part("abc", "reconstruction", "h1").ev.item() == 0.5
 
     def boom(tmp):

@@ -111,9 +111,6 @@ class RunStore:
     def part_path(self, key: str, part: str, part_hash: str, ext: str = "parquet") -> Path:
         return self.cell_dir(key) / f"{part}-{part_hash}.{ext}"
 
-    def has_part(self, key: str, part: str, part_hash: str, ext: str = "parquet") -> bool:
-        return self.part_path(key, part, part_hash, ext).exists()
-
     def write_part(self, key: str, part: str, part_hash: str, df: pd.DataFrame) -> Path:
         return write_parquet(self.part_path(key, part, part_hash), df)
 
